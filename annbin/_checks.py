@@ -1,0 +1,118 @@
+"""Validation of user input: the one place that turns bad arrays and numbers into clear errors.
+
+Every message says what was expected and what was given. Nothing here uses ``assert``: user input
+must be checked under ``python -O`` too.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def check_d(d: Any) -> int:
+    """Code length in bits: a positive int, multiple of 8."""
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+        raise TypeError(f"d must be an int number of bits, got {type(d).__name__}")
+    d = int(d)
+    if d <= 0 or d % 8:
+        raise ValueError(f"d must be a positive multiple of 8 bits, got {d}")
+    return d
+
+
+def check_k(k: Any) -> int:
+    """Number of neighbours: an int >= 1."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return int(k)
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """An int option (not bool), optionally bounded below."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def as_codes(x: Any, code_size: int | None = None, *, name: str = "codes") -> NDArray[np.uint8]:
+    """Packed binary codes as a C-contiguous ``(n, code_size)`` uint8 array.
+
+    A 1-D array is taken as one code (one row). Float or other integer dtypes are a ``TypeError``:
+    codes are never cast silently, since ``np.uint8(-1.0)`` or an int8 packing would give other bits.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy uint8 array, got {type(x).__name__}")
+    if x.dtype != np.uint8:
+        hint = " (int8 'binary' packing? convert with annbin.from_packing(x, 'binary'))" if x.dtype == np.int8 else ""
+        raise TypeError(f"{name} must have dtype uint8, got {x.dtype}{hint}")
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, code_size), got shape {x.shape}")
+    if code_size is not None and x.shape[1] != code_size:
+        raise ValueError(
+            f"{name} width mismatch: expected (n, {code_size}) bytes = {code_size * 8} bits, "
+            f"got shape {x.shape} = {x.shape[1] * 8} bits"
+        )
+    return np.ascontiguousarray(x)
+
+
+def as_floats(x: Any, dim: int | None = None, *, name: str = "x") -> NDArray[np.floating]:
+    """Float vectors as a 2-D float array (float16/32/64 kept); 1-D is one row; finite values only."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} dimension mismatch: expected (n, {dim}), got shape {x.shape}")
+    if x.size and not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN or inf value(s)")
+    return x
+
+
+def as_ids(ids: Any, n: int, *, name: str = "ids") -> NDArray[np.int64]:
+    """User ids for ``n`` new vectors: 1-D integers, length n, unique, non-negative (-1 means 'missing')."""
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got dtype {ids.dtype}")
+    if ids.shape[0] != n:
+        raise ValueError(f"{name} length mismatch: expected {n} (one per code), got {ids.shape[0]}")
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks a missing result), got {int(ids.min())}")
+    if np.unique(ids).size != ids.size:
+        raise ValueError(f"{name} contains duplicates")
+    return np.ascontiguousarray(ids)
+
+
+def as_id_selection(ids: Any, *, name: str = "ids") -> NDArray[np.int64]:
+    """Ids to remove: any 1-D integer array (may name ids that are absent)."""
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got dtype {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
+def check_radius(radius: Any) -> int:
+    """Hamming radius for range search: an int >= 0."""
+    return check_int(radius, "radius", minimum=0)

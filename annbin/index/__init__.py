@@ -1,0 +1,1 @@
+"""Index variants behind one interface (see ``annbin.index.base.BinaryIndex``)."""

@@ -1,0 +1,243 @@
+"""The one interface every annbin index implements: faiss's names and return conventions.
+
+A subclass implements the private hooks (``_add``, ``_search``, ...); the public methods here do
+all validation, result padding and tie ordering once, so every variant behaves the same:
+
+- ``search(x, k) -> (D, I)``: ``D`` int32 ``(nq, k)`` Hamming distances ascending, ``I`` int64
+  ``(nq, k)`` ids; ties ordered by smaller id; missing results (``k > ntotal``, empty index) are
+  ``I = -1``, ``D = INT32_MAX``.
+- ``range_search(x, radius) -> (lims, D, I)``: every item with distance **<= radius** (faiss's own
+  ``range_search`` uses ``< radius``), results of query ``i`` in ``D[lims[i]:lims[i+1]]``, sorted.
+- Codes are always ``(n, d // 8)`` uint8; ``d`` is in bits. A 1-D array is one code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from annbin._checks import INT32_MAX, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
+
+SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
+RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
+
+
+class UnsupportedOperation(TypeError):
+    """The index variant cannot do this (e.g. ``remove_ids`` on HNSW)."""
+
+
+def sort_results(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
+    """Order each row by (distance, id); missing results (INT32_MAX, -1) stay last."""
+    if D.size == 0:
+        return D, I
+    order = np.lexsort((I, D), axis=-1)
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+
+def sort_ranges(lims: NDArray[np.int64], D: NDArray[np.int32], I: NDArray[np.int64]) -> RangeResult:
+    """Order each query's range-search segment by (distance, id)."""
+    if D.size == 0:
+        return lims, D, I
+    qid = np.repeat(np.arange(lims.size - 1), np.diff(lims))
+    order = np.lexsort((I, D, qid))
+    return lims, D[order], I[order]
+
+
+class BinaryIndex(ABC):
+    """Abstract index over packed binary codes of ``d`` bits, searched by Hamming distance."""
+
+    variant: ClassVar[str] = ""
+    #: build-time parameters (constructor keywords), part of the spec string and the saved file
+    build_params: ClassVar[tuple[str, ...]] = ()
+    #: parameters ``set_search_params`` accepts
+    search_params: ClassVar[tuple[str, ...]] = ()
+    #: True when search returns exactly the k nearest distances (flat, MIH)
+    exact: ClassVar[bool] = True
+
+    def __init__(self, d: int) -> None:
+        self.d = check_d(d)
+        self._next_id = 0
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def code_size(self) -> int:
+        """Bytes per code, ``d // 8``."""
+        return self.d // 8
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int:
+        """Number of codes stored."""
+
+    @property
+    def is_trained(self) -> bool:
+        """faiss compatibility: annbin indexes need no training unless a variant says so."""
+        return True
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} d={self.d} ntotal={self.ntotal}>"
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds an empty index like this one (see ``make_index``)."""
+        params = {**self.get_params(), **self.get_search_params()}
+        body = ",".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        return f"{self.variant}:{body}" if body else self.variant
+
+    # --- public API ------------------------------------------------------------------------
+    def add(self, codes: NDArray[np.uint8], ids: ArrayLike | None = None) -> None:
+        """Add codes ``(n, d // 8)`` uint8; ``ids`` int64 ``(n,)`` or None for sequential ids.
+
+        Explicit ids must be unique and not already stored.
+        """
+        codes = as_codes(codes, self.code_size)
+        n = codes.shape[0]
+        if ids is None:
+            new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        else:
+            new_ids = as_ids(ids, n)
+            if self.ntotal and n:
+                clash = np.isin(new_ids, self.get_ids())
+                if clash.any():
+                    raise ValueError(f"ids already in the index: {new_ids[clash][:5].tolist()}")
+        if n == 0:
+            return
+        self._add(codes, new_ids)
+        self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+
+    def search(self, codes: NDArray[np.uint8], k: int, *, params: dict[str, Any] | None = None) -> SearchResult:
+        """k nearest codes by Hamming distance for queries ``(nq, d // 8)`` uint8.
+
+        Returns ``(D, I)``: int32 distances ``(nq, k)`` ascending and int64 ids ``(nq, k)``; slots
+        past ``ntotal`` hold ``-1`` / ``INT32_MAX``. ``params`` sets search parameters for this
+        call only.
+        """
+        x = as_codes(codes, self.code_size, name="queries")
+        k = check_k(k)
+        nq = x.shape[0]
+        D = np.full((nq, k), INT32_MAX, dtype=np.int32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        kk = min(k, self.ntotal)
+        if kk == 0 or nq == 0:
+            return D, I
+        saved = self._push_params(params)
+        try:
+            d_, i_ = self._search(x, kk)
+        finally:
+            self._pop_params(saved)
+        D[:, :kk] = d_
+        I[:, :kk] = i_
+        return sort_results(D, I)
+
+    def range_search(self, codes: NDArray[np.uint8], radius: int) -> RangeResult:
+        """Every stored code within Hamming distance ``<= radius`` of each query.
+
+        Returns ``(lims, D, I)``: lims int64 ``(nq + 1,)``, D int32, I int64; query i's results are
+        ``D[lims[i]:lims[i + 1]]``, sorted by (distance, id). Note faiss's own range_search is
+        ``< radius``.
+        """
+        x = as_codes(codes, self.code_size, name="queries")
+        radius = check_radius(radius)
+        if self.ntotal == 0 or x.shape[0] == 0:
+            return np.zeros(x.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+        lims, D, I = self._range_search(x, radius)
+        return sort_ranges(lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64))
+
+    def remove_ids(self, ids: ArrayLike) -> int:
+        """Remove the given ids (absent ones are ignored); returns how many were removed."""
+        sel = as_id_selection(ids)
+        if sel.size == 0 or self.ntotal == 0:
+            return 0
+        return int(self._remove_ids(sel))
+
+    def reset(self) -> None:
+        """Remove everything; the index keeps its parameters."""
+        self._reset()
+        self._next_id = 0
+
+    def set_search_params(self, **params: Any) -> None:
+        """Set search-time parameters by name (see ``search_params``); unknown names raise."""
+        unknown = sorted(set(params) - set(self.search_params))
+        if unknown:
+            allowed = ", ".join(self.search_params) or "none"
+            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
+        if params:
+            self._set_search_params(params)
+
+    def get_search_params(self) -> dict[str, Any]:
+        """Current search-time parameters."""
+        return {}
+
+    def get_params(self) -> dict[str, Any]:
+        """Build-time parameters (what the constructor needs besides ``d``)."""
+        return {}
+
+    @abstractmethod
+    def get_ids(self) -> NDArray[np.int64]:
+        """All stored ids, int64 ``(ntotal,)``, in storage order."""
+
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """Bytes the index holds in RAM (codes, ids, tables or graph)."""
+
+    def save(self, path: str) -> None:
+        """Write the index atomically to ``path`` in annbin's format (see ``annbin._io``)."""
+        from annbin._io import write_index_file
+
+        header = {
+            "variant": self.variant,
+            "d": self.d,
+            "ntotal": self.ntotal,
+            "params": self.get_params(),
+            "search_params": self.get_search_params(),
+            "next_id": self._next_id,
+        }
+        write_index_file(path, header, self._state_arrays())
+
+    # --- hooks for variants ----------------------------------------------------------------
+    @abstractmethod
+    def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
+        """Store validated codes with validated, new ids."""
+
+    @abstractmethod
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
+        """Search validated queries with 1 <= k <= ntotal."""
+
+    def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
+        raise UnsupportedOperation(f"{self.variant!r} index does not support range_search")
+
+    def _remove_ids(self, ids: NDArray[np.int64]) -> int:
+        raise UnsupportedOperation(f"{self.variant!r} index does not support remove_ids")
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Drop all stored codes."""
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        """Apply validated search parameter names (values still to check)."""
+
+    @abstractmethod
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays that, with ``get_params()``, rebuild the index (see ``_from_state``)."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
+        """Rebuild an index from what ``save`` wrote."""
+
+    def _push_params(self, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not params:
+            return None
+        saved = self.get_search_params()
+        self.set_search_params(**params)
+        return saved
+
+    def _pop_params(self, saved: dict[str, Any] | None) -> None:
+        if saved is not None:
+            self._set_search_params(saved)

@@ -1,0 +1,37 @@
+"""Exact brute force on ``faiss.IndexBinaryFlat``: the reference every other variant is held to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from annbin.index._faiss import FaissBackedIndex, faiss_range_search
+from annbin.index.base import RangeResult
+
+
+class FlatIndex(FaissBackedIndex):
+    """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap2``).
+
+    ``d`` is the code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    """
+
+    variant = "flat"
+    exact = True
+
+    def __init__(self, d: int) -> None:
+        super().__init__(d)
+
+    def _new_inner(self) -> Any:
+        return faiss.IndexBinaryFlat(self.d)
+
+    def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
+        return faiss_range_search(self._index, x, radius)
+
+    def _remove_ids(self, ids: NDArray[np.int64]) -> int:
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def memory_bytes(self) -> int:
+        return self.ntotal * self.code_size + self._ids_bytes()

@@ -1,0 +1,65 @@
+"""Approximate Hamming kNN on faiss's binary HNSW graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+
+from annbin._checks import check_int
+from annbin.index._faiss import FaissBackedIndex
+
+
+class HNSWIndex(FaissBackedIndex):
+    """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap2``); approximate.
+
+    ``M``: graph degree (layer 0 keeps ``2 * M`` links); ``ef_construction``: build beam width;
+    ``ef_search``: search beam width, settable per search. faiss's HNSW cannot remove ids or
+    range-search, so ``remove_ids`` / ``range_search`` raise ``UnsupportedOperation``.
+    """
+
+    variant = "hnsw"
+    exact = False
+    build_params = ("M", "ef_construction")
+    search_params = ("ef_search",)
+
+    def __init__(self, d: int, *, M: int = 32, ef_construction: int = 40, ef_search: int = 16) -> None:
+        self.M = check_int(M, "M", minimum=2)
+        self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
+        super().__init__(d)
+        self.set_search_params(ef_search=ef_search)
+
+    def _new_inner(self) -> Any:
+        inner = faiss.IndexBinaryHNSW(self.d, self.M)
+        inner.hnsw.efConstruction = self.ef_construction
+        return inner
+
+    def _adopt(self, index: Any) -> None:
+        ef = self._inner.hnsw.efSearch
+        super()._adopt(index)
+        self._inner.hnsw.efSearch = ef
+
+    def get_params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction}
+
+    def get_search_params(self) -> dict[str, Any]:
+        return {"ef_search": int(self._inner.hnsw.efSearch)}
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        if "ef_search" in params:
+            self._inner.hnsw.efSearch = check_int(params["ef_search"], "ef_search", minimum=1)
+
+    def _search(self, x, k):  # type: ignore[no-untyped-def]
+        # faiss's HNSW returns fewer than k results when ef_search < k; widen the beam for this call.
+        ef = self._inner.hnsw.efSearch
+        if ef < k:
+            self._inner.hnsw.efSearch = k
+        try:
+            return super()._search(x, k)
+        finally:
+            self._inner.hnsw.efSearch = ef
+
+    def memory_bytes(self) -> int:
+        h = self._inner.hnsw
+        graph = h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
+        return self.ntotal * self.code_size + self._ids_bytes() + int(graph)

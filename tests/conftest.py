@@ -1,0 +1,33 @@
+"""Shared fixtures and data makers for the test suite."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# Keep faiss from spinning two OpenMP threads against pytest on a 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def clustered_codes(rng: np.random.Generator, n: int, code_size: int, *, n_clusters: int = 8, flip: float = 0.08) -> np.ndarray:
+    """Codes near a few random centres: each bit flipped with probability ``flip``."""
+    centres = rng.integers(0, 2, size=(n_clusters, code_size * 8), dtype=np.uint8)
+    bits = centres[rng.integers(0, n_clusters, size=n)]
+    bits ^= (rng.random(bits.shape) < flip).astype(np.uint8)
+    return np.packbits(bits, axis=1)
+
+
+def popcount_knn(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Reference: the k smallest Hamming distances per query, by plain numpy popcount."""
+    dist = np.bitwise_count(queries[:, None, :] ^ base[None, :, :]).sum(axis=2, dtype=np.int64)
+    kk = min(k, base.shape[0])
+    out = np.full((queries.shape[0], k), np.iinfo(np.int32).max, dtype=np.int64)
+    out[:, :kk] = np.sort(dist, axis=1)[:, :kk]
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
