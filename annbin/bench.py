@@ -1,0 +1,302 @@
+"""Recall / speed sweeps: build once per build setting, loop over search settings, emit rows.
+
+Sweep grammar (command line and config files): an index spec whose values may list alternatives
+separated by ``|``::
+
+    hnsw:M=16|32,ef_search=16|32|64|128   ->  2 builds x 4 searches = 8 rows
+    float-hnsw:M=16,ef=10|20|40
+
+Build parameters (the variant's ``build_params``) multiply builds; search parameters
+(``search_params``) are looped over each built index. Each row is one JSON object (STYLE.md #8).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbin._checks import check_int, check_k
+from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.index.registry import VARIANTS, make_index, parse_spec, parse_value
+from annbin.quantize import binarize, fit_thresholds
+
+DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|32|64|128", "mih")
+KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
+
+
+@dataclass
+class BenchConfig:
+    """Everything one ``annbin bench`` run needs; field names match the CLI options and config keys."""
+
+    dataset: str = ""
+    indexes: list[str] = field(default_factory=lambda: list(DEFAULT_INDEXES))
+    k: int = 10
+    rescore: list[int] = field(default_factory=list)  # oversample factors; empty: no rescoring
+    vectors: str = "ram"  # where rescoring reads float vectors: "ram" or "mmap" (a .npy on disk)
+    bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
+    thresholds: str = "zero"  # "zero" (sign bits) or "median" (per-dimension, balances bits)
+    runs: int = 3
+    latency_queries: int = 200
+    max_queries: int | None = None
+    threads: int = 1
+    seed: int = 0
+
+    def validate(self) -> BenchConfig:
+        check_k(self.k)
+        for r in self.rescore:
+            check_int(r, "rescore factor", minimum=1)
+        check_int(self.runs, "runs", minimum=1)
+        check_int(self.latency_queries, "latency_queries", minimum=0)
+        check_int(self.threads, "threads", minimum=1)
+        if self.bits is not None and (check_int(self.bits, "bits", minimum=8) % 8):
+            raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
+        if self.thresholds not in ("zero", "median"):
+            raise ValueError(f"thresholds must be 'zero' or 'median', got {self.thresholds!r}")
+        if self.vectors not in ("ram", "mmap"):
+            raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
+        if not self.indexes:
+            raise ValueError("no index spec given")
+        for spec in self.indexes:
+            expand_spec(spec)  # raises on unknown variants or parameters
+        return self
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) sweep file into BenchConfig fields."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ValueError(f"config {str(path)!r} must end in .yaml, .yml or .toml")
+    except ValueError:
+        raise
+    except Exception as exc:  # parser errors come in many classes; one line is what a user needs
+        raise ValueError(f"cannot parse config {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config {str(path)!r} must be a mapping of option names to values")
+    known = set(BenchConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config {str(path)!r}; expected some of {sorted(known)}")
+    return data
+
+
+def _index_class(name: str) -> Any:
+    from annbin.baselines import FLOAT_INDEXES
+
+    cls = VARIANTS.get(name) or FLOAT_INDEXES.get(name)
+    if cls is None:
+        known = sorted(VARIANTS) + sorted(FLOAT_INDEXES)
+        raise ValueError(f"unknown index spec {name!r}; known: {', '.join(known)}")
+    return cls
+
+
+def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Sweep spec to ``[(build_spec, [search_params, ...]), ...]``."""
+    name, _, body = spec.strip().partition(":")
+    cls = _index_class(name.strip().lower())
+    build: dict[str, list[Any]] = {}
+    search: dict[str, list[Any]] = {}
+    for item in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, values = item.partition("=")
+        key = key.strip()
+        if not eq or not values.strip():
+            raise ValueError(f"bad parameter {item!r} in {spec!r}; expected key=value or key=v1|v2")
+        options = [parse_value(v) for v in values.split("|")]
+        if key in cls.search_params:
+            search[key] = options
+        elif key in cls.build_params:
+            build[key] = options
+        else:
+            allowed = ", ".join(cls.build_params + cls.search_params) or "none"
+            raise ValueError(f"unknown parameter {key!r} for {name!r} in {spec!r}; expected: {allowed}")
+    out = []
+    for combo in itertools.product(*build.values()):
+        body_ = ",".join(f"{k}={v}" for k, v in zip(build, combo))
+        build_spec = f"{name}:{body_}" if body_ else name
+        searches = [dict(zip(search, c)) for c in itertools.product(*search.values())]
+        out.append((build_spec, searches))
+    return out
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="q" if "query" in desc else "it")
+
+
+class _Prepared:
+    """The dataset, its codes and both ground truths, computed once per bench run."""
+
+    def __init__(self, cfg: BenchConfig, progress: bool) -> None:
+        from annbin.datasets import get_dataset
+
+        self.ds = get_dataset(cfg.dataset) if cfg.dataset else get_dataset(_default_dataset())
+        self.base = np.ascontiguousarray(self.ds.get_database(), dtype=np.float32)
+        queries = self.ds.get_queries()
+        self.queries = np.ascontiguousarray(queries[: cfg.max_queries] if cfg.max_queries else queries, dtype=np.float32)
+        nq = self.queries.shape[0]
+        if cfg.k > self.base.shape[0]:
+            raise ValueError(f"k={cfg.k} is larger than the dataset ({self.base.shape[0]} vectors)")
+        depth = min(max(cfg.k, KENDALL_TOP), self.base.shape[0])
+        with _progress(1, "float ground truth", progress) as bar:
+            scores, ids = self.ds.get_groundtruth(depth)
+            bar.update(1)
+        self.gt_scores, self.gt_ids = scores[:nq], ids[:nq]
+        self.metric = self.ds.metric
+        self.projection = None
+        feats_b, feats_q = self.base, self.queries
+        if cfg.bits is not None and cfg.bits != self.base.shape[1]:
+            # Random hyperplanes (SimHash): short codes for MIH studies, independent of the data.
+            rng = np.random.default_rng(cfg.seed)
+            self.projection = rng.standard_normal((self.base.shape[1], cfg.bits)).astype(np.float32)
+            feats_b, feats_q = self.base @ self.projection, self.queries @ self.projection
+        self.thresholds = fit_thresholds(feats_b, "median") if cfg.thresholds == "median" else None
+        self.codes = binarize(feats_b, self.thresholds)
+        self.qcodes = binarize(feats_q, self.thresholds)
+        self.d = self.codes.shape[1] * 8
+        with _progress(1, "hamming ground truth", progress) as bar:
+            self.ham_D, self.ham_I = hamming_groundtruth(self.codes, self.qcodes, cfg.k)
+            bar.update(1)
+        top = self.gt_ids[:, :depth]
+        ham_top = hamming_distances(self.codes, self.qcodes, top)
+        sign = 1.0 if self.metric == "ip" else -1.0  # l2 ground truth is distances: flip to scores
+        self.kendall = kendall_tau(sign * self.gt_scores[:, :depth], ham_top)
+
+
+def _default_dataset() -> str:
+    from annbin.datasets import DEFAULT_DATASET
+
+    return DEFAULT_DATASET
+
+
+def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every index spec of ``cfg``; returns the result rows (also passed to ``on_row``)."""
+    import faiss
+
+    cfg.validate()
+    faiss.omp_set_num_threads(cfg.threads)
+    prep = _Prepared(cfg, progress)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="annbin-bench-") as tmp:
+        vectors: Any = prep.base
+        if cfg.rescore and cfg.vectors == "mmap":
+            np.save(Path(tmp) / "vectors.npy", prep.base)
+            vectors = str(Path(tmp) / "vectors.npy")
+        for spec in cfg.indexes:
+            for build_spec, searches in expand_spec(spec):
+                for row in _bench_one(cfg, prep, build_spec, searches, vectors, progress):
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+    return rows
+
+
+def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], vectors: Any, progress: bool) -> Iterator[dict[str, Any]]:
+    from annbin.baselines import is_float_spec, make_float_index
+
+    is_float = is_float_spec(build_spec)
+    n, dim = prep.base.shape
+    t0 = time.perf_counter()
+    if is_float:
+        index: Any = make_float_index(build_spec, dim, prep.metric)
+        data, queries = prep.base, prep.queries
+    else:
+        index = make_index(build_spec, d=prep.d)
+        data, queries = prep.codes, prep.qcodes
+    step = max(1, n // 20)
+    with _progress(n, f"build {build_spec}", progress) as bar:
+        for start in range(0, n, step):
+            index.add(data[start : start + step])
+            bar.update(min(step, n - start))
+    build_s = time.perf_counter() - t0
+    index_bytes = int(index.memory_bytes())
+    factors: list[int | None] = [None] if is_float else [None, *cfg.rescore]
+    for params in searches or [{}]:
+        index.set_search_params(**params)
+        for factor in factors:
+            searcher, qs = index, queries
+            if factor is not None:
+                from annbin.rescore import RescoredIndex
+
+                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, mode="float", metric=prep.metric)
+                qs = prep.queries
+            yield _measure(cfg, prep, searcher, qs, build_spec, params, factor, build_s, index_bytes, is_float, progress)
+
+
+def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, build_spec: str, params: dict[str, Any], factor: int | None, build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
+    k, nq = cfg.k, qs.shape[0]
+    batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
+    nlat = min(cfg.latency_queries, nq)
+    with _progress(nlat, f"latency query {build_spec}", progress) as bar:
+        lat = time_per_query(lambda i: searcher.search(qs[i : i + 1], k), nlat, bar)
+    row: dict[str, Any] = {
+        "dataset": prep.ds.name,
+        "index": build_spec.partition(":")[0],
+        "spec": build_spec,
+        "params": {**parse_spec(build_spec)[1], **params},
+        "rescore": factor,
+        "k": k,
+        "n": int(prep.base.shape[0]),
+        "nq": int(nq),
+        "dim": int(prep.base.shape[1]),
+        "bits": None if is_float else prep.d,
+        "recall_float": recall_ids(I, prep.gt_ids, k),
+        "recall_hamming": None,
+        "recall_hamming_ids": None,
+        "kendall_tau": None if is_float else prep.kendall,
+        "qps": nq / batch_s if batch_s > 0 else float("inf"),
+        "latency_p50_ms": _pct(lat, 50),
+        "latency_p95_ms": _pct(lat, 95),
+        "latency_p99_ms": _pct(lat, 99),
+        "threads": cfg.threads,
+        "build_s": build_s,
+        "index_bytes": index_bytes,
+    }
+    ram = int(searcher.memory_bytes()) if factor is not None else index_bytes
+    row["bytes_per_vector"] = ram / row["n"]
+    row["compression_vs_float32"] = row["dim"] * 4 / row["bytes_per_vector"] if ram else None
+    if not is_float and factor is None:
+        found = hamming_distances(prep.codes, prep.qcodes, I)
+        row["recall_hamming"] = recall_tie_aware(found, prep.ham_D, k)
+        row["recall_hamming_ids"] = recall_ids(I, prep.ham_I, k)
+    row["host"] = platform.node()
+    return row
+
+
+def _pct(lat: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(lat, q) * 1e3) if lat.size else None
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a JSON Lines file (one object per line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines results file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

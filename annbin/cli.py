@@ -1,0 +1,139 @@
+"""The ``annbin`` command line: a thin click layer over ``annbin.bench`` and ``annbin.datasets``.
+
+Bad input (unknown dataset or spec, unreadable file, k out of range) prints one line on stderr and
+exits with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from annbin import __version__
+
+EXIT_USAGE = 2
+
+
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, OSError) as exc:
+            if os.environ.get("ANNBIN_DEBUG"):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            click.echo(f"annbin: error: {message}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def _int_list(values: tuple[str, ...]) -> list[int]:
+    out = []
+    for value in values:
+        for part in filter(None, value.split(",")):
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise ValueError(f"--rescore takes integers (e.g. 1,2,4,10), got {part!r}") from None
+    return out
+
+
+@click.group()
+@click.version_option(__version__, prog_name="annbin")
+def main() -> None:
+    """annbin: nearest-neighbour search over binary embeddings."""
+
+
+@main.command()
+@click.option("--dataset", "-d", default=None, help="Dataset name (see `annbin datasets`) or a file path. Default: the shipped real set.")
+@click.option("--index", "-i", "indexes", multiple=True, help='Index spec, repeatable; "|" lists sweep values: "hnsw:M=16|32,ef_search=16|64".')
+@click.option("--k", "-k", type=int, default=None, help="Neighbours per query (default 10).")
+@click.option("--rescore", multiple=True, help="Oversample factors for float rescoring, e.g. 1,2,4,10 (binary indexes only).")
+@click.option("--vectors", type=click.Choice(["ram", "mmap"]), default=None, help="Rescoring reads float vectors from RAM or a memory-mapped .npy.")
+@click.option("--bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
+@click.option("--thresholds", type=click.Choice(["zero", "median"]), default=None, help="Bit = x > 0 (zero) or x > per-dimension median.")
+@click.option("--threads", type=int, default=None, help="Search threads (faiss OpenMP, hnswlib). Default 1.")
+@click.option("--runs", type=int, default=None, help="Batch-search repeats; queries/s uses the median (default 3).")
+@click.option("--latency-queries", type=int, default=None, help="Queries timed one at a time for p50/p95/p99 (default 200).")
+@click.option("--max-queries", type=int, default=None, help="Use only the first N queries.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML or TOML file with the same option names; command-line options win.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Directory for results.jsonl (appended) and plots.")
+@click.option("--plot/--no-plot", default=False, help="Write recall-vs-queries/s PNG(s) into --out.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
+@_one_line_errors
+def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], vectors: str | None, bits: int | None,
+          thresholds: str | None, threads: int | None, runs: int | None, latency_queries: int | None, max_queries: int | None,
+          config_path: str | None, out: str | None, plot: bool, progress: bool | None) -> None:
+    """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
+    from rich.console import Console
+
+    from annbin.bench import BenchConfig, append_rows, load_config, run_bench
+    from annbin.report import plot_recall_qps, results_table
+
+    settings: dict[str, Any] = load_config(config_path) if config_path else {}
+    given = {
+        "dataset": dataset, "k": k, "vectors": vectors, "bits": bits, "thresholds": thresholds, "threads": threads,
+        "runs": runs, "latency_queries": latency_queries, "max_queries": max_queries,
+        "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None,
+    }
+    settings.update({key: value for key, value in given.items() if value is not None})
+    out_dir = Path(out) if out else (Path(settings.pop("out")) if "out" in settings else None)
+    settings.pop("out", None)
+    if plot and out_dir is None:
+        raise ValueError("--plot needs --out DIR to write the PNG into")
+    cfg = BenchConfig(**settings)
+    show = sys.stderr.isatty() if progress is None else progress
+    console = Console()
+    rows = run_bench(cfg, progress=show)
+    console.print(results_table(rows, title=f"{rows[0]['dataset']}  n={rows[0]['n']}  nq={rows[0]['nq']}  k={cfg.k}  {cfg.threads} thread(s)"))
+    if rows[0].get("kendall_tau") is not None:
+        console.print(f"Kendall tau, float vs Hamming order of each query's top-100: {rows[0]['kendall_tau']:.3f}")
+    if out_dir is not None:
+        append_rows(out_dir / "results.jsonl", rows)
+        console.print(f"{len(rows)} rows appended to {out_dir / 'results.jsonl'}")
+        if plot:
+            png = plot_recall_qps(rows, out_dir / "recall_vs_qps.png")
+            console.print(f"plot written to {png}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@_one_line_errors
+def datasets(ctx: click.Context) -> None:
+    """List the known datasets (size, dimension, metric)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from annbin.datasets import list_datasets
+
+    table = Table(title="annbin datasets")
+    for col in ("name", "n", "nq", "dim", "metric", "description"):
+        table.add_column(col, justify="right" if col in ("n", "nq", "dim") else "left")
+    for info in list_datasets():
+        table.add_row(*(str(info.get(col, "")) for col in ("name", "n", "nq", "dim", "metric", "description")))
+    Console().print(table)
+
+
+@datasets.command("build")
+@click.argument("name")
+@_one_line_errors
+def datasets_build(name: str) -> None:
+    """Prepare dataset NAME: verify its files and compute its cached ground truth."""
+    from annbin.datasets import build_dataset
+
+    result = build_dataset(name)
+    click.echo(f"dataset {name!r} ready" + (f": {result}" if result else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
