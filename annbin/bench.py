@@ -64,6 +64,8 @@ class BenchConfig:
             raise ValueError(f"thresholds must be 'zero' or 'median', got {self.thresholds!r}")
         if self.vectors not in ("ram", "mmap"):
             raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
+        if self.rescore and self.bits is not None:
+            raise ValueError("--rescore reranks the dataset's own float vectors; it cannot be combined with --bits projection")
         if not self.indexes:
             raise ValueError("no index spec given")
         for spec in self.indexes:
@@ -103,11 +105,11 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _index_class(name: str) -> Any:
-    from annbin.baselines import FLOAT_INDEXES
+    from annbin.baselines import FLOAT_VARIANTS
 
-    cls = VARIANTS.get(name) or FLOAT_INDEXES.get(name)
+    cls = VARIANTS.get(name) or FLOAT_VARIANTS.get(name)
     if cls is None:
-        known = sorted(VARIANTS) + sorted(FLOAT_INDEXES)
+        known = sorted(VARIANTS) + sorted(FLOAT_VARIANTS)
         raise ValueError(f"unknown index spec {name!r}; known: {', '.join(known)}")
     return cls
 
@@ -221,6 +223,8 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     t0 = time.perf_counter()
     if is_float:
         index: Any = make_float_index(build_spec, dim, prep.metric)
+        if hasattr(index, "num_threads"):  # hnswlib takes threads per call, not from OpenMP
+            index.num_threads = cfg.threads
         data, queries = prep.base, prep.queries
     else:
         index = make_index(build_spec, d=prep.d)
@@ -240,7 +244,7 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
             if factor is not None:
                 from annbin.rescore import RescoredIndex
 
-                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, mode="float", metric=prep.metric)
+                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, mode="float", metric=prep.metric, thresholds=prep.thresholds)
                 qs = prep.queries
             yield _measure(cfg, prep, searcher, qs, build_spec, params, factor, build_s, index_bytes, is_float, progress)
 

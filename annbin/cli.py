@@ -91,7 +91,8 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
         raise ValueError("--plot needs --out DIR to write the PNG into")
     cfg = BenchConfig(**settings)
     show = sys.stderr.isatty() if progress is None else progress
-    console = Console()
+    # Piped output gets a wide table rather than rich's 80-column fallback.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     rows = run_bench(cfg, progress=show)
     console.print(results_table(rows, title=f"{rows[0]['dataset']}  n={rows[0]['n']}  nq={rows[0]['nq']}  k={cfg.k}  {cfg.threads} thread(s)"))
     if rows[0].get("kendall_tau") is not None:

@@ -1,0 +1,113 @@
+"""The CLI through click's CliRunner, and once as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from annbin.cli import main
+
+FAST = ["--dataset", "synthetic-small", "--k", "5", "--runs", "1", "--latency-queries", "5", "--max-queries", "40", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "cache"))
+
+
+def test_bench_writes_rows_and_plot(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--index", "hnsw:M=8,ef_search=4|64",
+                                       "--index", "mih", "--rescore", "2", "--out", str(out), "--plot"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # flat, 2 hnsw settings, mih; each with and without rescoring
+    assert len(rows) == 8
+    need = {"dataset", "index", "params", "k", "recall_float", "recall_hamming", "qps", "latency_p50_ms",
+            "latency_p99_ms", "build_s", "bytes_per_vector"}
+    for row in rows:
+        assert need <= set(row), need - set(row)
+        assert row["dataset"] == "synthetic-small" and row["k"] == 5 and row["nq"] == 40
+        assert 0.0 <= row["recall_float"] <= 1.0 and row["qps"] > 0
+    plain = {(r["index"], r["params"].get("ef_search")): r for r in rows if r["rescore"] is None}
+    # exact indexes find every Hamming neighbour (tie-aware); a tiny beam finds fewer than a wide one
+    assert plain[("flat", None)]["recall_hamming"] == 1.0
+    assert plain[("mih", None)]["recall_hamming"] == 1.0
+    assert plain[("hnsw", 4)]["recall_hamming"] <= plain[("hnsw", 64)]["recall_hamming"]
+    assert plain[("hnsw", 64)]["params"] == {"M": 8, "ef_search": 64}
+    # binary codes of 128-d floats: 16 bytes + 8-byte id per vector in flat
+    assert plain[("flat", None)]["bytes_per_vector"] == pytest.approx(24.0)
+    rescored = {r["index"]: r for r in rows if r["rescore"] == 2}
+    assert rescored["flat"]["recall_hamming"] is None
+    assert rescored["flat"]["recall_float"] >= plain[("flat", None)]["recall_float"]
+    png = out / "recall_vs_qps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # appending: a second run adds rows rather than replacing
+    CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--out", str(out)])
+    assert len((out / "results.jsonl").read_text().splitlines()) == 9
+
+
+def test_float_baselines_in_the_same_table(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "float-flat", "--index", "float-hnsw:M=8,ef=50", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["index"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows["float-flat"]["recall_float"] == 1.0
+    assert rows["float-flat"]["recall_hamming"] is None
+    assert rows["float-flat"]["bytes_per_vector"] >= 128 * 4
+
+
+def test_config_file_and_short_codes(tmp_path):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text("dataset: synthetic-small\nindexes: ['mih', 'flat']\nk: 3\nbits: 64\nruns: 1\nlatency_queries: 3\nmax_queries: 20\n")
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", "--config", str(cfg), "--k", "4", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == ["mih", "flat"]
+    assert all(r["bits"] == 64 and r["k"] == 4 for r in rows)  # command line beats the file
+    assert all(r["recall_hamming"] == 1.0 for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "unknown dataset"),
+    (["--dataset", "/no/such/file.fvecs"], "file.fvecs"),
+    (["--index", "lsh"], "unknown index spec"),
+    (["--index", "hnsw:Q=1"], "unknown parameter"),
+    (["--k", "0"], "k must be >= 1"),
+    (["--k", "100000"], "larger than the dataset"),
+    (["--rescore", "x"], "--rescore takes integers"),
+    (["--config", "/no/such.yaml"], "cannot read config"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    base = ["bench", "--dataset", "synthetic-small", "--no-progress"]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_datasets_listing():
+    result = CliRunner().invoke(main, ["datasets"])
+    assert result.exit_code == 0
+    assert "minilm_wordnet" in result.output and "synthetic" in result.output
+    bad = CliRunner().invoke(main, ["datasets", "build", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_real_subprocess(tmp_path):
+    out = tmp_path / "o"
+    env = {**os.environ, "ANNBIN_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "annbin.cli", "bench", *FAST, "--index", "flat", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((out / "results.jsonl").read_text())
+    assert row["index"] == "flat" and row["recall_hamming"] == 1.0
+    assert "flat" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "annbin.cli", "bench", "--k", "0", "--dataset", "synthetic-small"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("annbin: error:")
