@@ -1,25 +1,39 @@
 """annbin: nearest-neighbour search over binary embeddings."""
 
+from annbin.baselines import FloatFlat, FloatHNSW, is_float_spec, make_float_index
+from annbin.embedding_index import BinaryEmbeddingIndex
 from annbin.index.base import BinaryIndex, UnsupportedOperation
+from annbin.index.faiss_wrap import FaissIndex, from_faiss
 from annbin.index.flat import FlatIndex
 from annbin.index.hnsw import HNSWIndex
+from annbin.index.ivf import IVFIndex
 from annbin.index.mih import MIHIndex
 from annbin.index.registry import load_index, make_index
 from annbin.quantize import PACKINGS, binarize, fit_thresholds, from_packing, to_packing, unpack
+from annbin.rescore import RescoredIndex
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BinaryEmbeddingIndex",
     "BinaryIndex",
+    "FaissIndex",
     "FlatIndex",
+    "FloatFlat",
+    "FloatHNSW",
     "HNSWIndex",
+    "IVFIndex",
     "MIHIndex",
     "PACKINGS",
+    "RescoredIndex",
     "UnsupportedOperation",
     "binarize",
     "fit_thresholds",
+    "from_faiss",
     "from_packing",
+    "is_float_spec",
     "load_index",
+    "make_float_index",
     "make_index",
     "to_packing",
     "unpack",

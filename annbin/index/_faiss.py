@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._checks import INT32_MAX
 from annbin.index.base import BinaryIndex, RangeResult, SearchResult
 
 
@@ -53,7 +54,10 @@ class FaissBackedIndex(BinaryIndex):
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         D, I = self._index.search(x, k)
-        return D.astype(np.int32, copy=False), I.astype(np.int64, copy=False)
+        I = I.astype(np.int64, copy=False)
+        # faiss leaves slots it could not fill at I = -1 but not always D = INT32_MAX (binary
+        # HNSW writes INT32_MIN there, which would sort first): normalize them
+        return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
 
     def _reset(self) -> None:
         self._index.reset()
@@ -78,5 +82,6 @@ class FaissBackedIndex(BinaryIndex):
 
 def faiss_range_search(index: Any, x: NDArray[np.uint8], radius: int) -> RangeResult:
     """Run faiss's ``< radius`` range search as annbin's ``<= radius``."""
-    lims, D, I = index.range_search(x, radius + 1)
+    # a radius past d bits matches everything; clipping keeps radius + 1 inside faiss's C int
+    lims, D, I = index.range_search(x, min(radius, index.d) + 1)
     return lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64)

@@ -2,7 +2,13 @@
 
 Spec grammar: ``variant`` or ``variant:key=value,key=value``. Keys are the variant's build
 parameters (constructor keywords) and search parameters; values are ints, floats, ``true``/``false``
-or bare strings. Examples: ``"flat"``, ``"hnsw:M=32,ef_search=64"``, ``"mih"``, ``"mih:m=4"``.
+or bare strings. Examples: ``"flat"``, ``"hnsw:M=32,ef_search=64"``, ``"mih"``, ``"mih:m=4"``,
+``"ivf:nlist=256,nprobe=16"``.
+
+faiss binary factory strings are specs too (case-sensitive, built by
+``faiss.index_binary_factory``): ``"BFlat"``, ``"BHNSW32"``, ``"BIVF1024"``, ``"BHash16"``,
+``"BHash4x16"``, ``"IDMap2,BHash4x16"``, optionally followed by search parameters:
+``"IDMap2,BIVF1024:nprobe=16"`` (see ``annbin.index.faiss_wrap``).
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ from typing import Any
 
 from annbin._checks import check_d
 from annbin.index.base import BinaryIndex
+from annbin.index.faiss_wrap import FaissIndex, is_faiss_factory, make_faiss_index
 from annbin.index.flat import FlatIndex
 from annbin.index.hnsw import HNSWIndex
+from annbin.index.ivf import IVFIndex
 from annbin.index.mih import MIHIndex
 
-VARIANTS: dict[str, type[BinaryIndex]] = {cls.variant: cls for cls in (FlatIndex, HNSWIndex, MIHIndex)}
+VARIANTS: dict[str, type[BinaryIndex]] = {
+    cls.variant: cls for cls in (FlatIndex, HNSWIndex, MIHIndex, IVFIndex, FaissIndex)
+}
 
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
@@ -63,8 +73,18 @@ def split_params(cls: type[BinaryIndex], params: dict[str, Any], spec: str = "")
 
 
 def make_index(spec: str, d: int) -> BinaryIndex:
-    """Build an empty index from a spec string for codes of ``d`` bits."""
+    """Build an empty index from a spec string for codes of ``d`` bits.
+
+    ``"sharded:shards=N:<spec>"`` builds an ``annbin.distributed.ShardedIndex`` of ``<spec>``
+    (needs Ray: ``annbin[distributed]``; grammar in ``annbin.distributed.parse_sharded_spec``).
+    """
     d = check_d(d)
+    if isinstance(spec, str) and spec.strip().partition(":")[0].strip().lower() == "sharded":
+        from annbin.distributed import ShardedIndex  # lazy: Ray stays optional
+
+        return ShardedIndex.from_spec(spec, d)
+    if is_faiss_factory(spec):
+        return make_faiss_index(spec, d)
     name, params = parse_spec(spec)
     cls = VARIANTS.get(name)
     if cls is None:
@@ -76,9 +96,18 @@ def make_index(spec: str, d: int) -> BinaryIndex:
 
 
 def load_index(path: str | os.PathLike[str]) -> BinaryIndex:
-    """Load an index saved by ``BinaryIndex.save``; checks format version and checksum."""
-    from annbin._io import read_index_file
+    """Load an index saved by ``BinaryIndex.save``; checks format version and checksum.
 
+    A file without annbin's magic bytes is read with ``faiss.read_index_binary`` (a file written
+    by ``faiss.write_index_binary``) and returned as a ``FaissIndex``; if faiss cannot read it
+    either, ``ValueError``.
+    """
+    from annbin._io import is_annbin_file, read_index_file
+
+    if os.path.isfile(path) and not is_annbin_file(path):
+        from annbin.index.faiss_wrap import read_faiss_file
+
+        return read_faiss_file(path)
     header, arrays = read_index_file(path)
     try:
         variant, d, ntotal = header["variant"], header["d"], int(header["ntotal"])

@@ -1,0 +1,244 @@
+"""Float baselines with the same search shape as annbin's indexes, for side-by-side benches.
+
+``FloatFlat`` (exact, faiss ``IndexFlatIP`` / ``IndexFlatL2``) and ``FloatHNSW`` (hnswlib), built
+from spec strings by ``make_float_index``::
+
+    make_float_index("float-flat", dim=384, metric="ip")
+    make_float_index("float-hnsw:M=16,ef_construction=200,ef=64", dim=384, metric="ip")
+
+Both take float vectors ``(n, dim)`` and return faiss's float convention,
+``search(x, k) -> (D, I)``: ``D`` float32 ``(nq, k)``, inner-product *scores descending* for
+``metric="ip"`` or *squared L2 distances ascending* for ``"l2"``; ``I`` int64 ``(nq, k)``;
+missing results ``I = -1`` with ``D = -inf`` (ip) or ``+inf`` (l2). Ids are sequential in
+insertion order. For cosine similarity, normalize the vectors and use ``"ip"``.
+
+hnswlib differs from faiss in three ways handled here: it returns ``(labels, distances)``, its
+"ip" distance is ``1 - dot`` (converted back to the score), and ``ef`` is not saved with an index
+and defaults to 10 (it is always set explicitly; a search widens it to ``k`` when smaller, as
+hnswlib cannot return more than ``ef`` results).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from annbin._checks import as_floats, check_int, check_k
+
+FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
+METRICS: tuple[str, ...] = ("ip", "l2")
+
+__all__ = ["FloatIndex", "FloatFlat", "FloatHNSW", "FLOAT_VARIANTS", "make_float_index", "is_float_spec"]
+
+
+class FloatIndex(ABC):
+    """Common shape of the float baselines: validation, padding of missing results, params."""
+
+    variant: ClassVar[str] = ""
+    build_params: ClassVar[tuple[str, ...]] = ()
+    search_params: ClassVar[tuple[str, ...]] = ()
+    exact: ClassVar[bool] = True
+
+    def __init__(self, dim: int, *, metric: str = "ip") -> None:
+        self.dim = check_int(dim, "dim", minimum=1)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int:
+        """Number of vectors stored."""
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} dim={self.dim} metric={self.metric} ntotal={self.ntotal}>"
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds an empty index like this one (metric apart)."""
+        params = {**self.get_params(), **self.get_search_params()}
+        body = ",".join(f"{k}={v}" for k, v in params.items())
+        return f"{self.variant}:{body}" if body else self.variant
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    def get_search_params(self) -> dict[str, Any]:
+        return {}
+
+    def set_search_params(self, **params: Any) -> None:
+        """Set search parameters by name (see ``search_params``); unknown names raise."""
+        unknown = sorted(set(params) - set(self.search_params))
+        if unknown:
+            allowed = ", ".join(self.search_params) or "none"
+            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
+        self._set_search_params(params)
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def add(self, x: ArrayLike) -> None:
+        """Add float vectors ``(n, dim)`` (stored as float32); ids continue from ``ntotal``."""
+        v = np.ascontiguousarray(as_floats(x, self.dim, name="vectors"), dtype=np.float32)
+        if v.shape[0]:
+            self._add(v)
+
+    def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
+        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``, see module docstring."""
+        q = np.ascontiguousarray(as_floats(x, self.dim, name="queries"), dtype=np.float32)
+        k = check_k(k)
+        worst = -np.inf if self.metric == "ip" else np.inf
+        D = np.full((q.shape[0], k), worst, np.float32)
+        I = np.full((q.shape[0], k), -1, np.int64)
+        kk = min(k, self.ntotal)
+        if kk == 0 or q.shape[0] == 0:
+            return D, I
+        saved = None
+        if params:
+            saved = self.get_search_params()
+            self.set_search_params(**params)
+        try:
+            d_, i_ = self._search(q, kk)
+        finally:
+            if saved is not None:
+                self._set_search_params(saved)
+        I[:, :kk] = i_
+        D[:, :kk] = np.where(i_ >= 0, d_, worst)
+        return D, I
+
+    @abstractmethod
+    def _add(self, x: NDArray[np.float32]) -> None: ...
+
+    @abstractmethod
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult: ...
+
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """Bytes held in RAM for the stored vectors and graph."""
+
+
+class FloatFlat(FloatIndex):
+    """Exact float search by linear scan: faiss ``IndexFlatIP`` (``"ip"``) or ``IndexFlatL2``."""
+
+    variant = "float-flat"
+
+    def __init__(self, dim: int, *, metric: str = "ip") -> None:
+        import faiss
+
+        super().__init__(dim, metric=metric)
+        self._index = faiss.IndexFlatIP(self.dim) if metric == "ip" else faiss.IndexFlatL2(self.dim)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def _add(self, x: NDArray[np.float32]) -> None:
+        self._index.add(x)
+
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
+        D, I = self._index.search(q, k)
+        return D, I.astype(np.int64, copy=False)
+
+    def memory_bytes(self) -> int:
+        return self.ntotal * self.dim * 4
+
+    def to_faiss(self) -> Any:
+        """The underlying faiss index (shared)."""
+        return self._index
+
+
+class FloatHNSW(FloatIndex):
+    """Float HNSW on hnswlib. ``M``: graph degree; ``ef_construction``: build beam; ``ef``:
+    search beam (search parameter); ``seed``: hnswlib's level generator seed; ``num_threads``:
+    threads for add and search (-1 = all cores)."""
+
+    variant = "float-hnsw"
+    exact = False
+    build_params = ("M", "ef_construction", "seed")
+    search_params = ("ef",)
+
+    def __init__(self, dim: int, *, metric: str = "ip", M: int = 16, ef_construction: int = 200,
+                 ef: int = 64, seed: int = 100, num_threads: int = -1) -> None:
+        import hnswlib
+
+        super().__init__(dim, metric=metric)
+        self.M = check_int(M, "M", minimum=2)
+        self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.num_threads = check_int(num_threads, "num_threads", minimum=-1)
+        self._index = hnswlib.Index(space=metric, dim=self.dim)
+        self._index.init_index(max_elements=1, M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
+        self.set_search_params(ef=ef)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.get_current_count())
+
+    def get_params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "seed": self.seed}
+
+    def get_search_params(self) -> dict[str, Any]:
+        return {"ef": self._ef}
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        if "ef" in params:
+            self._ef = check_int(params["ef"], "ef", minimum=1)
+            self._index.set_ef(self._ef)
+
+    def _add(self, x: NDArray[np.float32]) -> None:
+        n0 = self.ntotal
+        # exact capacity: hnswlib allocates the level-0 graph and vectors for max_elements
+        self._index.resize_index(n0 + x.shape[0])
+        self._index.add_items(x, np.arange(n0, n0 + x.shape[0]), num_threads=self.num_threads)
+
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
+        self._index.set_ef(max(self._ef, k))
+        try:
+            labels, dist = self._index.knn_query(q, k=k, num_threads=self.num_threads)
+        finally:
+            self._index.set_ef(self._ef)
+        D = (1.0 - dist) if self.metric == "ip" else dist
+        return D.astype(np.float32, copy=False), labels.astype(np.int64)
+
+    def memory_bytes(self) -> int:
+        """hnswlib's serialized size: vectors, level-0 and upper-level links, labels.
+
+        A lower bound on its RAM: per-element locks and the label hash map are not counted.
+        """
+        return int(self._index.index_file_size())
+
+
+FLOAT_VARIANTS: dict[str, type[FloatIndex]] = {cls.variant: cls for cls in (FloatFlat, FloatHNSW)}
+
+
+def is_float_spec(spec: Any) -> bool:
+    """True if ``spec`` names a float baseline (``"float-flat"``, ``"float-hnsw:..."``)."""
+    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in FLOAT_VARIANTS
+
+
+def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
+    """Build an empty float baseline from a spec string for ``dim``-dimensional vectors.
+
+    ``"float-flat"``; ``"float-hnsw"`` with ``M``, ``ef_construction``, ``seed`` (build) and
+    ``ef`` (search), e.g. ``"float-hnsw:M=16,ef_construction=200,ef=64"``.
+    """
+    from annbin.index.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    cls = FLOAT_VARIANTS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(FLOAT_VARIANTS))}")
+    unknown = sorted(set(params) - set(cls.build_params) - set(cls.search_params))
+    if unknown:
+        allowed = ", ".join(cls.build_params + cls.search_params) or "none"
+        raise ValueError(f"unknown parameter(s) {unknown} for {name!r} in {spec!r}; expected: {allowed}")
+    build = {k: v for k, v in params.items() if k in cls.build_params}
+    index = cls(dim, metric=metric, **build)
+    index.set_search_params(**{k: v for k, v in params.items() if k in cls.search_params})
+    return index

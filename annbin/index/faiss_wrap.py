@@ -1,0 +1,408 @@
+"""Any ``faiss.IndexBinary`` behind annbin's interface, and faiss's factory strings and files.
+
+``from_faiss(index)`` wraps a faiss binary index (Flat, HNSW, IVF, Hash, MultiHash, IDMap/IDMap2
+around them, or anything else deriving from ``faiss.IndexBinary``) as a ``FaissIndex``: annbin's
+validation, padding and tie order, ``save``/``load_index``, ``set_search_params``, and
+``to_faiss()`` to hand the same object back. The wrapper *shares* the faiss index (no copy).
+
+Ids follow faiss:
+
+- inside ``IndexBinaryIDMap``/``IDMap2`` (and for a bare ``IndexBinaryIVF``, which stores ids
+  itself) any unique ids may be given to ``add``;
+- any other bare index numbers items ``0, 1, 2, ...`` in insertion order, as faiss does; explicit
+  ids are then refused (wrap it in ``faiss.IndexBinaryIDMap2`` to choose ids).
+
+``remove_ids`` works where faiss keeps ids stable: IDMap/IDMap2 around Flat or IVF, and bare IVF.
+A bare ``IndexBinaryFlat`` can remove in faiss, but renumbers the items after the removed ones,
+so annbin refuses (``UnsupportedOperation``) rather than silently changing ids. ``range_search``
+works where faiss implements it (not HNSW); annbin's is ``<= radius``, faiss's ``< radius``.
+
+An untrained index (IVF) is trained on the first ``add``, on a seeded sample of at most
+``TRAIN_POINTS_PER_LIST * nlist`` of those codes (see ``train_on_sample``); or call ``train``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from annbin._checks import INT32_MAX, as_codes, check_d, check_int
+from annbin.index._faiss import faiss_range_search
+from annbin.index.base import BinaryIndex, RangeResult, SearchResult, UnsupportedOperation
+
+#: k-means sample size per inverted list when an IVF trains itself (faiss warns under 39)
+TRAIN_POINTS_PER_LIST = 64
+_TRAIN_SEED = 1234
+#: RAM per entry of IndexBinaryIDMap2's id -> position hash map (an std::unordered_map), measured
+#: as resident memory: 200k codes in IDMap2 vs IDMap around a flat index
+_REV_MAP_BYTES = 32
+
+# Factory strings start like faiss's binary ones: "BFlat", "BHNSW32", "BIVF1024", "BHash16",
+# "BHash4x16", optionally with an "IDMap," / "IDMap2," prefix (or suffix, which faiss also takes).
+_FACTORY = re.compile(r"^\s*(IDMap2?\s*,\s*)?B(Flat|HNSW|IVF|Hash)")
+
+__all__ = ["FaissIndex", "from_faiss", "is_faiss_factory", "make_faiss_index", "read_faiss_file", "train_on_sample"]
+
+
+def _first_line(exc: BaseException) -> str:
+    """faiss's message without its C++ location prefix ("Error in <signature> at file:line: ")."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return re.sub(r"^Error in .* at \S+:\d+: ", "", text)
+
+
+def _core(index: Any) -> tuple[Any, str | None]:
+    """The innermost index (downcast) and the IDMap prefix (``"IDMap,"``, ``"IDMap2,"`` or None)."""
+    index = faiss.downcast_IndexBinary(index)
+    if isinstance(index, faiss.IndexBinaryIDMap2):
+        return faiss.downcast_IndexBinary(index.index), "IDMap2,"
+    if isinstance(index, faiss.IndexBinaryIDMap):
+        return faiss.downcast_IndexBinary(index.index), "IDMap,"
+    return index, None
+
+
+def _hnsw_m(hnsw: Any) -> int:
+    """HNSW's M (links per upper-level node); 0 for a degenerate graph (faiss built with M=0)."""
+    try:
+        return int(hnsw.nb_neighbors(1))
+    except RuntimeError:
+        return 0
+
+
+def factory_string(index: Any) -> str | None:
+    """The faiss binary factory string that builds an empty index like ``index``, or None."""
+    core, prefix = _core(index)
+    if isinstance(core, faiss.IndexBinaryFlat):
+        body = "BFlat"
+    elif isinstance(core, faiss.IndexBinaryHNSW):
+        body = f"BHNSW{_hnsw_m(core.hnsw)}"
+    elif isinstance(core, faiss.IndexBinaryIVF):
+        quantizer = faiss.downcast_IndexBinary(core.quantizer)
+        body = f"BIVF{core.nlist}"
+        if isinstance(quantizer, faiss.IndexBinaryHNSW):
+            body += f"_HNSW{_hnsw_m(quantizer.hnsw)}"
+    elif isinstance(core, faiss.IndexBinaryMultiHash):
+        body = f"BHash{core.nhash}x{core.b}"
+    elif isinstance(core, faiss.IndexBinaryHash):
+        body = f"BHash{core.b}"
+    else:
+        return None
+    return (prefix or "") + body
+
+
+def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None) -> None:
+    """Train ``index`` on at most ``max_points`` rows of ``codes``, drawn with a fixed seed.
+
+    faiss's binary IVF converts every training code to floats before k-means (``n * d * 4``
+    bytes), so a large first batch is subsampled here rather than inside faiss.
+    """
+    if max_points is not None and codes.shape[0] > max_points:
+        rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(codes.shape[0], max_points, replace=False))
+        codes = codes[rows]
+    nlist = getattr(faiss.downcast_IndexBinary(_core(index)[0]), "nlist", 0)
+    if codes.shape[0] < nlist:
+        raise ValueError(
+            f"training needs at least nlist={nlist} codes, got {codes.shape[0]}; "
+            "add more codes in the first batch, call train() with a larger sample, or lower nlist"
+        )
+    try:
+        index.train(codes)
+    except RuntimeError as exc:
+        raise ValueError(f"faiss could not train the index: {_first_line(exc)}") from None
+
+
+def _train_cap(index: Any) -> int | None:
+    nlist = getattr(_core(index)[0], "nlist", None)
+    return None if nlist is None else max(int(nlist) * TRAIN_POINTS_PER_LIST, 1)
+
+
+class FaissIndex(BinaryIndex):
+    """annbin's interface over any ``faiss.IndexBinary`` (see the module docstring for ids).
+
+    Build one with ``from_faiss(index)``, ``make_index("IDMap2,BHash4x16", d)`` or
+    ``FaissIndex(d, factory="BHash16")``. Search parameters are those of the wrapped index:
+    ``ef_search`` (HNSW), ``nprobe`` (IVF), ``nflip`` (Hash, MultiHash). ``exact`` is True only
+    for a flat index.
+    """
+
+    variant = "faiss"
+    build_params = ("factory",)
+    exact = False
+
+    def __init__(self, d: int, *, factory: str = "BFlat") -> None:
+        super().__init__(d)
+        self._attach(_build_factory(factory, self.d))
+
+    # --- wrapping --------------------------------------------------------------------------
+    def _attach(self, index: Any) -> None:
+        if index.d != self.d:
+            raise ValueError(f"faiss index has d={index.d} bits, expected d={self.d}")
+        # A downcast proxy does not own the C++ index: it must keep the proxy handed in alive,
+        # else the index is freed with it (faiss's own pattern: ``referenced_objects``).
+        self._owner = index
+        self._index = faiss.downcast_IndexBinary(index)
+        self._index.referenced_objects = [index]
+        self._core, self._idmap = _core(index)
+        core = self._core
+        self._own_ids = self._idmap is not None or isinstance(core, faiss.IndexBinaryIVF)
+        self.exact = isinstance(core, faiss.IndexBinaryFlat)  # type: ignore[misc]
+        if isinstance(core, faiss.IndexBinaryHNSW):
+            self.search_params = ("ef_search",)  # type: ignore[misc]
+        elif isinstance(core, faiss.IndexBinaryIVF):
+            self.search_params = ("nprobe",)  # type: ignore[misc]
+        elif isinstance(core, (faiss.IndexBinaryHash, faiss.IndexBinaryMultiHash)):
+            self.search_params = ("nflip",)  # type: ignore[misc]
+        else:
+            self.search_params = ()  # type: ignore[misc]
+        ids = self.get_ids()
+        self._next_id = int(ids.max()) + 1 if ids.size else 0
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def spec(self) -> str:
+        factory = factory_string(self._index)
+        if factory is None:
+            return f"faiss:{type(self._core).__name__}"
+        body = ",".join(f"{k}={v}" for k, v in self.get_search_params().items())
+        return f"{factory}:{body}" if body else factory
+
+    def to_faiss(self) -> Any:
+        """The wrapped faiss index (shared, not copied): the very object given to ``from_faiss``
+        (unless that was a bare ``faiss.IndexBinary`` proxy: then its downcast)."""
+        return self._index if type(self._owner) is faiss.IndexBinary else self._owner
+
+    def train(self, codes: NDArray[np.uint8]) -> None:
+        """Train on codes ``(n, d // 8)`` uint8 (IVF: k-means for the lists); others ignore it."""
+        codes = as_codes(codes, self.code_size)
+        if not self.is_trained:
+            train_on_sample(self._index, codes, None)
+
+    # --- parameters ------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        return {"factory": factory_string(self._index) or type(self._core).__name__}
+
+    def get_search_params(self) -> dict[str, Any]:
+        core = self._core
+        if "ef_search" in self.search_params:
+            return {"ef_search": int(core.hnsw.efSearch)}
+        if "nprobe" in self.search_params:
+            return {"nprobe": int(core.nprobe)}
+        if "nflip" in self.search_params:
+            return {"nflip": int(core.nflip)}
+        return {}
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        core = self._core
+        if "ef_search" in params:
+            core.hnsw.efSearch = check_int(params["ef_search"], "ef_search", minimum=1)
+        if "nprobe" in params:
+            core.nprobe = check_int(params["nprobe"], "nprobe", minimum=1)
+        if "nflip" in params:
+            core.nflip = check_int(params["nflip"], "nflip", minimum=0)
+
+    # --- hooks -----------------------------------------------------------------------------
+    def get_ids(self) -> NDArray[np.int64]:
+        if self._idmap is not None:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        if isinstance(self._core, faiss.IndexBinaryIVF):
+            return _ivf_ids(self._core)
+        return np.arange(self.ntotal, dtype=np.int64)
+
+    def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
+        if not self._own_ids and not np.array_equal(ids, np.arange(self.ntotal, self.ntotal + ids.size)):
+            raise UnsupportedOperation(
+                f"faiss {type(self._core).__name__} numbers items 0, 1, 2, ...: explicit ids need "
+                "an IDMap2 wrapper (annbin.from_faiss(faiss.IndexBinaryIDMap2(index)) or spec 'IDMap2,...')"
+            )
+        if not self.is_trained:
+            train_on_sample(self._index, codes, _train_cap(self._index))
+        try:
+            if self._own_ids:
+                self._index.add_with_ids(codes, ids)
+            else:
+                self._index.add(codes)
+        except RuntimeError as exc:
+            raise ValueError(f"faiss could not add to {type(self._core).__name__}: {_first_line(exc)}") from None
+
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
+        hnsw = getattr(self._core, "hnsw", None)
+        ef = hnsw.efSearch if hnsw is not None else 0
+        if hnsw is not None and ef < k:  # faiss's HNSW returns fewer than k results when ef < k
+            hnsw.efSearch = k
+        try:
+            D, I = self._index.search(x, k)
+        finally:
+            if hnsw is not None:
+                hnsw.efSearch = ef
+        I = I.astype(np.int64, copy=False)
+        D = np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False)
+        return D, I
+
+    def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
+        try:
+            return faiss_range_search(self._index, x, radius)
+        except RuntimeError as exc:
+            raise UnsupportedOperation(
+                f"faiss {type(self._core).__name__} does not support range_search ({_first_line(exc)})"
+            ) from None
+
+    def _remove_ids(self, ids: NDArray[np.int64]) -> int:
+        if not self._own_ids and isinstance(self._core, faiss.IndexBinaryFlat):
+            raise UnsupportedOperation(
+                "faiss IndexBinaryFlat without IDMap renumbers the remaining items on remove_ids; "
+                "wrap it in faiss.IndexBinaryIDMap2 to remove by id"
+            )
+        if not self._own_ids:
+            raise UnsupportedOperation(f"faiss {type(self._core).__name__} does not support remove_ids")
+        if self._idmap is not None and not isinstance(self._core, faiss.IndexBinaryFlat):
+            # IndexBinaryIDMap.remove_ids compacts its id map as if the inner index renumbered
+            # like a flat one; an IVF keeps its internal ids, so the map would go out of step
+            raise UnsupportedOperation(
+                f"faiss's IDMap.remove_ids is only correct around IndexBinaryFlat, not "
+                f"{type(self._core).__name__} (use a bare IndexBinaryIVF: it stores ids itself)"
+            )
+        try:
+            return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+        except RuntimeError as exc:
+            raise UnsupportedOperation(
+                f"faiss {type(self._core).__name__} does not support remove_ids ({_first_line(exc)})"
+            ) from None
+
+    def _reset(self) -> None:
+        self._index.reset()
+
+    def memory_bytes(self) -> int:
+        """Estimate of RAM held: codes, ids, graph / hash tables / centroids."""
+        n, cs, core = self.ntotal, self.code_size, self._core
+        total = n * cs
+        if isinstance(core, faiss.IndexBinaryHNSW):
+            h = core.hnsw
+            total += int(h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8)
+        elif isinstance(core, faiss.IndexBinaryIVF):
+            total += n * 8 + int(core.nlist) * cs
+        elif isinstance(core, faiss.IndexBinaryMultiHash):
+            total += n * 8 * int(core.nhash)
+        elif isinstance(core, faiss.IndexBinaryHash):
+            total += n * 8
+        if self._idmap is not None:
+            total += n * 8
+        if self._idmap == "IDMap2,":
+            total += n * _REV_MAP_BYTES
+        return int(total)
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {"faiss": faiss.serialize_index_binary(self._index)}
+
+    @classmethod
+    def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
+        try:
+            index = faiss.deserialize_index_binary(arrays["faiss"])
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"faiss could not read the stored index: {_first_line(exc)}") from None
+        return cls._wrap(index, d)
+
+    @classmethod
+    def _wrap(cls, index: Any, d: int | None = None) -> FaissIndex:
+        obj = cls.__new__(cls)
+        BinaryIndex.__init__(obj, check_d(index.d if d is None else d))
+        obj._attach(index)
+        return obj
+
+
+def _ivf_ids(ivf: Any) -> NDArray[np.int64]:
+    """All ids stored in an IVF's inverted lists, list by list."""
+    invlists, parts = ivf.invlists, []
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            ptr = invlists.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+            invlists.release_ids(lst, ptr)
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+def _build_factory(factory: str, d: int) -> Any:
+    if not isinstance(factory, str) or not factory.strip():
+        raise ValueError(f"faiss factory string must be a non-empty str, got {factory!r}")
+    factory = factory.strip()
+    try:
+        index = faiss.index_binary_factory(d, factory)
+    except RuntimeError as exc:
+        raise ValueError(f"bad faiss binary factory string {factory!r}: {_first_line(exc)}") from None
+    # faiss's parser is lenient ("BHash4x" builds BHash4, "BHash99" a 99-bit hash of 64-bit
+    # codes, "BIVF0" zero lists): accept a string only if it reads back as itself and is sane
+    core, _ = _core(index)
+    problem = None
+    if isinstance(core, (faiss.IndexBinaryHash, faiss.IndexBinaryMultiHash)) and not 1 <= core.b <= min(d, 63):
+        problem = f"hash of b={core.b} bits needs 1 <= b <= {min(d, 63)}"
+    elif isinstance(core, faiss.IndexBinaryIVF) and core.nlist < 1:
+        problem = "nlist must be >= 1"
+    elif isinstance(core, faiss.IndexBinaryHNSW) and _hnsw_m(core.hnsw) < 2:
+        problem = "HNSW M must be >= 2"
+    else:
+        canonical = factory_string(index)
+        wanted = re.sub(r"\s+", "", factory)
+        if wanted.endswith((",IDMap2", ",IDMap")):  # faiss takes the wrapper as a suffix too
+            body, _, wrapper = wanted.rpartition(",")
+            wanted = f"{wrapper},{body}"
+        if canonical is not None and canonical != wanted:
+            problem = f"faiss reads it as {canonical!r}"
+    if problem:
+        raise ValueError(f"bad faiss binary factory string {factory!r}: {problem}")
+    return index
+
+
+def from_faiss(index: Any) -> FaissIndex:
+    """Wrap a ``faiss.IndexBinary`` (any kind, trained or not, empty or not) as an annbin index.
+
+    The faiss object is shared: changes through either side are seen by both.
+    """
+    if not isinstance(index, faiss.IndexBinary):
+        hint = " (a float faiss index: see annbin.baselines for float search)" if isinstance(index, faiss.Index) else ""
+        raise TypeError(f"from_faiss expects a faiss.IndexBinary, got {type(index).__name__}{hint}")
+    return FaissIndex._wrap(index)
+
+
+def is_faiss_factory(spec: Any) -> bool:
+    """True if ``spec`` looks like a faiss binary factory string (``"BHNSW32"``, ``"IDMap2,BFlat"``)."""
+    return isinstance(spec, str) and bool(_FACTORY.match(spec))
+
+
+def make_faiss_index(spec: str, d: int) -> FaissIndex:
+    """Build from ``"<factory>[:param=value,...]"``, e.g. ``"IDMap2,BIVF64:nprobe=8"``.
+
+    The part before ``:`` goes to ``faiss.index_binary_factory`` (bad strings raise
+    ``ValueError``); the parameters after it are search parameters (``nprobe``, ``ef_search``,
+    ``nflip``).
+    """
+    from annbin.index.registry import parse_spec
+
+    factory, _, body = spec.partition(":")
+    index = FaissIndex(d, factory=factory)
+    _, params = parse_spec(f"faiss:{body}")
+    index.set_search_params(**params)
+    return index
+
+
+def read_faiss_file(path: str | os.PathLike[str]) -> FaissIndex:
+    """Read a file written by ``faiss.write_index_binary`` as a ``FaissIndex``."""
+    try:
+        index = faiss.read_index_binary(os.fspath(path))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{str(path)!r} is not an annbin index (bad magic bytes) and faiss cannot read it as a "
+            f"binary index either: {_first_line(exc)}"
+        ) from None
+    return FaissIndex._wrap(index)
