@@ -253,3 +253,16 @@ def test_hnsw_unsupported_operations_and_recall(rng):
     # per-call params do not stick
     hnsw.search(queries[:3], 10, params={"ef_search": 300})
     assert hnsw.get_search_params() == {"ef_search": 128}
+
+
+@pytest.mark.parametrize("spec_", EXACT)
+def test_faiss_style_calls(spec_, rng):
+    base = rng.integers(0, 256, (40, 8), dtype=np.uint8)
+    index = annbin.make_index(spec_, d=64)
+    index.add_with_ids(base, np.arange(100, 140))
+    assert index.remove_ids(faiss.IDSelectorRange(100, 110)) == 10
+    assert index.remove_ids(faiss.IDSelectorBatch(np.array([130, 131, 999]))) == 2
+    assert sorted(index.get_ids().tolist()) == [i for i in range(110, 140) if i not in (130, 131)]
+    keep = np.array([i for i in range(10, 40) if i not in (30, 31)])
+    _, I = index.search(base[keep], 1)
+    assert np.array_equal(I[:, 0], 100 + keep)

@@ -1,6 +1,7 @@
 """Shared plumbing for variants that are thin wrappers over a faiss binary index.
 
-The faiss index is always wrapped in ``IndexBinaryIDMap2`` so user ids survive and can be listed.
+The faiss index is always wrapped in ``IndexBinaryIDMap`` so user ids survive and can be listed
+(not ``IDMap2``: its reverse hash map costs ~32 bytes a vector, and annbin never reconstructs by id).
 faiss's ``range_search`` keeps distances ``< radius``; annbin promises ``<= radius``, hence ``+ 1``.
 """
 
@@ -17,24 +18,24 @@ from annbin.index.base import BinaryIndex, RangeResult, SearchResult
 
 
 class FaissBackedIndex(BinaryIndex):
-    """Base for variants whose storage is a ``faiss.IndexBinaryIDMap2`` around an inner index."""
+    """Base for variants whose storage is a ``faiss.IndexBinaryIDMap`` around an inner index."""
 
     def __init__(self, d: int) -> None:
         super().__init__(d)
         self._inner = self._new_inner()
-        self._index = faiss.IndexBinaryIDMap2(self._inner)
+        self._index = faiss.IndexBinaryIDMap(self._inner)
 
     def _new_inner(self) -> Any:
         raise TypeError(f"{type(self).__name__} must define _new_inner")
 
     def _adopt(self, index: Any) -> None:
-        """Take a deserialized ``IndexBinaryIDMap2`` as storage.
+        """Take a deserialized ``IndexBinaryIDMap`` as storage.
 
         The proxy faiss returned owns the C++ object, so it is kept as is (a downcast copy would
         not own it, and the object would be freed with the original proxy).
         """
-        if not isinstance(index, faiss.IndexBinaryIDMap2):
-            raise ValueError(f"stored faiss index is {type(index).__name__}, expected IndexBinaryIDMap2")
+        if not isinstance(index, faiss.IndexBinaryIDMap):
+            raise ValueError(f"stored faiss index is {type(index).__name__}, expected IndexBinaryIDMap")
         self._index = index
         self._inner = faiss.downcast_IndexBinary(index.index)
 
@@ -46,7 +47,7 @@ class FaissBackedIndex(BinaryIndex):
         return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
 
     def to_faiss(self) -> Any:
-        """The underlying ``faiss.IndexBinaryIDMap2`` (shared, not copied)."""
+        """The underlying ``faiss.IndexBinaryIDMap`` (shared, not copied)."""
         return self._index
 
     def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:

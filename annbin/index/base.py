@@ -111,6 +111,10 @@ class BinaryIndex(ABC):
         self._add(codes, new_ids)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
 
+    def add_with_ids(self, codes: NDArray[np.uint8], ids: ArrayLike) -> None:
+        """faiss's name for ``add(codes, ids)``."""
+        self.add(codes, ids)
+
     def search(self, codes: NDArray[np.uint8], k: int, *, params: dict[str, Any] | None = None) -> SearchResult:
         """k nearest codes by Hamming distance for queries ``(nq, d // 8)`` uint8.
 
@@ -150,7 +154,14 @@ class BinaryIndex(ABC):
         return sort_ranges(lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64))
 
     def remove_ids(self, ids: ArrayLike) -> int:
-        """Remove the given ids (absent ones are ignored); returns how many were removed."""
+        """Remove the given ids (absent ones are ignored); returns how many were removed.
+
+        ``ids``: a 1-D integer array, or a ``faiss.IDSelector`` (each stored id is tested with its
+        ``is_member``, a Python loop over ``ntotal``: fine for occasional deletes).
+        """
+        if hasattr(ids, "is_member"):
+            stored = self.get_ids()
+            ids = stored[np.fromiter((ids.is_member(int(i)) for i in stored), dtype=bool, count=stored.size)]
         sel = as_id_selection(ids)
         if sel.size == 0 or self.ntotal == 0:
             return 0

@@ -13,7 +13,7 @@ from annbin.index.base import RangeResult
 
 
 class FlatIndex(FaissBackedIndex):
-    """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap2``).
+    """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap``).
 
     ``d`` is the code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
     """

@@ -11,7 +11,7 @@ from annbin.index._faiss import FaissBackedIndex
 
 
 class HNSWIndex(FaissBackedIndex):
-    """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap2``); approximate.
+    """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap``); approximate.
 
     ``M``: graph degree (layer 0 keeps ``2 * M`` links); ``ef_construction``: build beam width;
     ``ef_search``: search beam width, settable per search. faiss's HNSW cannot remove ids or

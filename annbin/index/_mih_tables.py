@@ -1,0 +1,148 @@
+"""Multi-index hashing tables: substring layout, substring extraction and the direct-address tables.
+
+A code of ``d`` bits is split into ``m`` disjoint, contiguous substrings whose lengths differ by at
+most one bit. Bit ``p`` of a code is bit ``7 - p % 8`` of byte ``p // 8`` (numpy ``packbits``
+order); which bit order is used does not matter for Hamming distance, only that codes and queries
+are split the same way.
+
+Each substring gets a direct-address table in CSR form (``MIHTable``): rows (positions in the
+index's insertion order) sorted by substring value, and ``offsets`` such that the rows whose
+substring equals ``v`` are ``rows[offsets[v]:offsets[v + 1]]``. A table also keeps a copy of the
+codes in that bucket order, so that verifying a bucket's candidates reads contiguous memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annbin._checks import check_int
+
+#: Longest substring a direct-address table takes (2**24 int64 bucket bounds are 128 MiB per table).
+MAX_SUBSTRING_BITS = 24
+
+
+def check_m(m: object, d: int) -> int:
+    """Validate an explicit number of substrings for ``d``-bit codes.
+
+    ``1 <= m <= d`` and the longest substring, ``ceil(d / m)`` bits, at most ``MAX_SUBSTRING_BITS``.
+    """
+    m = check_int(m, "m", minimum=1)
+    if m > d:
+        raise ValueError(f"m must be <= d = {d} (each substring needs at least one bit), got m={m}")
+    if -(-d // m) > MAX_SUBSTRING_BITS:
+        raise ValueError(
+            f"m={m} splits {d}-bit codes into substrings of up to {-(-d // m)} bits; direct-address "
+            f"tables take at most {MAX_SUBSTRING_BITS} bits, so m must be >= {-(-d // MAX_SUBSTRING_BITS)}"
+        )
+    return m
+
+
+def default_m(d: int, n: int) -> int:
+    """The paper's rule ``m ~ d / log2(n)``, rounded, kept within ``[ceil(d / 24), d]``.
+
+    Substrings of about ``log2(n)`` bits put about one code in each bucket on uniform data; fewer,
+    longer substrings are usually better on clustered data, where neighbours are close.
+    """
+    lo = -(-d // MAX_SUBSTRING_BITS)
+    m = round(d / math.log2(max(n, 4)))
+    return int(min(max(m, lo), d))
+
+
+def substring_layout(d: int, m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Start bit and length of each of the ``m`` substrings (the first ``d % m`` get one bit more)."""
+    lengths = np.full(m, d // m, dtype=np.int64)
+    lengths[: d % m] += 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return starts, lengths
+
+
+def extract_substrings(codes: NDArray[np.uint8], starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Substring values of ``codes`` ``(n, d // 8)`` uint8 as int64 ``(n, m)``."""
+    n = codes.shape[0]
+    out = np.empty((n, starts.size), dtype=np.int64)
+    for t, (s, ln) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        first, last = s // 8, (s + ln - 1) // 8
+        acc = np.zeros(n, dtype=np.int64)
+        for b in range(first, last + 1):  # at most 4 bytes: ln <= 24
+            acc <<= 8
+            acc |= codes[:, b]
+        acc >>= 8 * (last + 1) - (s + ln)
+        acc &= (1 << ln) - 1
+        out[:, t] = acc
+    return out
+
+
+def to_words(codes: NDArray[np.uint8]) -> NDArray[np.uint64]:
+    """Codes ``(n, d // 8)`` uint8 as uint64 words ``(n, ceil(d / 64))``, zero padded.
+
+    XOR and popcount of the words give the Hamming distance; padding bits are zero on both sides.
+    """
+    n, cs = codes.shape
+    w = -(-cs // 8)
+    if cs == 8 * w:
+        return np.ascontiguousarray(codes).view(np.uint64)
+    padded = np.zeros((n, 8 * w), dtype=np.uint8)
+    padded[:, :cs] = codes
+    return padded.view(np.uint64)
+
+
+@lru_cache(maxsize=256)
+def popcount_masks(length: int, r: int) -> NDArray[np.int64]:
+    """All ``length``-bit integers with exactly ``r`` bits set, ascending, int64 (read-only)."""
+    if r < 0 or r > length:
+        masks = np.empty(0, dtype=np.int64)
+    elif r == 0:
+        masks = np.zeros(1, dtype=np.int64)
+    elif 2 * r > length:
+        masks = np.sort(popcount_masks(length, length - r) ^ ((1 << length) - 1))
+    elif math.comb(length, r) * length <= 1 << 22:
+        prev = popcount_masks(length, r - 1)
+        bits = np.left_shift(1, np.arange(length, dtype=np.int64))
+        grown = (prev[:, None] | bits[None, :]).ravel()
+        masks = np.unique(grown[np.bitwise_count(grown) == r])
+    else:
+        every = np.arange(1 << length, dtype=np.int64)
+        masks = every[np.bitwise_count(every) == r]
+    masks.setflags(write=False)
+    return masks
+
+
+@dataclass
+class MIHTable:
+    """One substring's direct-address table (CSR).
+
+    ``bounds``: int64 ``(2**length,)``, bucket ``v`` is positions ``[lo, hi)`` with ``lo`` and ``hi``
+    the low and high int32 halves of ``bounds[v]`` (one random read gives both); ``rows``: int32
+    ``(n,)`` insertion-order positions sorted by substring value; ``words``: uint64 ``(n, W)`` the
+    codes in that same order.
+    """
+
+    length: int
+    bounds: NDArray[np.int64]
+    rows: NDArray[np.int32]
+    words: NDArray[np.uint64]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bounds.nbytes + self.rows.nbytes + self.words.nbytes)
+
+
+def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64]) -> list[MIHTable]:
+    """One ``MIHTable`` per substring for codes given as ``words`` and their substring values ``subs``."""
+    n = words.shape[0]
+    if n >= 2**31 - 1:
+        raise ValueError(f"MIHIndex holds fewer than 2**31 codes, got {n}")
+    tables = []
+    for t, length in enumerate(lengths.tolist()):
+        sub = subs[:, t]
+        rows = np.argsort(sub, kind="stable").astype(np.int32)
+        ends = np.cumsum(np.bincount(sub, minlength=1 << length))
+        bounds = ends << 32
+        bounds[1:] |= ends[:-1]
+        tables.append(MIHTable(length, bounds, rows, np.ascontiguousarray(words[rows])))
+    return tables
