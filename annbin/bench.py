@@ -115,7 +115,17 @@ def _index_class(name: str) -> Any:
 
 
 def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Sweep spec to ``[(build_spec, [search_params, ...]), ...]``."""
+    """Sweep spec to ``[(build_spec, [search_params, ...]), ...]``.
+
+    ``sharded:OPTIONS:INNER`` sweeps INNER and keeps the sharding prefix on every build spec.
+    """
+    from annbin.distributed import is_sharded_spec, parse_sharded_spec  # Ray-free helpers
+
+    if is_sharded_spec(spec):
+        inner, options = parse_sharded_spec(spec)
+        opts = ",".join(f"{k}={v}" for k, v in options.items())
+        prefix = f"sharded:{opts}:" if opts else "sharded:"
+        return [(prefix + build, searches) for build, searches in expand_spec(inner)]
     name, _, body = spec.strip().partition(":")
     cls = _index_class(name.strip().lower())
     build: dict[str, list[Any]] = {}
@@ -257,9 +267,8 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         lat = time_per_query(lambda i: searcher.search(qs[i : i + 1], k), nlat, bar)
     row: dict[str, Any] = {
         "dataset": prep.ds.name,
-        "index": build_spec.partition(":")[0],
+        **_describe(build_spec),
         "spec": build_spec,
-        "params": {**parse_spec(build_spec)[1], **params},
         "rescore": factor,
         "k": k,
         "n": int(prep.base.shape[0]),
@@ -285,8 +294,21 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         found = hamming_distances(prep.codes, prep.qcodes, I)
         row["recall_hamming"] = recall_tie_aware(found, prep.ham_D, k)
         row["recall_hamming_ids"] = recall_ids(I, prep.ham_I, k)
+    row["params"] = {**row["params"], **params}
     row["host"] = platform.node()
     return row
+
+
+def _describe(build_spec: str) -> dict[str, Any]:
+    """Row fields ``index`` and ``params`` for a build spec (sharded specs name their inner variant)."""
+    from annbin.distributed import is_sharded_spec, parse_sharded_spec
+
+    if is_sharded_spec(build_spec):
+        inner, options = parse_sharded_spec(build_spec)
+        name, params = parse_spec(inner)
+        return {"index": f"sharded-{name}", "params": {**options, **params}}
+    name, params = parse_spec(build_spec)
+    return {"index": name, "params": params}
 
 
 def _pct(lat: np.ndarray, q: float) -> float | None:

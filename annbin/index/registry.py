@@ -100,10 +100,15 @@ def load_index(path: str | os.PathLike[str]) -> BinaryIndex:
 
     A file without annbin's magic bytes is read with ``faiss.read_index_binary`` (a file written
     by ``faiss.write_index_binary``) and returned as a ``FaissIndex``; if faiss cannot read it
-    either, ``ValueError``.
+    either, ``ValueError``. A directory holding a ``manifest.json`` is a saved ``ShardedIndex``
+    (needs Ray).
     """
     from annbin._io import is_annbin_file, read_index_file
 
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
+        from annbin.distributed import ShardedIndex
+
+        return ShardedIndex.load(path)
     if os.path.isfile(path) and not is_annbin_file(path):
         from annbin.index.faiss_wrap import read_faiss_file
 

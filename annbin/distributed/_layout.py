@@ -1,0 +1,160 @@
+"""Where each id lives, how a sharded spec reads, and the on-disk manifest. No Ray here.
+
+Partitioning is by a hash of the id: ``shard = splitmix64(id) % shards``. An id's shard is
+computed, never looked up, so ``remove_ids`` goes straight to the owning shard, a duplicate id
+always meets its twin on the same shard, and sequential or strided ids alike spread evenly.
+
+A saved sharded index is a directory::
+
+    manifest.json                   written last, atomically; names the shard files
+    shard-00000-<token>.annbin      one ordinary annbin index file per shard
+    shard-00001-<token>.annbin
+
+Every save writes files under a fresh ``<token>`` and only then replaces the manifest, so a crash
+mid-save leaves the previous save whole. The manifest records each file's sha256, checked
+before the file is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annbin._checks import check_int
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "annbin-sharded"
+MANIFEST_VERSION = 1
+PARTITION = "splitmix64"
+SPEC_OPTIONS = ("shards", "num_cpus")
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def shard_of(ids: NDArray[np.int64], shards: int) -> NDArray[np.int64]:
+    """The shard of each id: ``splitmix64(id) % shards`` (int64 ``(n,)``)."""
+    z = np.asarray(ids, dtype=np.int64).astype(np.uint64) + _GOLDEN
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return (z % np.uint64(shards)).astype(np.int64)
+
+
+def group_by_shard(owner: NDArray[np.int64], shards: int) -> dict[int, NDArray[np.int64]]:
+    """Row positions per shard (only shards that get rows), each in input order."""
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(shards + 1))
+    return {s: order[bounds[s] : bounds[s + 1]] for s in range(shards) if bounds[s + 1] > bounds[s]}
+
+
+def is_sharded_spec(spec: Any) -> bool:
+    """True for ``"sharded"`` and ``"sharded:..."``."""
+    return isinstance(spec, str) and spec.strip().partition(":")[0].strip().lower() == "sharded"
+
+
+def parse_sharded_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """``"sharded:shards=2:mih:m=4"`` -> ``("mih:m=4", {"shards": 2})``.
+
+    Grammar: ``sharded:[OPTIONS:]INNER`` where OPTIONS is ``key=value,...`` (keys: ``shards``,
+    ``num_cpus``, both ints) and INNER is any non-sharded annbin spec. The options segment is
+    recognised by its ``=``: a variant name never holds one, so ``"sharded:mih:m=4"`` is the inner
+    spec ``"mih:m=4"`` with default options.
+    """
+    if not is_sharded_spec(spec):
+        raise ValueError(f"not a sharded spec: {spec!r}; expected 'sharded:shards=N:<spec>'")
+    rest = spec.strip().partition(":")[2].strip()
+    head, sep, tail = rest.partition(":")
+    options: dict[str, int] = {}
+    if "=" in head:
+        inner = tail.strip() if sep else ""
+        for item in filter(None, (p.strip() for p in head.split(","))):
+            key, eq, value = (s.strip() for s in item.partition("="))
+            if not eq or not key or not value:
+                raise ValueError(f"bad option {item!r} in sharded spec {spec!r}; expected key=value")
+            if key not in SPEC_OPTIONS:
+                raise ValueError(f"unknown option {key!r} in sharded spec {spec!r}; expected: {', '.join(SPEC_OPTIONS)}")
+            if key in options:
+                raise ValueError(f"option {key!r} given twice in sharded spec {spec!r}")
+            try:
+                options[key] = check_int(int(value), key, minimum=1)
+            except ValueError:
+                raise ValueError(f"option {key!r} in sharded spec {spec!r} must be an int >= 1, got {value!r}") from None
+    else:
+        inner = rest
+    if not inner:
+        raise ValueError(f"sharded spec {spec!r} names no index to shard; expected e.g. 'sharded:shards=2:mih'")
+    if is_sharded_spec(inner):
+        raise ValueError(f"sharded spec {spec!r} nests another sharded spec; shard a plain index instead")
+    return inner, options
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Atomically write ``manifest.json`` into ``directory`` (temp file, fsync, rename)."""
+    data = json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **manifest}, indent=1, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / MANIFEST)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``manifest.json``; ``ValueError`` names what is missing or wrong."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        hint = " (a single index file? load it with annbin.load_index)" if directory.is_file() else ""
+        raise ValueError(f"no sharded index at {str(directory)!r}: {MANIFEST} not found{hint}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{str(path)!r} is not an annbin sharded-index manifest")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{str(path)!r} has manifest version {manifest.get('version')}; this annbin reads {MANIFEST_VERSION}")
+    if manifest.get("partition") != PARTITION:
+        raise ValueError(f"{str(path)!r} uses partition {manifest.get('partition')!r}; this annbin knows {PARTITION!r}")
+    try:
+        files = manifest["files"]
+        shards = int(manifest["shards"])
+        int(manifest["d"]), str(manifest["spec"]), int(manifest["next_id"]), dict(manifest["search_params"])
+        if not isinstance(files, list) or len(files) != shards:
+            raise ValueError(f"{shards} shards but {len(files) if isinstance(files, list) else 'no'} file entries")
+        for entry in files:
+            name = str(entry["file"])
+            if Path(name).name != name:
+                raise ValueError(f"shard file {name!r} is not a plain file name")
+            str(entry["sha256"]), int(entry["ntotal"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is malformed: {exc}") from None
+    return manifest

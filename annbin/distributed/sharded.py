@@ -1,0 +1,308 @@
+"""``ShardedIndex``: any annbin index split over Ray actors, behind the same ``BinaryIndex`` interface.
+
+Each shard is a Ray actor holding an ordinary annbin index in memory (``_shard.ShardServer``).
+Codes go to the shard that owns their id (``splitmix64(id) % shards``, see ``_layout``); a batch
+of queries is put into Ray's object store once and each shard searches it in one call; the
+driver merges the per-shard top-k by (distance, id). Each shard returns its exact top-k, so the
+merge of exact shards is exact: sharded flat or MIH returns exactly the unsharded distances.
+A shard whose actor dies is restarted from its saved file and the call retried once, or the call
+raises ``ShardError`` naming it (see ``_group``); a partial result is never returned.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from annbin._checks import as_codes, as_ids, check_d, check_int
+from annbin.distributed._group import ShardError, ShardGroup, import_ray
+from annbin.distributed._layout import (
+    MANIFEST,
+    PARTITION,
+    group_by_shard,
+    is_sharded_spec,
+    parse_sharded_spec,
+    read_manifest,
+    shard_of,
+    write_manifest,
+)
+from annbin.index.base import BinaryIndex, RangeResult, SearchResult, UnsupportedOperation
+
+
+class ShardedIndex(BinaryIndex):
+    """An annbin index over ``d``-bit codes split into ``shards`` Ray actors.
+
+    ``spec`` is any non-sharded annbin spec (``"flat"``, ``"mih:m=4"``, ...). Codes are
+    ``(n, d // 8)`` uint8, as everywhere. ``actor_options`` go to Ray's ``ActorClass.options``
+    (e.g. ``{"num_cpus": 8}`` to reserve 8 cores per shard; shards are spread over nodes by
+    default). ``timeout_s`` bounds each wait for the shards (``None``: as long as it takes).
+
+    If Ray is not initialised, the constructor calls ``ray.init()``, which joins ``RAY_ADDRESS``
+    if set, else starts a local Ray. The actors live as long as this object, or until ``close()``.
+    """
+
+    variant = "sharded"
+    build_params = ("shards",)
+
+    def __init__(
+        self,
+        spec: str,
+        d: int,
+        *,
+        shards: int = 4,
+        actor_options: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        from annbin.index.registry import make_index
+
+        import_ray()
+        super().__init__(check_d(d))
+        if is_sharded_spec(spec):
+            raise ValueError(f"ShardedIndex takes the spec of the index to shard, got the sharded spec {spec!r}")
+        self._template = make_index(spec, self.d)  # checks the spec here, before any actor starts
+        self.inner_spec = self._template.spec
+        shards = check_int(shards, "shards", minimum=1)
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 or None, got {timeout_s!r}")
+        # instance values shadow the class defaults: a sharded index searches like its shards
+        self.exact = type(self._template).exact  # type: ignore[misc]
+        self.search_params = type(self._template).search_params  # type: ignore[misc]
+        self._call_params: dict[str, Any] | None = None
+        self._group = ShardGroup(self.inner_spec, self.d, shards, self._template.get_search_params(), dict(actor_options or {}), timeout_s)
+
+    @classmethod
+    def from_spec(cls, spec: str, d: int, **kwargs: Any) -> ShardedIndex:
+        """Build from ``"sharded:shards=N[,num_cpus=C]:<spec>"`` (grammar: ``parse_sharded_spec``)."""
+        inner, options = parse_sharded_spec(spec)
+        actor_options = dict(kwargs.pop("actor_options", None) or {})
+        if "num_cpus" in options:
+            actor_options["num_cpus"] = options["num_cpus"]
+        return cls(inner, d, shards=options.get("shards", 4), actor_options=actor_options, **kwargs)
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def num_shards(self) -> int:
+        return self._group.shards
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._group.counts.sum())
+
+    @property
+    def shard_sizes(self) -> NDArray[np.int64]:
+        """Codes held by each shard, int64 ``(shards,)``."""
+        return self._group.counts.copy()
+
+    @property
+    def restarts(self) -> int:
+        """How many dead shard actors were restarted from their files."""
+        return self._group.restarts
+
+    @property
+    def spec(self) -> str:
+        self._template.set_search_params(**self._group.search_params)
+        return f"sharded:shards={self.num_shards}:{self._template.spec}"
+
+    def get_params(self) -> dict[str, Any]:
+        return {"shards": self.num_shards, "spec": self.inner_spec}
+
+    def get_search_params(self) -> dict[str, Any]:
+        return dict(self._group.search_params)
+
+    def _live(self) -> list[int]:
+        return [s for s in range(self.num_shards) if self._group.counts[s]]
+
+    # --- public API ------------------------------------------------------------------------
+    def add(self, codes: NDArray[np.uint8], ids: ArrayLike | None = None) -> None:
+        """Add codes ``(n, d // 8)`` uint8 with global ids (int64 ``(n,)``, or None for sequential).
+
+        Each code goes to the shard that owns its id. Explicit ids already stored raise
+        ``ValueError`` before any shard changes.
+        """
+        ray = import_ray()
+        codes = as_codes(codes, self.code_size)
+        n = codes.shape[0]
+        new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64) if ids is None else as_ids(ids, n)
+        if n == 0:
+            return
+        groups = group_by_shard(shard_of(new_ids, self.num_shards), self.num_shards)
+        id_refs = {s: ray.put(new_ids[rows]) for s, rows in groups.items()}
+        if ids is not None and self.ntotal:
+            present = self._group.call("find_present", {s: (ref,) for s, ref in id_refs.items()})
+            clash = np.sort(np.concatenate(list(present.values())))
+            if clash.size:
+                raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
+        code_refs = {s: ray.put(codes[rows]) for s, rows in groups.items()}
+        sizes = self._group.call("add", {s: (code_refs[s], id_refs[s]) for s in groups})
+        for s, size in sizes.items():
+            self._group.counts[s] = size
+            self._group.sources[s] = None
+        self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+
+    def search(self, codes: NDArray[np.uint8], k: int, *, params: dict[str, Any] | None = None) -> SearchResult:
+        """As ``BinaryIndex.search``; ``params`` travel with the one call each shard gets."""
+        if params:
+            unknown = sorted(set(params) - set(self.search_params))
+            if unknown:
+                allowed = ", ".join(self.search_params) or "none"
+                raise ValueError(f"unknown search parameter(s) {unknown} for {self.inner_spec!r}; expected: {allowed}")
+            self._template.set_search_params(**params)  # checks the values once, here
+        self._call_params = dict(params) if params else None
+        try:
+            return super().search(codes, k)
+        finally:
+            self._call_params = None
+
+    def get_ids(self) -> NDArray[np.int64]:
+        """All ids, int64 ``(ntotal,)``: shard 0's in its storage order, then shard 1's, ..."""
+        live = self._live()
+        parts = self._group.call("get_ids", {s: () for s in live})
+        return np.concatenate([np.asarray(parts[s], np.int64) for s in live]) if live else np.empty(0, np.int64)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all shards together (the driver holds no codes)."""
+        return int(sum(self._group.call("memory_bytes").values()))
+
+    def ping(self) -> list[int]:
+        """One empty round trip to every shard (returns their sizes): all alive, or raises."""
+        out = self._group.call("ping")
+        return [int(out[s]) for s in range(self.num_shards)]
+
+    def close(self) -> None:
+        """Stop the shard actors now (they also stop when this object is garbage-collected)."""
+        self._group.close()
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save to the directory ``path``: one annbin file per shard plus ``manifest.json``.
+
+        Each actor writes its own file, so on a multi-node cluster ``path`` must be a directory
+        every node sees (a shared file system). The manifest (with each file's sha256) is written
+        last and atomically; the files of the save it replaces are then deleted.
+        """
+        directory = Path(path).absolute()
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"cannot save a sharded index to {str(directory)!r}: it is a file, not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            previous = {e["file"] for e in read_manifest(directory)["files"]} if (directory / MANIFEST).is_file() else set()
+        except ValueError:
+            previous = set()
+        token = uuid.uuid4().hex[:12]
+        names = [f"shard-{s:05d}-{token}.annbin" for s in range(self.num_shards)]
+        saved = self._group.call("save", {s: (str(directory / names[s]),) for s in range(self.num_shards)})
+        for s in range(self.num_shards):
+            if not (directory / names[s]).is_file():
+                raise ShardError(s, f"shard {s} wrote {str(directory / names[s])!r}, which this machine cannot see: save needs a directory shared by all nodes")
+            if int(saved[s]["ntotal"]) != self._group.counts[s]:
+                raise ShardError(s, f"shard {s} saved {saved[s]['ntotal']} codes, expected {self._group.counts[s]}")
+        files = [{"file": names[s], "sha256": saved[s]["sha256"], "bytes": int(saved[s]["bytes"]), "ntotal": int(saved[s]["ntotal"])} for s in range(self.num_shards)]
+        manifest = {
+            "d": self.d,
+            "spec": self.inner_spec,
+            "shards": self.num_shards,
+            "partition": PARTITION,
+            "ntotal": self.ntotal,
+            "next_id": self._next_id,
+            "search_params": self.get_search_params(),
+            "files": files,
+        }
+        write_manifest(directory, manifest)
+        for name in previous - set(names):
+            (directory / name).unlink(missing_ok=True)
+        self._group.sources = [("file", str(directory / names[s]), files[s]["sha256"]) for s in range(self.num_shards)]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, actor_options: dict[str, Any] | None = None, timeout_s: float | None = None) -> ShardedIndex:
+        """Load a directory written by ``save``: one actor per shard, each reading its own file.
+
+        Each file's sha256 is checked against the manifest (and its own checksum by
+        ``annbin.load_index``); a missing, swapped or corrupted file raises ``ValueError``.
+        """
+        directory = Path(path).absolute()
+        manifest = read_manifest(directory)
+        for entry in manifest["files"]:
+            if not (directory / entry["file"]).is_file():
+                raise ValueError(f"sharded index at {str(directory)!r} is missing shard file {entry['file']!r}")
+        index = cls(manifest["spec"], int(manifest["d"]), shards=int(manifest["shards"]), actor_options=actor_options, timeout_s=timeout_s)
+        group = index._group
+        try:
+            index._template.set_search_params(**manifest["search_params"])
+            group.search_params = index._template.get_search_params()
+            sources = [("file", str(directory / e["file"]), str(e["sha256"])) for e in manifest["files"]]
+            sizes = group.call("load", {s: (src[1], src[2], group.search_params) for s, src in enumerate(sources)})
+            for s, entry in enumerate(manifest["files"]):
+                if int(sizes[s]) != int(entry["ntotal"]):
+                    raise ValueError(f"shard file {entry['file']!r} holds {sizes[s]} codes, manifest says {entry['ntotal']}")
+                group.counts[s] = int(sizes[s])
+            group.sources = list(sources)
+            index._next_id = int(manifest["next_id"])
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    # --- hooks -----------------------------------------------------------------------------
+    def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:  # pragma: no cover
+        raise NotImplementedError("ShardedIndex.add routes codes to shards itself")
+
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
+        xref = import_ray().put(x)  # once: every shard reads the same object
+        live, counts, params = self._live(), self._group.counts, self._call_params
+        parts = self._group.call("search", {s: (xref, int(min(k, counts[s])), params) for s in live})
+        D = np.concatenate([parts[s][0] for s in live], axis=1)
+        I = np.concatenate([parts[s][1] for s in live], axis=1)
+        if D.shape[1] > k:
+            order = np.lexsort((I, D), axis=-1)[:, :k]
+            D, I = np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+        return D, I
+
+    def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
+        xref = import_ray().put(x)
+        live, nq = self._live(), x.shape[0]
+        parts = self._group.call("range_search", {s: (xref, radius) for s in live})
+        qid = np.concatenate([np.repeat(np.arange(nq), np.diff(parts[s][0])) for s in live])
+        order = np.argsort(qid, kind="stable")  # the base class then orders each query by (distance, id)
+        D = np.concatenate([parts[s][1] for s in live])[order]
+        I = np.concatenate([parts[s][2] for s in live])[order]
+        lims = np.zeros(nq + 1, np.int64)
+        lims[1:] = np.cumsum(np.bincount(qid, minlength=nq))
+        return lims, D, I
+
+    def _remove_ids(self, ids: NDArray[np.int64]) -> int:
+        ray = import_ray()
+        ids = np.unique(ids)
+        groups = group_by_shard(shard_of(ids, self.num_shards), self.num_shards)
+        out = self._group.call("remove_ids", {s: (ray.put(ids[rows]),) for s, rows in groups.items() if self._group.counts[s]})
+        for s, (removed, size) in out.items():
+            self._group.counts[s] = size
+            if removed:
+                self._group.sources[s] = None
+        return int(sum(removed for removed, _ in out.values()))
+
+    def _reset(self) -> None:
+        self._group.call("reset")
+        self._group.counts[:] = 0
+        self._group.sources = [("empty",)] * self.num_shards
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        self._template.set_search_params(**params)  # checks the values once, here
+        self._group.call("set_search_params", (params,))
+        self._group.search_params = {**self._group.search_params, **params}
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        raise UnsupportedOperation("a ShardedIndex is saved as a directory by ShardedIndex.save(dir)")
+
+    @classmethod
+    def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
+        raise UnsupportedOperation("load a sharded index with ShardedIndex.load(dir)")
