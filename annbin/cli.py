@@ -75,7 +75,7 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
     from rich.console import Console
 
-    from annbin.bench import BenchConfig, append_rows, load_config, run_bench
+    from annbin.bench import DEFAULT_RESCORE, BenchConfig, append_rows, load_config, run_bench
     from annbin.report import plot_recall_qps, results_table
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
@@ -85,6 +85,8 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
         "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
+    if "indexes" not in settings and "rescore" not in settings and settings.get("bits") is None:
+        settings["rescore"] = list(DEFAULT_RESCORE)
     out_dir = Path(out) if out else (Path(settings.pop("out")) if "out" in settings else None)
     settings.pop("out", None)
     if plot and out_dir is None:
@@ -103,6 +105,9 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
         if plot:
             png = plot_recall_qps(rows, out_dir / "recall_vs_qps.png")
             console.print(f"plot written to {png}")
+            if any(row.get("recall_hamming") is not None for row in rows):
+                png = plot_recall_qps(rows, out_dir / "recall_hamming_vs_qps.png", recall_key="recall_hamming")
+                console.print(f"plot written to {png}")
 
 
 @main.group(invoke_without_command=True)

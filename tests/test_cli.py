@@ -43,8 +43,8 @@ def test_bench_writes_rows_and_plot(tmp_path):
     rescored = {r["index"]: r for r in rows if r["rescore"] == 2}
     assert rescored["flat"]["recall_hamming"] is None
     assert rescored["flat"]["recall_float"] >= plain[("flat", None)]["recall_float"]
-    png = out / "recall_vs_qps.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("recall_vs_qps.png", "recall_hamming_vs_qps.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # appending: a second run adds rows rather than replacing
     CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--out", str(out)])
     assert len((out / "results.jsonl").read_text().splitlines()) == 9
@@ -111,3 +111,16 @@ def test_real_subprocess(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "annbin.cli", "bench", "--k", "0", "--dataset", "synthetic-small"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("annbin: error:")
+
+
+def test_default_run_uses_shipped_data_and_shows_rescoring(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", "--max-queries", "20", "--runs", "1", "--latency-queries", "2", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["dataset"] for r in rows} == {"minilm_wordnet"}
+    assert {r["index"] for r in rows} == {"flat", "hnsw", "mih"}
+    assert {r["rescore"] for r in rows} == {None, 4, 10}
+    flat = {r["rescore"]: r["recall_float"] for r in rows if r["index"] == "flat"}
+    assert flat[None] < flat[4] <= flat[10]  # rescoring wins back what binarization lost
+    assert "Kendall tau" in result.output
