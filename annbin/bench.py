@@ -127,16 +127,18 @@ def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
         opts = ",".join(f"{k}={v}" for k, v in options.items())
         prefix = f"sharded:{opts}:" if opts else "sharded:"
         return [(prefix + build, searches) for build, searches in expand_spec(inner)]
+    from annbin.index.faiss_wrap import is_faiss_factory
+
     name, _, body = spec.strip().partition(":")
+    if is_faiss_factory(spec):
+        # A faiss factory string is one build; what follows ":" can only be search parameters,
+        # which the built index checks against its own type (nprobe, ef_search, nflip).
+        searches = _sweep(body, spec)
+        return [(name.strip(), [dict(zip(searches, c)) for c in itertools.product(*searches.values())])]
     cls = _index_class(name.strip().lower())
     build: dict[str, list[Any]] = {}
     search: dict[str, list[Any]] = {}
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, values = item.partition("=")
-        key = key.strip()
-        if not eq or not values.strip():
-            raise ValueError(f"bad parameter {item!r} in {spec!r}; expected key=value or key=v1|v2")
-        options = [parse_value(v) for v in values.split("|")]
+    for key, options in _sweep(body, spec).items():
         if key in cls.search_params:
             search[key] = options
         elif key in cls.build_params:
@@ -150,6 +152,17 @@ def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
         build_spec = f"{name}:{body_}" if body_ else name
         searches = [dict(zip(search, c)) for c in itertools.product(*search.values())]
         out.append((build_spec, searches))
+    return out
+
+
+def _sweep(body: str, spec: str) -> dict[str, list[Any]]:
+    """``"M=16|32,ef_search=16"`` -> ``{"M": [16, 32], "ef_search": [16]}``."""
+    out: dict[str, list[Any]] = {}
+    for item in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, values = item.partition("=")
+        if not eq or not key.strip() or not values.strip():
+            raise ValueError(f"bad parameter {item!r} in {spec!r}; expected key=value or key=v1|v2")
+        out[key.strip()] = [parse_value(v) for v in values.split("|")]
     return out
 
 
@@ -240,7 +253,8 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     else:
         index = make_index(build_spec, d=prep.d)
         data, queries = prep.codes, prep.qcodes
-    step = max(1, n // 20)
+    # An untrained index (IVF) trains on its first add: give it all the data at once.
+    step = max(1, n // 20) if index.is_trained else n
     with _progress(n, f"build {build_spec}", progress) as bar:
         for start in range(0, n, step):
             index.add(data[start : start + step])
@@ -308,6 +322,10 @@ def _describe(build_spec: str) -> dict[str, Any]:
         inner, options = parse_sharded_spec(build_spec)
         name, params = parse_spec(inner)
         return {"index": f"sharded-{name}", "params": {**options, **params}}
+    from annbin.index.faiss_wrap import is_faiss_factory
+
+    if is_faiss_factory(build_spec):
+        return {"index": build_spec.partition(":")[0].strip(), "params": {}}
     name, params = parse_spec(build_spec)
     return {"index": name, "params": params}
 

@@ -124,3 +124,14 @@ def test_default_run_uses_shipped_data_and_shows_rescoring(tmp_path):
     flat = {r["rescore"]: r["recall_float"] for r in rows if r["index"] == "flat"}
     assert flat[None] < flat[4] <= flat[10]  # rescoring wins back what binarization lost
     assert "Kendall tau" in result.output
+
+
+def test_faiss_factory_and_ivf_specs_sweep(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "BIVF16:nprobe=1|16", "--index", "ivf:nlist=16,nprobe=1|16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["params"]["nprobe"]) for r in rows] == [("BIVF16", 1), ("BIVF16", 16), ("ivf", 1), ("ivf", 16)]
+    # probing every list is exhaustive: exact Hamming results; one list of 16 is not
+    assert rows[1]["recall_hamming"] == rows[3]["recall_hamming"] == 1.0
+    assert rows[0]["recall_hamming"] < 1.0
