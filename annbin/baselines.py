@@ -53,6 +53,11 @@ class FloatIndex(ABC):
     def ntotal(self) -> int:
         """Number of vectors stored."""
 
+    @property
+    def is_trained(self) -> bool:
+        """faiss compatibility: float baselines need no training."""
+        return True
+
     def __len__(self) -> int:
         return self.ntotal
 
