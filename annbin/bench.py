@@ -44,6 +44,7 @@ class BenchConfig:
     k: int = 10
     rescore: list[int] = field(default_factory=list)  # oversample factors; empty: no rescoring
     vectors: str = "ram"  # where rescoring reads float vectors: "ram" or "mmap" (a .npy on disk)
+    vector_dtype: str = "float32"  # precision of the rescoring store: float16 halves its bytes
     bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
     thresholds: str = "zero"  # "zero" (sign bits) or "median" (per-dimension, balances bits)
     runs: int = 3
@@ -63,6 +64,8 @@ class BenchConfig:
             raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
         if self.thresholds not in ("zero", "median"):
             raise ValueError(f"thresholds must be 'zero' or 'median', got {self.thresholds!r}")
+        if self.vector_dtype not in ("float32", "float16"):
+            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {self.vector_dtype!r}")
         if self.vectors not in ("ram", "mmap"):
             raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
         if self.rescore and self.bits is not None:
@@ -226,9 +229,9 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dic
     prep = _Prepared(cfg, progress)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="annbin-bench-") as tmp:
-        vectors: Any = prep.base
+        vectors: Any = prep.base.astype(cfg.vector_dtype, copy=False)
         if cfg.rescore and cfg.vectors == "mmap":
-            np.save(Path(tmp) / "vectors.npy", prep.base)
+            np.save(Path(tmp) / "vectors.npy", vectors)
             vectors = str(Path(tmp) / "vectors.npy")
         for spec in cfg.indexes:
             for build_spec, searches in expand_spec(spec):
@@ -304,6 +307,9 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
     }
     ram = int(searcher.memory_bytes()) if factor is not None else index_bytes
     row["bytes_per_vector"] = ram / row["n"]
+    if factor is not None:
+        row["rescore_vectors"] = f"{cfg.vectors}:{cfg.vector_dtype}"
+        row["disk_bytes_per_vector"] = searcher.disk_bytes() / row["n"]
     row["compression_vs_float32"] = row["dim"] * 4 / row["bytes_per_vector"] if ram else None
     if not is_float and factor is None:
         found = hamming_distances(prep.codes, prep.qcodes, I)

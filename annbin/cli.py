@@ -58,6 +58,7 @@ def main() -> None:
 @click.option("--k", "-k", type=int, default=None, help="Neighbours per query (default 10).")
 @click.option("--rescore", multiple=True, help="Oversample factors for float rescoring, e.g. 1,2,4,10 (binary indexes only).")
 @click.option("--vectors", type=click.Choice(["ram", "mmap"]), default=None, help="Rescoring reads float vectors from RAM or a memory-mapped .npy.")
+@click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default=None, help="Precision of the rescoring vectors (float16 halves their bytes).")
 @click.option("--bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
 @click.option("--thresholds", type=click.Choice(["zero", "median"]), default=None, help="Bit = x > 0 (zero) or x > per-dimension median.")
 @click.option("--threads", type=int, default=None, help="Search threads (faiss OpenMP, hnswlib). Default 1.")
@@ -69,7 +70,7 @@ def main() -> None:
 @click.option("--plot/--no-plot", default=False, help="Write recall-vs-queries/s PNG(s) into --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
-def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], vectors: str | None, bits: int | None,
+def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], vectors: str | None, vector_dtype: str | None, bits: int | None,
           thresholds: str | None, threads: int | None, runs: int | None, latency_queries: int | None, max_queries: int | None,
           config_path: str | None, out: str | None, plot: bool, progress: bool | None) -> None:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
@@ -80,7 +81,7 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
-        "dataset": dataset, "k": k, "vectors": vectors, "bits": bits, "thresholds": thresholds, "threads": threads,
+        "dataset": dataset, "k": k, "vectors": vectors, "vector_dtype": vector_dtype, "bits": bits, "thresholds": thresholds, "threads": threads,
         "runs": runs, "latency_queries": latency_queries, "max_queries": max_queries,
         "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None,
     }

@@ -41,6 +41,8 @@ def test_bench_writes_rows_and_plot(tmp_path):
     # binary codes of 128-d floats: 16 bytes + 8-byte id per vector in flat
     assert plain[("flat", None)]["bytes_per_vector"] == pytest.approx(24.0)
     rescored = {r["index"]: r for r in rows if r["rescore"] == 2}
+    assert rescored["flat"]["rescore_vectors"] == "ram:float32"
+    assert rescored["flat"]["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4)  # codes + ids + floats in RAM
     assert rescored["flat"]["recall_hamming"] is None
     assert rescored["flat"]["recall_float"] >= plain[("flat", None)]["recall_float"]
     for name in ("recall_vs_qps.png", "recall_hamming_vs_qps.png"):
@@ -135,3 +137,14 @@ def test_faiss_factory_and_ivf_specs_sweep(tmp_path):
     # probing every list is exhaustive: exact Hamming results; one list of 16 is not
     assert rows[1]["recall_hamming"] == rows[3]["recall_hamming"] == 1.0
     assert rows[0]["recall_hamming"] < 1.0
+
+
+def test_mmap_float16_rescoring_keeps_vectors_out_of_ram(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rescore", "4", "--vectors", "mmap",
+                                       "--vector-dtype", "float16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][1]
+    assert row["rescore"] == 4 and row["rescore_vectors"] == "mmap:float16"
+    assert row["bytes_per_vector"] == pytest.approx(24.0)  # only codes and ids in RAM
+    assert row["disk_bytes_per_vector"] == pytest.approx(128 * 2, rel=0.01)

@@ -266,3 +266,20 @@ def test_faiss_style_calls(spec_, rng):
     keep = np.array([i for i in range(10, 40) if i not in (30, 31)])
     _, I = index.search(base[keep], 1)
     assert np.array_equal(I[:, 0], 100 + keep)
+
+
+def test_sort_results_packed_and_lexsort_paths_agree(rng):
+    from annbin.index.base import sort_results
+
+    D = rng.integers(0, 5, (50, 30)).astype(np.int32)
+    I = rng.integers(0, 1000, (50, 30)).astype(np.int64)
+    D[:, -3:], I[:, -3:] = INT32_MAX, -1
+    packed = sort_results(D, I)
+    big = I.copy()
+    big[big >= 0] += 2**40  # ids too large to pack: the lexsort path
+    slow = sort_results(D, big)
+    assert np.array_equal(packed[0], slow[0])
+    assert np.array_equal(packed[1], np.where(slow[1] >= 0, slow[1] - 2**40, -1))
+    for drow, irow in zip(*packed):
+        pairs = list(zip(drow.tolist(), irow.tolist()))
+        assert pairs[:-3] == sorted(pairs[:-3]) and pairs[-3:] == [(INT32_MAX, -1)] * 3

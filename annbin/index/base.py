@@ -23,6 +23,7 @@ from annbin._checks import INT32_MAX, as_codes, as_id_selection, as_ids, check_d
 
 SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
 RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
+_PACK_LIMIT = (1 << 32) - 1  # ids below this pack with their distance into one sort key
 
 
 class UnsupportedOperation(TypeError):
@@ -33,6 +34,12 @@ def sort_results(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
     """Order each row by (distance, id); missing results (INT32_MAX, -1) stay last."""
     if D.size == 0:
         return D, I
+    if I.max() < _PACK_LIMIT and D.min() >= 0:
+        # One int64 key per result, distance in the high bits and id + 1 in the low 32: a plain
+        # row sort then orders by (distance, id), ~10x faster than lexsort on the hot path.
+        key = (D.astype(np.int64) << 32) | (I + 1)
+        key.sort(axis=1)
+        return (key >> 32).astype(np.int32), (key & 0xFFFFFFFF) - 1
     order = np.lexsort((I, D), axis=-1)
     return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
 
