@@ -57,7 +57,8 @@ def write_index_file(path: str | os.PathLike[str], header: dict[str, Any], array
             put(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
             put(head)
             for arr in arrays.values():
-                put(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                if arr.size:  # memoryview.cast rejects a zero in the shape; an empty array adds no bytes
+                    put(memoryview(np.ascontiguousarray(arr)).cast("B"))
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())

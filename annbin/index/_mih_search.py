@@ -2,30 +2,34 @@
 
 Search steps are numbered ``s = r * m + j``: step ``s`` probes table ``j`` (0-based) at substring
 radius ``r``, i.e. every bucket whose key differs from the query's substring in exactly ``r`` bits.
-Pigeonhole: an item at full distance ``D`` that none of steps ``0..s`` found has substring distance
-``>= r + 1`` in tables ``0..j`` and ``>= r`` in tables ``j+1..m-1``, so ``D >= m * r + j + 1 = s + 1``.
-Hence after step ``s`` every item within distance ``s`` has been seen, and a query whose current
-k-th distance is ``<= s`` is finished: its distances are exact. (Stopping at ``s = D - 1``
-instead, or probing radius ``D // m`` in only ``D % m`` tables, is the classic off-by-one that
-misses items.)
+Pigeonhole: a code at full distance ``D`` that none of steps ``0..s`` found has substring distance
+``>= r + 1`` in tables ``0..j`` and ``>= r`` in tables ``j+1..m-1``, so ``D >= m * r + j + 1 = s + 1``
+(the paper's "after radius r in tables 1..j, every item within m*r + j - 1 has been seen", with
+1-based j). So after step ``s`` every code within distance ``s`` has been seen, and every unseen
+code is at least ``s + 1`` away: it cannot beat a k-th distance ``<= s + 1``, so a query whose
+current k-th distance is ``<= s + 1`` is finished and its k distances are exact. (Probing radius
+``D // m`` in only ``D % m`` tables is the classic off-by-one that misses codes: exact matches
+with ``m = 2``.) Range search to radius ``R`` runs steps ``0..R``.
 
 All active queries of a batch advance together, one step at a time: their bucket keys for the step
-are one XOR of query substrings with precomputed popcount-``r`` masks, bucket ranges come from one
-gather of the offsets, ``np.repeat`` expands them to candidate positions, and candidates are
-verified with ``np.bitwise_count`` on codes stored in the table's bucket order (contiguous reads).
-Rather than a per-query seen bitmap, a candidate is kept only if it beats the query's current k-th
-distance; the few that do are merged into the query's top-k, where a code found again (it can
-only still be there if it is in the top-k) is dropped as an exact duplicate key.
+are one XOR of the query substrings with the precomputed popcount-``r`` masks, one random read per
+key gives the bucket's start and size, ``np.repeat`` expands the non-empty buckets to candidate
+positions, and candidates are verified with ``np.bitwise_count`` on codes stored in the table's
+bucket order (contiguous reads). There is no per-query seen bitmap: a candidate is kept only if it
+beats its query's current k-th distance, and the kept ones are merged into the top-k, where a code
+found twice (from two tables, or already in the top-k) is dropped as an exact duplicate key.
 
-Cost model: each step is priced from its exact bucket sizes; the remaining steps up to the current
-k-th distance are priced on uniform buckets. A query whose spent plus predicted cost exceeds its
-budget (``ratio`` times a faiss-flat scan) leaves the batch and is answered by brute force.
+Cost model (``_Budget``): each step's cost is known exactly once its buckets are read; the steps a
+query still needs are priced on uniformly filled buckets up to its current k-th distance (capped
+by the k-th distance of random codes, since early k-th distances are loose). A query whose
+remaining cost exceeds its budget (``fallback_ratio`` times a faiss-flat scan) leaves the batch
+and is answered by the scan; exact either way.
 """
 
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,29 +41,34 @@ from annbin.index._mih_tables import MIHTable, popcount_masks
 LOOKUP_CHUNK = 1 << 17
 #: Most candidates verified at once: temporaries stay cache-sized and off fresh mmap'd pages.
 CANDIDATE_CHUNK = 1 << 17
-# byte order of the int32 halves of a table's packed bucket bounds
-_LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Rough single-thread costs in nanoseconds, measured on a 2-core x86 box (numpy 2, faiss 1.15).
+    """Single-thread costs in nanoseconds, measured on the 2-core x86 development box (numpy 2.4,
+    faiss 1.15): MIH's per-probe and per-candidate work against a faiss ``IndexBinaryFlat`` scan.
 
-    Only ratios matter: they decide when a query is cheaper to answer by a faiss-flat scan.
+    Only the ratio of MIH to flat costs matters: it decides when a query is cheaper to scan.
     """
 
-    lookup: float = 12.0  # one bucket probe (key, two offset reads, expansion)
-    candidate: float = 10.0  # one candidate of one 64-bit word
-    candidate_word: float = 3.0  # each further word of a candidate
-    step: float = 60_000.0  # fixed numpy overhead of one step for the whole batch
-    flat_code: float = 0.75  # faiss IndexBinaryFlat, one code of one word, k = 10
-    flat_word: float = 0.45  # each further word
+    lookup: float = 8.0  # one bucket probe (key, random read of the bucket, compaction)
+    candidate: float = 15.0  # one candidate of one 64-bit word (expand, gather, popcount, filter)
+    candidate_word: float = 8.0  # each further 64-bit word of a candidate
+    step: float = 80_000.0  # fixed numpy overhead of one step for the whole batch, merge included
+    flat_code: float = 0.65  # faiss IndexBinaryFlat, k = 10, per code of one 64-bit word
+    flat_word: float = 0.3  # each further word
+    flat_odd_code: float = 2.0  # codes whose bit length is not a multiple of 64 scan slower
 
     def candidate_cost(self, words: int) -> float:
         return self.candidate + self.candidate_word * (words - 1)
 
-    def flat_cost(self, n: int, words: int) -> float:
-        return n * (self.flat_code + self.flat_word * (words - 1))
+    def flat_cost(self, n: int, d: int) -> float:
+        """One query's flat scan over ``n`` codes of ``d`` bits."""
+        words = -(-d // 64)
+        per_code = self.flat_code + self.flat_word * (words - 1)
+        if d % 64:
+            per_code = max(per_code, self.flat_odd_code)
+        return n * per_code
 
 
 COSTS = CostModel()
@@ -79,6 +88,20 @@ def expected_step_costs(tables: list[MIHTable], n: int, words: int, nsteps: int,
     return out
 
 
+def random_knn_distance(n: int, d: int, k: int) -> int:
+    """The k-th nearest distance expected among ``n`` uniformly random ``d``-bit codes.
+
+    Smallest ``D`` with ``n * P(Binomial(d, 1/2) <= D) >= k``. Clustered data has nearer neighbours,
+    so this caps the cost predicted from a k-th distance that is still loose early in a search.
+    """
+    need, total = k << d, 0
+    for dist in range(d + 1):
+        total += n * math.comb(d, dist)
+        if total >= need:
+            return dist
+    return d
+
+
 class _Batch:
     """State of one batch of queries: top-k as packed int64 keys ``dist << 32 | row``."""
 
@@ -92,7 +115,7 @@ class _Batch:
         self.top = np.empty((nq, k), dtype=np.int64)
         self.top[:] = (self.sentinel << 32) | np.arange(k, dtype=np.int64)
         self.kth = np.full(nq, self.sentinel, dtype=np.int64)
-
+        self.lookups = self.candidates = 0  # work counters, for benchmarks
         self.pending: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
 
     def flush(self) -> None:
@@ -117,55 +140,69 @@ class _Batch:
         self.kth[aff] = best[:, k - 1] >> 32
 
 
-def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """Packed bucket bounds and bucket sizes, ``(nq, len(masks))`` each, for query substrings ``sub``."""
-    packed = np.take(table.bounds, sub[:, None] ^ masks[None, :], mode="clip")
-    halves = packed.view(np.int32)
-    return packed, halves[:, _HI::2] - halves[:, _LO::2]
+def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Probe the buckets ``sub[i] ^ masks`` of each query ``i`` (``sub`` int64 ``(nq,)``).
 
-
-def _verify(table: MIHTable, xw: NDArray[np.uint64], packed: NDArray[np.int64], cnt: NDArray[np.int32],
-            per_query: NDArray[np.int64], thr: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Verify the buckets ``packed``/``cnt`` ``(nq, M)`` probed for queries ``xw`` ``(nq, W)``.
-
-    Returns (query index, distance, row) of the candidates whose distance is ``< thr[query]``.
+    Returns the non-empty buckets only, grouped by query: their start ``lo`` and size ``cnt``
+    (int64), and per query the number of candidates ``per_query`` and the end of its group in
+    ``lo`` / ``cnt``, ``group_end`` (both ``(nq,)``).
     """
-    cnt = cnt.ravel()
-    nonempty = np.flatnonzero(cnt > 0)
-    cnt = cnt[nonempty]
-    lo = np.take(packed, nonempty, mode="clip") & 0xFFFFFFFF
+    nq, nmasks = sub.size, masks.size
+    packed = np.take(table.buckets, (sub[:, None] ^ masks[None, :]).ravel(), mode="clip")
+    nonempty = np.flatnonzero(packed != 0)
+    packed = np.take(packed, nonempty, mode="clip")
+    cnt = packed & 0xFFFFFFFF
+    group_end = np.searchsorted(nonempty, np.arange(1, nq + 1) * nmasks)
+    ends = np.concatenate([[0], np.cumsum(cnt)])
+    per_query = np.diff(ends[group_end], prepend=0)
+    return packed >> 32, cnt, per_query, group_end
+
+
+def _verify(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], cnt: NDArray[np.int64],
+            per_query: NDArray[np.int64], thr: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Verify the non-empty buckets ``lo`` / ``cnt`` probed for queries ``xw`` ``(nq, W)``.
+
+    The buckets are grouped by query, ``per_query`` candidates each. Returns (query index,
+    distance, row) of the candidates whose distance is ``< thr[query]``.
+    """
+    nq, nwords = xw.shape
     ends = np.cumsum(cnt)
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
     pos = np.repeat(lo - (ends - cnt), cnt)
     pos += np.arange(ends[-1])
-    if xw.shape[1] == 1:
-        dist = np.bitwise_count(np.take(table.words[:, 0], pos, mode="clip") ^ np.repeat(xw[:, 0], per_query))
-    else:
-        diff = np.bitwise_count(np.take(table.words, pos, axis=0, mode="clip") ^ np.repeat(xw, per_query, axis=0))
-        dist = diff.sum(axis=1, dtype=np.int32)
-    hit = np.flatnonzero(dist < np.repeat(thr.astype(dist.dtype), per_query))
+    if table.shared:  # codes stored once, in insertion order
+        pos = np.take(table.rows, pos, mode="clip")
+    dtype = np.uint8 if nwords * 64 < 255 else np.uint16
+    dist = np.bitwise_count(np.take(table.words[0], pos, mode="clip") ^ np.repeat(xw[:, 0], per_query)).astype(dtype, copy=False)
+    for w in range(1, nwords):  # (dropping far candidates after each word measured slower)
+        dist += np.bitwise_count(np.take(table.words[w], pos, mode="clip") ^ np.repeat(xw[:, w], per_query))
+    hit = np.flatnonzero(dist < np.repeat(thr.astype(dtype), per_query))
     if 32 * hit.size > dist.size:  # many hits (nothing known yet): tag every candidate with its query
-        q = np.repeat(np.arange(per_query.size), per_query)[hit]
+        q = np.repeat(np.arange(nq), per_query)[hit]
     else:  # few hits: find each one's query by binary search
         q = np.searchsorted(np.cumsum(per_query), hit, side="right")
-    return q, dist[hit].astype(np.int64), table.rows[pos[hit]].astype(np.int64)
+    return q, dist[hit].astype(np.int64), _rows(table, pos[hit])
+
+
+def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Insertion-order rows of positions read by ``_verify`` (already rows for a shared table)."""
+    return pos.astype(np.int64) if table.shared else table.rows[pos].astype(np.int64)
 
 
 def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], k: int,
-               budget: float = math.inf, costs: CostModel = COSTS) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
+               budget: float = math.inf, costs: CostModel = COSTS, stats: dict[str, int] | None = None,
+               ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
     """Exact k nearest rows (1 <= k <= n) for queries ``xw`` (uint64 words) / ``xs`` (substrings).
 
     Returns ``(D, rows, fallback)``: int32 ``(nq, k)``, int64 ``(nq, k)`` in no particular order
-    within a row, and a bool mask of the queries that exceeded ``budget`` (ns) and must be
-    answered by brute force instead (their rows of D / rows are meaningless).
+    within a row, and a bool mask of the queries given up on because finishing them was predicted
+    to cost more than ``budget`` ns (or had already cost that much); they must be answered by
+    brute force instead, and their rows of D / rows are meaningless.
     """
     nq, words = xw.shape
     m = len(tables)
     batch = _Batch(xw, xs, k, d)
-    fallback = np.zeros(nq, dtype=bool)
-    spent = np.zeros(nq)
-    cum = np.cumsum(expected_step_costs(tables, n, words, d + 2, costs))
-    cand_cost = costs.candidate_cost(words)
+    guard = _Budget(tables, n, d, k, words, budget, costs, nq) if budget < math.inf else None
     active = np.arange(nq)
     step = 0
     while active.size:
@@ -175,57 +212,117 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
         if masks.size:
             chunk = max(1, LOOKUP_CHUNK // masks.size)
             for a in range(0, active.size, chunk):
-                _step(batch, table, j, masks, active[a : a + chunk], step, spent, fallback, cum, budget, cand_cost, costs)
+                _step(batch, table, j, masks, active[a : a + chunk], step, guard, active.size)
         if r > 0 or j == m - 1:  # at radius 0 almost every candidate is kept: one merge for the round
             batch.flush()
-        active = active[~fallback[active]]
+        if guard is not None:
+            active = active[~guard.fallback[active]]
         active = active[batch.kth[active] > step + 1]  # unseen codes are >= step + 1 away: cannot beat kth
         step += 1
+    if stats is not None:
+        stats["lookups"] = stats.get("lookups", 0) + batch.lookups
+        stats["candidates"] = stats.get("candidates", 0) + batch.candidates
     top = batch.top
+    fallback = guard.fallback if guard is not None else np.zeros(nq, dtype=bool)
     return (top >> 32).astype(np.int32), top & 0xFFFFFFFF, fallback
 
 
-def _step(batch: _Batch, table: MIHTable, j: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
-          spent: NDArray[np.float64], fallback: NDArray[np.bool_], cum: NDArray[np.float64], budget: float,
-          cand_cost: float, costs: CostModel) -> None:
-    packed, cnt = _probe(table, batch.xs[A, j], masks)
-    per_query = cnt.sum(axis=1, dtype=np.int64)
-    if budget < math.inf:
-        spent[A] += masks.size * costs.lookup + per_query * cand_cost + costs.step / A.size
+class _Budget:
+    """Per-query cost accounting that decides when a query should leave MIH for a flat scan."""
+
+    def __init__(self, tables: list[MIHTable], n: int, d: int, k: int, words: int, budget: float, costs: CostModel, nq: int) -> None:
+        self.budget, self.costs = budget, costs
+        self.cand_cost = costs.candidate_cost(words)
+        self.cum = np.cumsum(expected_step_costs(tables, n, words, d + 2, costs))
+        self.cap = random_knn_distance(n, d, k)
+        self.spent = np.zeros(nq)
+        self.fallback = np.zeros(nq, dtype=bool)
+
+    def over(self, batch: _Batch, A: NDArray[np.int64], step: int, nmasks: int, per_query: NDArray[np.int64],
+             nactive: int) -> NDArray[np.bool_]:
+        """Flag (and return) the queries of ``A`` to give up, knowing this step's candidate counts.
+
+        Rational rule: give up when what is still to come costs more than a scan (what is spent is
+        spent). The steps still to come are those needed if the current k-th distance were final,
+        capped one above what uniformly random codes would give (an early k-th distance is loose);
+        nothing is predicted until k candidates are known. A query that has spent twice a scan
+        anyway (the prediction failed: adversarial data) gives up too.
+        """
+        costs = self.costs
+        now = per_query * self.cand_cost + costs.step / nactive
+        self.spent[A] += nmasks * costs.lookup + now
         kth = batch.kth[A]
-        # cost still to come if the current k-th distance were final; unknown until k are found
-        ahead = np.where(kth < batch.sentinel, cum[np.minimum(kth - 1, cum.size - 1)] - cum[step], 0.0)
-        over = spent[A] + ahead > budget
-        if over.any():
-            fallback[A[over]] = True
-            keep = ~over
-            A, packed, cnt, per_query = A[keep], packed[keep], cnt[keep], per_query[keep]
-    if A.size == 0:
-        return
-    # verify in groups of queries holding at most CANDIDATE_CHUNK candidates (one query may exceed it)
-    ends = np.cumsum(per_query)
-    if ends[-1] == 0:
-        return
-    cuts = np.unique(np.searchsorted(ends, np.arange(CANDIDATE_CHUNK, ends[-1], CANDIDATE_CHUNK), side="right"))
-    bounds = [0, *[int(c) for c in cuts if 0 < c < A.size], A.size]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if per_query[a:b].sum() == 0:
-            continue
-        q, dist, rows = _verify(table, batch.xw[A[a:b]], packed[a:b], cnt[a:b], per_query[a:b], batch.kth[A[a:b]])
-        if q.size:
-            batch.pending.append((A[a:b][q], dist, rows))
+        until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
+        ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
+        over = (ahead > self.budget) | (self.spent[A] > 2 * self.budget)
+        self.fallback[A[over]] = True
+        return over
 
 
-def range_search(tables: list[MIHTable], xw: NDArray[np.uint64], xs: NDArray[np.int64], radius: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
-    """Every row within distance ``<= radius``: probes steps ``0..radius`` (pigeonhole, see module doc).
+def _drop(over: NDArray[np.bool_], lo: NDArray[np.int64], cnt: NDArray[np.int64], per_query: NDArray[np.int64],
+          group_end: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """``_probe``'s output without the buckets of the queries flagged in ``over``."""
+    sizes = np.diff(group_end, prepend=0)
+    keep = np.repeat(~over, sizes)
+    sizes[over] = 0
+    return lo[keep], cnt[keep], np.where(over, 0, per_query), np.cumsum(sizes)
 
-    Returns ``(lims, D, rows)`` grouped by query, unsorted within a query.
-    """
+
+def _verify_all(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], cnt: NDArray[np.int64],
+                per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64],
+                ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
+    """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
+    exceed it); yields (query index, distance, row) per group, query indices into ``xw``."""
     nq = xw.shape[0]
+    total = int(per_query.sum())
+    cuts = [0]
+    if total > CANDIDATE_CHUNK:
+        at = np.searchsorted(np.cumsum(per_query), np.arange(CANDIDATE_CHUNK, total, CANDIDATE_CHUNK), side="right")
+        cuts += sorted({int(c) for c in at if 0 < c < nq})
+    cuts.append(nq)
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        e0 = int(group_end[a - 1]) if a else 0
+        e1 = int(group_end[b - 1])
+        if e1 > e0:
+            q, dist, rows = _verify(table, xw[a:b], lo[e0:e1], cnt[e0:e1], per_query[a:b], thr[a:b])
+            if q.size:
+                yield q + a, dist, rows
+
+
+def _step(batch: _Batch, table: MIHTable, j: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
+          guard: _Budget | None, nactive: int) -> None:
+    """Probe ``table`` (index ``j``) with ``masks`` for active queries ``A``; candidates go to ``batch.pending``."""
+    lo, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks)
+    if guard is not None:
+        over = guard.over(batch, A, step, masks.size, per_query, nactive)
+        if over.any():
+            lo, cnt, per_query, group_end = _drop(over, lo, cnt, per_query, group_end)
+    batch.lookups += A.size * masks.size
+    batch.candidates += int(per_query.sum())
+    for q, dist, rows in _verify_all(table, batch.xw[A], lo, cnt, per_query, group_end, batch.kth[A]):
+        batch.pending.append((A[q], dist, rows))
+
+
+def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], radius: int,
+                 budget: float = math.inf, costs: CostModel = COSTS,
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
+    """Every row within distance ``<= radius``: steps ``0..radius`` (pigeonhole, see module doc).
+
+    Returns ``(lims, D, rows, fallback)``, grouped by query, unsorted within a query. Queries whose
+    buckets turn out to hold more than the uniform estimate promised (skewed data), so that the
+    steps still to come would cost more than ``budget`` ns, are flagged in ``fallback`` and left
+    empty, for a brute-force range search.
+    """
+    nq, words = xw.shape
     m = len(tables)
-    found_q, found_d, found_r = [], [], []
     thr = np.full(nq, radius + 1, dtype=np.int64)
-    queries = np.arange(nq)
+    fallback = np.zeros(nq, dtype=bool)
+    guarded = budget < math.inf
+    if guarded:
+        spent = np.zeros(nq)
+        left = np.cumsum(expected_step_costs(tables, n, words, radius + 1, costs)[::-1])[::-1]  # steps s..radius
+    found_q, found_d, found_r = [], [], []
+    active = np.arange(nq)
     for step in range(radius + 1):
         r, j = divmod(step, m)
         table = tables[j]
@@ -233,25 +330,32 @@ def range_search(tables: list[MIHTable], xw: NDArray[np.uint64], xs: NDArray[np.
         if masks.size == 0:
             continue
         chunk = max(1, LOOKUP_CHUNK // masks.size)
-        for a in range(0, nq, chunk):
-            A = queries[a : a + chunk]
-            packed, cnt = _probe(table, xs[A, j], masks)
-            per_query = cnt.sum(axis=1, dtype=np.int64)
-            if per_query.sum() == 0:
-                continue
-            q, dist, rows = _verify(table, xw[A], packed, cnt, per_query, thr[A])
-            found_q.append(A[q])
-            found_d.append(dist)
-            found_r.append(rows)
+        for a in range(0, active.size, chunk):
+            A = active[a : a + chunk]
+            lo, cnt, per_query, group_end = _probe(table, xs[A, j], masks)
+            if guarded:
+                now = per_query * costs.candidate_cost(words) + costs.step / active.size
+                spent[A] += masks.size * costs.lookup + now
+                ahead = now + (left[step + 1] if step < radius else 0.0)
+                over = (ahead > budget) | (spent[A] > 2 * budget)
+                if over.any():
+                    fallback[A[over]] = True
+                    lo, cnt, per_query, group_end = _drop(over, lo, cnt, per_query, group_end)
+            for q, dist, rows in _verify_all(table, xw[A], lo, cnt, per_query, group_end, thr[A]):
+                found_q.append(A[q])
+                found_d.append(dist)
+                found_r.append(rows)
+        active = active[~fallback[active]]
     lims = np.zeros(nq + 1, dtype=np.int64)
     if not found_q:
-        return lims, np.empty(0, np.int32), np.empty(0, np.int64)
+        return lims, np.empty(0, np.int32), np.empty(0, np.int64), fallback
     q = np.concatenate(found_q)
     key = (q << 32) | np.concatenate(found_r)
     order = np.argsort(key, kind="stable")
     key, dist = key[order], np.concatenate(found_d)[order]
     first = np.ones(key.size, dtype=bool)
     first[1:] = key[1:] != key[:-1]  # a code found from several tables counts once
+    first &= ~fallback[key >> 32]  # partial results of queries handed to brute force
     key, dist = key[first], dist[first]
     np.cumsum(np.bincount(key >> 32, minlength=nq), out=lims[1:])
-    return lims, dist.astype(np.int32), key & 0xFFFFFFFF
+    return lims, dist.astype(np.int32), key & 0xFFFFFFFF, fallback

@@ -5,10 +5,10 @@ most one bit. Bit ``p`` of a code is bit ``7 - p % 8`` of byte ``p // 8`` (numpy
 order); which bit order is used does not matter for Hamming distance, only that codes and queries
 are split the same way.
 
-Each substring gets a direct-address table in CSR form (``MIHTable``): rows (positions in the
-index's insertion order) sorted by substring value, and ``offsets`` such that the rows whose
-substring equals ``v`` are ``rows[offsets[v]:offsets[v + 1]]``. A table also keeps a copy of the
-codes in that bucket order, so that verifying a bucket's candidates reads contiguous memory.
+Each substring gets a direct-address table in CSR form (``MIHTable``): the positions of the codes
+(in the index's insertion order) sorted by substring value, and one int64 per possible substring
+value holding where its bucket starts in that order and how many codes it has. A table also keeps
+a copy of the codes in bucket order, so verifying a bucket's candidates reads contiguous memory.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from numpy.typing import NDArray
 
 from annbin._checks import check_int
 
-#: Longest substring a direct-address table takes (2**24 int64 bucket bounds are 128 MiB per table).
+#: Longest substring a direct-address table takes (2**24 int64 buckets are 128 MiB per table).
 MAX_SUBSTRING_BITS = 24
+#: Per-table copies of the codes in bucket order (contiguous verification reads) are made while
+#: they take at most this much in all; beyond it (long codes, many tables) the tables share one
+#: copy in insertion order and verification reads it through ``rows``.
+COPY_WORDS_MAX_BYTES = 1 << 30
 
 
 def check_m(m: object, d: int) -> int:
@@ -116,33 +120,46 @@ def popcount_masks(length: int, r: int) -> NDArray[np.int64]:
 class MIHTable:
     """One substring's direct-address table (CSR).
 
-    ``bounds``: int64 ``(2**length,)``, bucket ``v`` is positions ``[lo, hi)`` with ``lo`` and ``hi``
-    the low and high int32 halves of ``bounds[v]`` (one random read gives both); ``rows``: int32
-    ``(n,)`` insertion-order positions sorted by substring value; ``words``: uint64 ``(n, W)`` the
-    codes in that same order.
+    ``buckets``: int64 ``(2**length,)``, ``lo << 32 | count`` for a non-empty bucket (its codes are
+    positions ``lo .. lo + count - 1``) and 0 for an empty one, so one random read answers a probe;
+    ``rows``: int32 ``(n,)`` insertion-order positions sorted by substring value; ``words``: uint64
+    ``(W, n)``, one contiguous array per 64-bit word: the codes in bucket order (``shared`` False),
+    or the codes in insertion order shared by all tables, to be read at ``rows[position]``.
     """
 
     length: int
-    bounds: NDArray[np.int64]
+    buckets: NDArray[np.int64]
     rows: NDArray[np.int32]
     words: NDArray[np.uint64]
+    shared: bool = False
 
     @property
     def nbytes(self) -> int:
-        return int(self.bounds.nbytes + self.rows.nbytes + self.words.nbytes)
+        """Bytes this table holds (a shared ``words`` array is counted by its owner, not here)."""
+        return int(self.buckets.nbytes + self.rows.nbytes + (0 if self.shared else self.words.nbytes))
 
 
 def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64]) -> list[MIHTable]:
-    """One ``MIHTable`` per substring for codes given as ``words`` and their substring values ``subs``."""
+    """One ``MIHTable`` per substring for codes given as ``words`` ``(n, W)`` and their substring
+    values ``subs`` ``(n, m)``."""
     n = words.shape[0]
     if n >= 2**31 - 1:
         raise ValueError(f"MIHIndex holds fewer than 2**31 codes, got {n}")
+    shared = None
+    if lengths.size * words.nbytes > COPY_WORDS_MAX_BYTES:
+        shared = np.ascontiguousarray(words.T)
     tables = []
     for t, length in enumerate(lengths.tolist()):
         sub = subs[:, t]
         rows = np.argsort(sub, kind="stable").astype(np.int32)
-        ends = np.cumsum(np.bincount(sub, minlength=1 << length))
-        bounds = ends << 32
-        bounds[1:] |= ends[:-1]
-        tables.append(MIHTable(length, bounds, rows, np.ascontiguousarray(words[rows])))
+        counts = np.bincount(sub, minlength=1 << length)
+        buckets = np.cumsum(counts)
+        buckets -= counts
+        buckets <<= 32
+        buckets |= counts
+        buckets[counts == 0] = 0
+        if shared is None:
+            tables.append(MIHTable(length, buckets, rows, np.ascontiguousarray(words[rows].T)))
+        else:
+            tables.append(MIHTable(length, buckets, rows, shared, shared=True))
     return tables

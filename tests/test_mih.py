@@ -1,0 +1,467 @@
+"""MIHIndex: exact multi-index hashing, checked against faiss-flat and a plain numpy popcount."""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import annbin
+from annbin import MIHIndex
+from annbin._checks import INT32_MAX
+from annbin.index._mih_tables import (
+    MAX_SUBSTRING_BITS,
+    default_m,
+    extract_substrings,
+    popcount_masks,
+    substring_layout,
+)
+
+DIMS = [8, 24, 64, 128, 256, 1024]
+KINDS = ["random", "clustered", "equal", "duplicates", "zeros"]
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- data and references ---------------------------------------------------------------------
+def make_codes(kind: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, d // 8)`` uint8 codes of one adversarial kind."""
+    cs = d // 8
+    if kind == "random":
+        return rng.integers(0, 256, (n, cs), dtype=np.uint8)
+    if kind == "zeros":
+        return np.zeros((n, cs), dtype=np.uint8)
+    if kind == "equal":
+        return np.repeat(rng.integers(0, 256, (1, cs), dtype=np.uint8), n, axis=0)
+    if kind == "duplicates":  # a handful of distinct codes, each repeated many times: ties everywhere
+        pool = rng.integers(0, 256, (max(1, n // 50), cs), dtype=np.uint8)
+        return pool[rng.integers(0, len(pool), n)]
+    # clustered: centres plus sparse bit flips, neighbours a few bits away
+    centres = rng.integers(0, 2, (max(1, n // 40), d), dtype=np.uint8)
+    bits = centres[rng.integers(0, len(centres), n)] ^ (rng.random((n, d)) < 0.05).astype(np.uint8)
+    return np.packbits(bits, axis=1)
+
+
+def make_queries(codes: np.ndarray, kind: str, nq: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Queries: some stored codes (exact matches), some lightly perturbed, some fresh."""
+    fresh = make_codes(kind, nq, d, rng)
+    if len(codes) == 0:
+        return fresh
+    picked = codes[rng.integers(0, len(codes), nq)].copy()
+    flip = rng.integers(0, 256, picked.shape, dtype=np.uint8) & (rng.random(picked.shape) < 0.05).astype(np.uint8)
+    choice = rng.integers(0, 3, nq)
+    return np.where((choice == 0)[:, None], picked, np.where((choice == 1)[:, None], picked ^ flip, fresh)).astype(np.uint8)
+
+
+def hamming(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Plain numpy reference: ``(nq, n)`` int64 Hamming distances."""
+    return np.bitwise_count(q[:, None, :] ^ x[None, :, :]).sum(axis=2, dtype=np.int64)
+
+
+def faiss_distances(codes: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+    index.add(codes)
+    return index.search(q, k)[0]
+
+
+def check_knn(D: np.ndarray, I: np.ndarray, codes: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> None:
+    """Exact kNN contract: faiss's distances, numpy's distances, valid unique ids, sorted rows, padding."""
+    n = len(codes)
+    kk = min(k, n)
+    assert D.shape == I.shape == (len(q), k)
+    assert D.dtype == np.int32 and I.dtype == np.int64
+    assert (D[:, kk:] == INT32_MAX).all() and (I[:, kk:] == -1).all()
+    if kk == 0:
+        return
+    ref = hamming(q, codes)
+    np.testing.assert_array_equal(D[:, :kk], faiss_distances(codes, q, kk))
+    np.testing.assert_array_equal(D[:, :kk], np.sort(ref, axis=1)[:, :kk])
+    position = {int(i): p for p, i in enumerate(ids)}
+    for row in range(len(q)):
+        got = I[row, :kk].tolist()
+        assert len(set(got)) == kk, "duplicate ids in a result row"
+        assert all(i in position for i in got), "unknown id returned"
+        np.testing.assert_array_equal(ref[row, [position[i] for i in got]], D[row, :kk])  # id matches its distance
+        assert list(zip(D[row, :kk].tolist(), got)) == sorted(zip(D[row, :kk].tolist(), got))
+
+
+def check_range(lims: np.ndarray, D: np.ndarray, I: np.ndarray, codes: np.ndarray, ids: np.ndarray, q: np.ndarray, radius: int) -> None:
+    ref = hamming(q, codes) if len(codes) else np.zeros((len(q), 0), np.int64)
+    assert lims.shape == (len(q) + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
+    for row in range(len(q)):
+        got = set(zip(I[lims[row] : lims[row + 1]].tolist(), D[lims[row] : lims[row + 1]].tolist()))
+        want = {(int(ids[j]), int(ref[row, j])) for j in np.flatnonzero(ref[row] <= radius)}
+        assert got == want
+        assert lims[row + 1] - lims[row] == len(got)  # no duplicates
+
+
+@st.composite
+def problems(draw: st.DrawFn, dims: list[int] = DIMS) -> tuple[int, str, np.ndarray, np.ndarray, int]:
+    d = draw(st.sampled_from(dims))
+    kind = draw(st.sampled_from(KINDS))
+    n_max = 800 if d == 1024 else 3000
+    n = draw(st.one_of(st.integers(0, 40), st.integers(0, n_max), st.integers(n_max - 200, n_max)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    codes = make_codes(kind, n, d, rng)
+    q = make_queries(codes, kind, draw(st.integers(1, 6)), d, rng)
+    k = draw(st.one_of(st.integers(1, 12), st.integers(1, n + 5)))
+    return d, kind, codes, q, k
+
+
+# --- properties ------------------------------------------------------------------------------
+@PROPERTY
+@given(problem=problems(), fallback=st.sampled_from(["never", "auto"]))
+def test_knn_is_exact(problem, fallback):
+    d, _, codes, q, k = problem
+    index = MIHIndex(d, fallback=fallback)
+    index.add(codes)
+    D, I = index.search(q, k)
+    check_knn(D, I, codes, np.arange(len(codes)), q, k)
+
+
+@PROPERTY
+@given(problem=problems(), radius_frac=st.floats(0, 0.35), fallback=st.sampled_from(["never", "auto"]))
+def test_range_search_is_exact(problem, radius_frac, fallback):
+    d, _, codes, q, _ = problem
+    radius = int(radius_frac * d)
+    index = MIHIndex(d, fallback=fallback)
+    index.add(codes)
+    lims, D, I = index.range_search(q, radius)
+    check_range(lims, D, I, codes, np.arange(len(codes)), q, radius)
+
+
+@settings(max_examples=25, deadline=None)
+@given(problem=problems(dims=[8, 16, 24, 64, 128]), data=st.data())
+def test_explicit_m_is_exact(problem, data):
+    d, _, codes, q, k = problem
+    m_min = -(-d // MAX_SUBSTRING_BITS)
+    m = data.draw(st.sampled_from(sorted({m_min, max(m_min, 1), max(m_min, 2), d // 8, min(d, m_min + 3), d})), label="m")
+    index = MIHIndex(d, m=m, fallback="never")
+    index.add(codes)
+    D, I = index.search(q, k)
+    check_knn(D, I, codes, np.arange(len(codes)), q, k)
+    radius = data.draw(st.integers(0, d // 3), label="radius")
+    check_range(*index.range_search(q, radius), codes, np.arange(len(codes)), q, radius)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=problems(dims=[24, 64, 128]))
+def test_knn_results_lie_inside_range_results(problem):
+    """Every kNN hit is within the k-th distance, so range search at that radius contains it."""
+    d, _, codes, q, k = problem
+    if len(codes) == 0:
+        return
+    index = MIHIndex(d, fallback="never")
+    index.add(codes)
+    D, I = index.search(q, k)
+    for row in range(len(q)):
+        kth = int(D[row, min(k, len(codes)) - 1])
+        lims, _, rI = index.range_search(q[row : row + 1], kth)
+        assert set(I[row][I[row] >= 0].tolist()) <= set(rI.tolist())
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_grid_of_sizes_kinds_and_k(d, kind):
+    """Deterministic companion to the properties: thousands of codes of every kind, k up to n + 3."""
+    rng = np.random.default_rng(DIMS.index(d) * 10 + KINDS.index(kind))
+    n = 800 if d == 1024 else 2500
+    codes = make_codes(kind, n, d, rng)
+    q = make_queries(codes, kind, 6, d, rng)
+    index = MIHIndex(d, fallback="never")
+    index.add(codes)
+    for k in (1, 10, n - 1, n + 3):
+        check_knn(*index.search(q, k), codes, np.arange(n), q, k)
+    for radius in (0, d // 16, d // 5):
+        check_range(*index.range_search(q, radius), codes, np.arange(n), q, radius)
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_shared_code_copy_is_exact(d, monkeypatch):
+    """Long codes x many tables: the tables share one copy of the codes (read through rows)."""
+    import annbin.index._mih_tables as tables_module
+
+    monkeypatch.setattr(tables_module, "COPY_WORDS_MAX_BYTES", 0)
+    rng = np.random.default_rng(d)
+    codes = make_codes("clustered", 3000, d, rng)
+    q = make_queries(codes, "clustered", 20, d, rng)
+    index = MIHIndex(d, fallback="never")
+    index.add(codes)
+    check_knn(*index.search(q, 10), codes, np.arange(3000), q, 10)
+    check_range(*index.range_search(q, d // 10), codes, np.arange(3000), q, d // 10)
+    assert all(t.shared for t in index._tables)
+    m = len(index._tables)
+    # the shared copy is counted once: codes + ids + per table (buckets + rows) + one copy of the words
+    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + 3000 * 4 for t in index._tables)
+    assert m > 1
+
+
+# --- the pigeonhole schedule at its edges ----------------------------------------------------
+@pytest.mark.parametrize("d,m", [(16, 2), (24, 2), (24, 3), (64, 4), (64, 3), (8, 1), (24, 1)])
+def test_every_split_of_the_distance_is_found(d, m):
+    """An item whose substring distances are (r+1, .., r+1, r, .., r) is first reachable at the
+    last step the pigeonhole bound allows: each such item must be found as the unique nearest."""
+    rng = np.random.default_rng(d * 100 + m)
+    starts, lengths = substring_layout(d, m)
+    base = rng.integers(0, 2, d, dtype=np.uint8)
+    far = np.packbits(1 - base)[None, :]  # everything else is at distance d
+    for dist in range(0, min(d, 3 * m + 2)):
+        r, j = divmod(dist, m)
+        split = [r + 1] * j + [r] * (m - j)  # sum == dist
+        if any(s > ln for s, ln in zip(split, lengths.tolist())):
+            continue
+        bits = base.copy()
+        for t, s in enumerate(split):
+            flip = rng.choice(lengths[t], size=s, replace=False) + starts[t]
+            bits[flip] ^= 1
+        item = np.packbits(bits)[None, :]
+        codes = np.concatenate([np.repeat(far, 20, axis=0), item])
+        index = MIHIndex(d, m=m, fallback="never")
+        index.add(codes)
+        D, I = index.search(np.packbits(base)[None, :], 1)
+        assert (D[0, 0], I[0, 0]) == (dist, 20), f"split {split} at distance {dist} missed"
+        lims, rD, rI = index.range_search(np.packbits(base)[None, :], dist)
+        assert rI.tolist() == [20] and rD.tolist() == [dist]
+
+
+def test_exact_match_with_two_substrings():
+    """The known bug elsewhere: m=2 probing one table too few misses exact matches at radius 0."""
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (500, 4), dtype=np.uint8)
+    index = MIHIndex(32, m=2, fallback="never")
+    index.add(codes)
+    D, I = index.search(codes[:50], 1)
+    assert (D[:, 0] == 0).all()
+    np.testing.assert_array_equal(hamming(codes[:50], codes)[np.arange(50), I[:, 0]], 0)
+
+
+# --- mutation, persistence, parameters -------------------------------------------------------
+def test_add_after_search_rebuilds():
+    rng = np.random.default_rng(1)
+    a, b = make_codes("clustered", 1500, 64, rng), make_codes("clustered", 700, 64, rng)
+    q = make_queries(np.concatenate([a, b]), "clustered", 20, 64, rng)
+    index = MIHIndex(64, fallback="never")
+    index.add(a)
+    check_knn(*index.search(q, 10), a, np.arange(1500), q, 10)
+    index.add(b)
+    assert index.ntotal == 2200
+    both = np.concatenate([a, b])
+    check_knn(*index.search(q, 10), both, np.arange(2200), q, 10)
+    index.add(make_codes("random", 5, 64, rng), ids=np.arange(10_000, 10_005))
+    assert index.get_ids()[-5:].tolist() == list(range(10_000, 10_005))
+
+
+def test_auto_m_is_rechosen_at_rebuild():
+    rng = np.random.default_rng(2)
+    index = MIHIndex(64)
+    index.add(make_codes("random", 300, 64, rng))
+    index.build()
+    small = index.effective_m
+    index.add(make_codes("random", 200_000, 64, rng))
+    index.build()
+    assert small == default_m(64, 300) and index.effective_m == default_m(64, 200_300) < small
+    fixed = MIHIndex(64, m=5)
+    fixed.add(make_codes("random", 300, 64, rng))
+    fixed.build()
+    assert fixed.effective_m == 5
+
+
+def test_remove_ids_then_search_excludes_them():
+    rng = np.random.default_rng(3)
+    codes = make_codes("duplicates", 2000, 128, rng)
+    ids = rng.permutation(10_000)[:2000].astype(np.int64)
+    q = make_queries(codes, "duplicates", 15, 128, rng)
+    index = MIHIndex(128, fallback="never")
+    index.add(codes, ids=ids)
+    index.search(q, 5)
+    gone = ids[::3]
+    assert index.remove_ids(np.concatenate([gone, [10_001, 10_002]])) == len(gone)
+    assert index.remove_ids(gone) == 0
+    keep = ~np.isin(ids, gone)
+    assert index.ntotal == keep.sum()
+    D, I = index.search(q, 30)
+    assert not np.isin(I, gone).any()
+    check_knn(D, I, codes[keep], ids[keep], q, 30)
+    check_range(*index.range_search(q, 20), codes[keep], ids[keep], q, 20)
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    codes = make_codes("clustered", 3000, 256, rng)
+    q = make_queries(codes, "clustered", 25, 256, rng)
+    index = MIHIndex(256, m=16, fallback="never")
+    index.add(codes, ids=np.arange(3000) * 7)
+    before = index.search(q, 12)
+    index.save(tmp_path / "mih.annbin")
+    loaded = annbin.load_index(tmp_path / "mih.annbin")
+    assert isinstance(loaded, MIHIndex) and loaded.spec == index.spec == "mih:m=16,fallback=never,fallback_ratio=1.0"
+    after = loaded.search(q, 12)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(loaded.get_ids(), index.get_ids())
+    assert loaded.memory_bytes() == index.memory_bytes()
+    index.remove_ids(index.get_ids()[:100])
+    index.save(tmp_path / "mih.annbin")  # overwrite after a mutation
+    again = annbin.load_index(tmp_path / "mih.annbin")
+    np.testing.assert_array_equal(again.search(q, 12)[1], index.search(q, 12)[1])
+
+
+def test_save_load_empty_index(tmp_path):
+    empty = MIHIndex(64, m=4)
+    empty.save(tmp_path / "empty.annbin")
+    loaded = annbin.load_index(tmp_path / "empty.annbin")
+    assert loaded.ntotal == 0 and loaded.m == 4
+
+
+def test_fallback_paths_agree_exactly():
+    rng = np.random.default_rng(5)
+    codes = make_codes("clustered", 3000, 64, rng)
+    q = make_queries(codes, "clustered", 40, 64, rng)
+    index = MIHIndex(64)
+    index.add(codes)
+    results = {mode: index.search(q, 15, params={"fallback": mode}) for mode in ("never", "always", "auto")}
+    for D, I in results.values():
+        check_knn(D, I, codes, np.arange(3000), q, 15)
+    np.testing.assert_array_equal(results["never"][0], results["always"][0])
+    np.testing.assert_array_equal(results["never"][0], results["auto"][0])
+    index.search(q, 15, params={"fallback": "always"})
+    assert index.last_search_stats["fallback_queries"] == len(q) and index.fallback == "auto"
+    index.set_search_params(fallback="never")
+    index.search(q, 15)
+    assert index.last_search_stats["fallback_queries"] == 0 and index.last_search_stats["candidates"] > 0
+    for mode in ("never", "always"):
+        index.set_search_params(fallback=mode)
+        for radius in (0, 5, 20):
+            check_range(*index.range_search(q, radius), codes, np.arange(3000), q, radius)
+
+
+def test_auto_fallback_follows_the_data():
+    """Uniformly random 128-bit codes: neighbours are far, MIH gives up; clustered 64-bit: it stays."""
+    rng = np.random.default_rng(6)
+    far = make_codes("random", 100_000, 128, rng)
+    index = MIHIndex(128)
+    index.add(far)
+    q = make_codes("random", 64, 128, rng)
+    D, I = index.search(q, 10)
+    np.testing.assert_array_equal(D, faiss_distances(far, q, 10))
+    assert index.last_search_stats["fallback_queries"] == len(q)
+    near = make_codes("clustered", 100_000, 64, rng)
+    index = MIHIndex(64)
+    index.add(near)
+    q = near[rng.integers(0, len(near), 256)] ^ (rng.random((256, 8)) < 0.02).astype(np.uint8)  # near a cluster
+    D, I = index.search(q, 10)
+    np.testing.assert_array_equal(D, faiss_distances(near, q, 10))
+    assert index.last_search_stats["fallback_queries"] < len(q) // 4
+
+
+def test_skewed_buckets_fall_back_and_stay_exact():
+    """All codes in one bucket: the uniform estimate says MIH is cheap, the bucket sizes say no."""
+    rng = np.random.default_rng(9)
+    codes = make_codes("equal", 30_000, 64, rng)
+    codes[::1000, 0] ^= 1  # a few codes one bit away from all the others
+    two_away = codes[1:4].copy()
+    two_away[:, 0] ^= 3
+    q = np.concatenate([codes[1:4], two_away, make_codes("random", 100, 64, rng)])
+    index = MIHIndex(64)
+    index.add(codes)
+    D, I = index.search(q, 20)
+    check_knn(D, I, codes, np.arange(len(codes)), q, 20)
+    assert index.last_search_stats["fallback_queries"] >= 6
+    lims, rD, rI = index.range_search(q, 2)
+    check_range(lims, rD, rI, codes, np.arange(len(codes)), q, 2)
+    assert index.last_search_stats["fallback_queries"] == 6  # the random queries' probes stay empty: MIH
+
+
+@pytest.mark.parametrize("d,m", [(64, 0), (64, -1), (64, 65), (64, 2), (256, 10), (1024, 42)])
+def test_bad_m_raises(d, m):
+    with pytest.raises(ValueError, match="m"):
+        MIHIndex(d, m=m)
+    with pytest.raises(ValueError):
+        annbin.make_index(f"mih:m={m}", d)
+
+
+@pytest.mark.parametrize("m", [2.5, "4", True])
+def test_non_int_m_raises_type_error(m):
+    with pytest.raises(TypeError, match="m must be an int"):
+        MIHIndex(64, m=m)
+
+
+def test_bad_search_params_raise():
+    index = MIHIndex(64)
+    with pytest.raises(ValueError, match="fallback must be one of"):
+        index.set_search_params(fallback="sometimes")
+    with pytest.raises(ValueError, match="fallback_ratio must be > 0"):
+        index.set_search_params(fallback_ratio=0)
+    with pytest.raises(TypeError, match="fallback_ratio must be a number"):
+        index.set_search_params(fallback_ratio="1")
+    with pytest.raises(ValueError, match="unknown search parameter"):
+        index.set_search_params(ef_search=3)
+    assert index.get_search_params() == {"fallback": "auto", "fallback_ratio": 1.0}
+
+
+def test_spec_strings_and_memory():
+    index = annbin.make_index("mih:m=4,fallback=never", 64)
+    assert isinstance(index, MIHIndex) and index.m == 4 and index.fallback == "never"
+    assert annbin.make_index("mih", 64).m is None
+    assert MIHIndex.build_params == ("m",) and MIHIndex.exact
+    rng = np.random.default_rng(8)
+    codes = make_codes("random", 5000, 64, rng)
+    sizes = {}
+    for m in (3, 4, 8):
+        index = MIHIndex(64, m=m)
+        index.add(codes)
+        sizes[m] = index.memory_bytes()
+        tables = index._tables
+        assert len(tables) == m
+        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * 8 + 5000 * (4 + 8) for t in tables)
+        assert sizes[m] == expected  # codes + ids + (buckets, rows, words) per table
+    assert sizes[3] > sizes[4] > sizes[8]  # 22-bit tables hold far more buckets than 8-bit ones
+    assert MIHIndex(64).memory_bytes() == 0
+
+
+def test_empty_and_tiny_indexes():
+    index = MIHIndex(64)
+    q = np.zeros((3, 8), np.uint8)
+    D, I = index.search(q, 4)
+    assert (D == INT32_MAX).all() and (I == -1).all()
+    lims, rD, rI = index.range_search(q, 10)
+    assert lims.tolist() == [0, 0, 0, 0] and rD.size == rI.size == 0
+    index.add(q[:1])
+    D, I = index.search(q, 4, params={"fallback": "never"})
+    assert D[:, 0].tolist() == [0, 0, 0] and (I[:, 1:] == -1).all()
+
+
+# --- building blocks -------------------------------------------------------------------------
+@pytest.mark.parametrize("length", [1, 5, 12, 20])
+def test_popcount_masks(length):
+    for r in range(0, min(length, 6) + 1):
+        masks = popcount_masks(length, r)
+        assert masks.size == math.comb(length, r) == np.unique(masks).size
+        assert (np.bitwise_count(masks) == r).all() and (masks < (1 << length)).all()
+    assert popcount_masks(length, length + 1).size == 0
+
+
+@pytest.mark.parametrize("d,m", [(8, 1), (24, 5), (64, 3), (72, 7), (1024, 43)])
+def test_substrings_partition_the_bits(d, m):
+    rng = np.random.default_rng(d + m)
+    codes = rng.integers(0, 256, (50, d // 8), dtype=np.uint8)
+    starts, lengths = substring_layout(d, m)
+    assert lengths.sum() == d and lengths.max() - lengths.min() <= 1 and starts[0] == 0
+    subs = extract_substrings(codes, starts, lengths)
+    bits = np.unpackbits(codes, axis=1).astype(np.int64)
+    for t, (s, ln) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        want = bits[:, s : s + ln] @ (1 << np.arange(ln - 1, -1, -1, dtype=np.int64))
+        np.testing.assert_array_equal(subs[:, t], want)
+
+
+def test_default_m_follows_the_paper_rule():
+    assert default_m(64, 1_000_000) == 3 and default_m(64, 10_000_000) == 3
+    assert default_m(128, 1_000_000) == 6 and default_m(256, 1_000_000) == 13
+    assert default_m(1024, 1_000_000) == 51 and default_m(8, 10) == 2
+    for d in (8, 64, 256, 1024):
+        for n in (1, 100, 10**6, 10**9):
+            m = default_m(d, n)
+            assert 1 <= m <= d and -(-d // m) <= MAX_SUBSTRING_BITS
