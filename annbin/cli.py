@@ -111,6 +111,36 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
                 console.print(f"plot written to {png}")
 
 
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--markdown", is_flag=True, help="Print a Markdown table instead of a terminal table.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Also write a recall-vs-queries/s PNG here.")
+@click.option("--recall", type=click.Choice(["float", "hamming"]), default="float", help="Which recall the plot's x axis shows.")
+@_one_line_errors
+def report(results: str, markdown: bool, plot_path: str | None, recall: str) -> None:
+    """Tables and plots from a results.jsonl written by `annbin bench --out`."""
+    import json
+
+    from rich.console import Console
+
+    from annbin.bench import read_rows
+    from annbin.report import markdown_table, plot_recall_qps, results_table
+
+    try:
+        rows = read_rows(Path(results))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{results!r} is not JSON Lines: {exc}") from None
+    if not rows:
+        raise ValueError(f"{results!r} holds no result rows")
+    if markdown:
+        click.echo(markdown_table(rows))
+    else:
+        (Console() if sys.stdout.isatty() else Console(width=160)).print(results_table(rows))
+    if plot_path:
+        plot_recall_qps(rows, plot_path, recall_key=f"recall_{recall}")
+        click.echo(f"plot written to {plot_path}", err=True)
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 @_one_line_errors

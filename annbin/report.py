@@ -56,6 +56,15 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Any:
     return table
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a GitHub-flavoured Markdown table (same columns as ``results_table``)."""
+    lines = ["| " + " | ".join(header for _, header in COLUMNS) + " |"]
+    lines.append("|" + "|".join("---" if key in ("index", "params") else "---:" for key, _ in COLUMNS) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(key, row.get(key), row) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not beaten in both recall (x) and queries/s (y), sorted by recall."""
     best: list[tuple[float, float]] = []

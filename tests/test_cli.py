@@ -148,3 +148,17 @@ def test_mmap_float16_rescoring_keeps_vectors_out_of_ram(tmp_path):
     assert row["rescore"] == 4 and row["rescore_vectors"] == "mmap:float16"
     assert row["bytes_per_vector"] == pytest.approx(24.0)  # only codes and ids in RAM
     assert row["disk_bytes_per_vector"] == pytest.approx(128 * 2, rel=0.01)
+
+
+def test_report_rebuilds_tables_and_plots_from_rows(tmp_path):
+    out = tmp_path / "o"
+    CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--index", "hnsw:M=8,ef_search=8|32", "--out", str(out)])
+    result = CliRunner().invoke(main, ["report", str(out / "results.jsonl"), "--markdown", "--plot", str(tmp_path / "p.png"), "--recall", "hamming"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 3  # header, rule, one line per row
+    assert lines[2].startswith("| flat | - | ") and "| 1.000 |" in lines[2]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    bad = CliRunner().invoke(main, ["report", str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code == 2 and "not JSON Lines" in bad.output
