@@ -101,7 +101,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"cannot parse config {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config {str(path)!r} must be a mapping of option names to values")
-    known = set(BenchConfig.__dataclass_fields__)
+    known = set(BenchConfig.__dataclass_fields__) | {"out", "plot"}  # the last two are the CLI's
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in config {str(path)!r}; expected some of {sorted(known)}")

@@ -88,7 +88,8 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     settings.update({key: value for key, value in given.items() if value is not None})
     if "indexes" not in settings and "rescore" not in settings and settings.get("bits") is None:
         settings["rescore"] = list(DEFAULT_RESCORE)
-    out_dir = Path(out) if out else (Path(settings.pop("out")) if "out" in settings else None)
+    out_dir = Path(out) if out else (Path(settings["out"]) if settings.get("out") else None)
+    plot = plot or bool(settings.pop("plot", False))
     settings.pop("out", None)
     if plot and out_dir is None:
         raise ValueError("--plot needs --out DIR to write the PNG into")

@@ -162,3 +162,18 @@ def test_report_rebuilds_tables_and_plots_from_rows(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     bad = CliRunner().invoke(main, ["report", str(tmp_path / "bad.jsonl")])
     assert bad.exit_code == 2 and "not JSON Lines" in bad.output
+
+
+def test_toml_config_and_config_errors(tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('dataset = "synthetic-small"\nindexes = ["hnsw:M=8,ef_search=8|16"]\nk = 3\nruns = 1\n'
+                   'latency_queries = 2\nmax_queries = 10\nout = "%s"\n' % (tmp_path / "o"))
+    result = CliRunner().invoke(main, ["bench", "--config", str(cfg), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert [r["params"]["ef_search"] for r in rows] == [8, 16] and all(r["k"] == 3 for r in rows)
+    (tmp_path / "bad.toml").write_text("indexes = [\n")
+    (tmp_path / "typo.yaml").write_text("indexs: [flat]\n")
+    for name, message in (("bad.toml", "cannot parse config"), ("typo.yaml", "unknown key(s) ['indexs']")):
+        bad = CliRunner().invoke(main, ["bench", "--config", str(tmp_path / name)])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
