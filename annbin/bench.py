@@ -84,19 +84,20 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ValueError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"config {str(path)!r} must end in .yaml, .yml or .toml")
     try:
         if path.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: the same parser, from PyPI
+                import tomli as tomllib
 
             data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(text)
-        else:
-            raise ValueError(f"config {str(path)!r} must end in .yaml, .yml or .toml")
-    except ValueError:
-        raise
     except Exception as exc:  # parser errors come in many classes; one line is what a user needs
         raise ValueError(f"cannot parse config {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
