@@ -195,8 +195,26 @@ def test_shared_code_copy_is_exact(d, monkeypatch):
     assert all(t.shared for t in index._tables)
     m = len(index._tables)
     # the shared copy is counted once: codes + ids + per table (buckets + rows) + one copy of the words
-    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + 3000 * 4 for t in index._tables)
+    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + t.occupied.nbytes + 3000 * 4 for t in index._tables)
     assert m > 1
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+@pytest.mark.parametrize("kind", ["clustered", "random"])
+def test_occupancy_filter_either_way_is_exact(filtered, kind, monkeypatch):
+    """Probes that test the occupancy flags first and probes that read the buckets directly agree."""
+    import annbin.index._mih_tables as tables_module
+
+    monkeypatch.setattr(tables_module, "FILTER_MAX_FILL", 1.0 if filtered else -1.0)
+    rng = np.random.default_rng(11)
+    codes = make_codes(kind, 4000, 64, rng)
+    q = make_queries(codes, kind, 30, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes)
+    check_knn(*index.search(q, 10), codes, np.arange(4000), q, 10)
+    check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
+    assert all(t.filtered == filtered for t in index._tables)
+    assert all(np.array_equal(t.occupied, t.buckets != 0) for t in index._tables)
 
 
 # --- the pigeonhole schedule at its edges ----------------------------------------------------
@@ -416,8 +434,8 @@ def test_spec_strings_and_memory():
         sizes[m] = index.memory_bytes()
         tables = index._tables
         assert len(tables) == m
-        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * 8 + 5000 * (4 + 8) for t in tables)
-        assert sizes[m] == expected  # codes + ids + (buckets, rows, words) per table
+        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * (8 + 1) + 5000 * (4 + 8) for t in tables)
+        assert sizes[m] == expected  # codes + ids + (buckets, occupancy, rows, words) per table
     assert sizes[3] > sizes[4] > sizes[8]  # 22-bit tables hold far more buckets than 8-bit ones
     assert MIHIndex(64).memory_bytes() == 0
 

@@ -13,7 +13,9 @@ with ``m = 2``.) Range search to radius ``R`` runs steps ``0..R``.
 
 All active queries of a batch advance together, one step at a time: their bucket keys for the step
 are one XOR of the query substrings with the precomputed popcount-``r`` masks, one random read per
-key gives the bucket's start and size, ``np.repeat`` expands the non-empty buckets to candidate
+key into the table's bool occupancy array (8 times smaller than the buckets, so mostly cached)
+drops the empty buckets, which are most of them at radius >= 2, one read of the non-empty ones
+gives their start and size, ``np.repeat`` expands the non-empty buckets to candidate
 positions, and candidates are verified with ``np.bitwise_count`` on codes stored in the table's
 bucket order (contiguous reads). There is no per-query seen bitmap: a candidate is kept only if it
 beats its query's current k-th distance, and the kept ones are merged into the top-k, where a code
@@ -148,13 +150,20 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) ->
     ``lo`` / ``cnt``, ``group_end`` (both ``(nq,)``).
     """
     nq, nmasks = sub.size, masks.size
-    packed = np.take(table.buckets, (sub[:, None] ^ masks[None, :]).ravel(), mode="clip")
-    nonempty = np.flatnonzero(packed != 0)
-    packed = np.take(packed, nonempty, mode="clip")
+    keys = (sub[:, None] ^ masks[None, :]).ravel()
+    if table.filtered:  # mostly empty buckets: test the (cached) occupancy flags first
+        nonempty = np.flatnonzero(np.take(table.occupied, keys, mode="clip"))
+        packed = np.take(table.buckets, np.take(keys, nonempty, mode="clip"), mode="clip")
+    else:
+        packed = np.take(table.buckets, keys, mode="clip")
+        nonempty = np.flatnonzero(packed != 0)
+        packed = np.take(packed, nonempty, mode="clip")
     cnt = packed & 0xFFFFFFFF
     group_end = np.searchsorted(nonempty, np.arange(1, nq + 1) * nmasks)
-    ends = np.concatenate([[0], np.cumsum(cnt)])
-    per_query = np.diff(ends[group_end], prepend=0)
+    ends = np.zeros(cnt.size + 1, dtype=np.int64)
+    np.cumsum(cnt, out=ends[1:])
+    per_query = ends[group_end]
+    per_query[1:] -= per_query[:-1].copy()
     return packed >> 32, cnt, per_query, group_end
 
 
@@ -167,21 +176,40 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], cnt:
     """
     nq, nwords = xw.shape
     ends = np.cumsum(cnt)
+    total = int(ends[-1])
+    ends -= cnt  # where each bucket's candidates start
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
-    pos = np.repeat(lo - (ends - cnt), cnt)
-    pos += np.arange(ends[-1])
+    pos = np.repeat(lo - ends, cnt)
+    pos += _arange(total)
     if table.shared:  # codes stored once, in insertion order
         pos = np.take(table.rows, pos, mode="clip")
     dtype = np.uint8 if nwords * 64 < 255 else np.uint16
-    dist = np.bitwise_count(np.take(table.words[0], pos, mode="clip") ^ np.repeat(xw[:, 0], per_query)).astype(dtype, copy=False)
+    g = np.take(table.words[0], pos, mode="clip")
+    np.bitwise_xor(g, np.repeat(xw[:, 0], per_query), out=g)
+    dist = np.bitwise_count(g).astype(dtype, copy=False)
     for w in range(1, nwords):  # (dropping far candidates after each word measured slower)
-        dist += np.bitwise_count(np.take(table.words[w], pos, mode="clip") ^ np.repeat(xw[:, w], per_query))
-    hit = np.flatnonzero(dist < np.repeat(thr.astype(dtype), per_query))
+        np.take(table.words[w], pos, mode="clip", out=g)
+        np.bitwise_xor(g, np.repeat(xw[:, w], per_query), out=g)
+        dist += np.bitwise_count(g)
+    t0 = thr[0]
+    if (thr == t0).all():  # one threshold for all (e.g. nothing known yet): a scalar comparison
+        hit = np.flatnonzero(dist < t0)
+    else:
+        hit = np.flatnonzero(dist < np.repeat(thr.astype(dtype), per_query))
     if 32 * hit.size > dist.size:  # many hits (nothing known yet): tag every candidate with its query
-        q = np.repeat(np.arange(nq), per_query)[hit]
+        q = np.repeat(_arange(nq), per_query)[hit]
     else:  # few hits: find each one's query by binary search
         q = np.searchsorted(np.cumsum(per_query), hit, side="right")
     return q, dist[hit].astype(np.int64), _rows(table, pos[hit])
+
+
+_ARANGE = np.arange(1 << 17, dtype=np.int64)
+_ARANGE.setflags(write=False)
+
+
+def _arange(n: int) -> NDArray[np.int64]:
+    """``np.arange(n)`` (int64), read-only: a view of a cached array while ``n`` is small."""
+    return _ARANGE[:n] if n <= _ARANGE.size else np.arange(n, dtype=np.int64)
 
 
 def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -250,11 +278,16 @@ class _Budget:
         """
         costs = self.costs
         now = per_query * self.cand_cost + costs.step / nactive
-        self.spent[A] += nmasks * costs.lookup + now
+        spent = self.spent[A] + (nmasks * costs.lookup + now)
+        self.spent[A] = spent
+        # no query can be over if even the costliest prediction (k-th distance at the cap) is not
+        if (now.max() + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
+                and spent.max() <= 2 * self.budget):
+            return np.zeros(A.size, dtype=bool)
         kth = batch.kth[A]
         until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
         ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
-        over = (ahead > self.budget) | (self.spent[A] > 2 * self.budget)
+        over = (ahead > self.budget) | (spent > 2 * self.budget)
         self.fallback[A[over]] = True
         return over
 
