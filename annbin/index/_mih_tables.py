@@ -28,6 +28,10 @@ MAX_SUBSTRING_BITS = 24
 #: they take at most this much in all; beyond it (long codes, many tables) the tables share one
 #: copy in insertion order and verification reads it through ``rows``.
 COPY_WORDS_MAX_BYTES = 1 << 30
+#: ... and only for at most this many tables: m copies cost m x the codes' bytes, and codes long
+#: enough to need more tables (384 bits and up at any N) have neighbours too far for MIH to beat a
+#: scan, so their searches mostly fall back and the copies would be memory spent for nothing.
+COPY_MAX_TABLES = 16
 #: Probes read a table's occupancy flags before its buckets only while at most this fraction of its
 #: buckets is non-empty (1M clustered 64-bit codes fill 12-22% of 21/22-bit tables, 10M fill 73-91%).
 FILTER_MAX_FILL = 0.5
@@ -155,7 +159,7 @@ def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: ND
     if n >= 2**31 - 1:
         raise ValueError(f"MIHIndex holds fewer than 2**31 codes, got {n}")
     shared = None
-    if lengths.size * words.nbytes > COPY_WORDS_MAX_BYTES:
+    if lengths.size * words.nbytes > COPY_WORDS_MAX_BYTES or lengths.size > COPY_MAX_TABLES:
         shared = np.ascontiguousarray(words.T)
     tables = []
     for t, length in enumerate(lengths.tolist()):
