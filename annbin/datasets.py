@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def data_dir(path: PathLike | None = None) -> Path:
     return Path(__file__).resolve().parent.parent / "datasets"
 
 
-class Dataset:
+class Dataset(ABC):
     """Base class: subclasses implement ``_load() -> (base, queries)`` (any numeric dtype).
 
     Arrays are loaded once, on first use, checked (2-D, same dim, finite) and kept as read-only
@@ -69,8 +70,9 @@ class Dataset:
         self.gt_source: str | None = None  # "file", "cache", "computed" or "recomputed" (bad cache)
         self._gt_ids: NDArray[Any] | None = None  # neighbour ids shipped with the data, (nq, K)
 
+    @abstractmethod
     def _load(self) -> tuple[Any, Any]:
-        raise NotImplementedError
+        """Read the raw ``(base, queries)`` arrays."""
 
     def load(self) -> Dataset:
         """Read and check the arrays now (else on first use); returns self."""

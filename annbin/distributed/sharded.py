@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from annbin._checks import as_codes, as_ids, check_d, check_int
+from annbin._checks import check_d, check_int
 from annbin.distributed._group import ShardError, ShardGroup, import_ray
 from annbin.distributed._layout import (
     MANIFEST,
@@ -118,31 +118,12 @@ class ShardedIndex(BinaryIndex):
         return [s for s in range(self.num_shards) if self._group.counts[s]]
 
     # --- public API ------------------------------------------------------------------------
-    def add(self, codes: NDArray[np.uint8], ids: ArrayLike | None = None) -> None:
-        """Add codes ``(n, d // 8)`` uint8 with global ids (int64 ``(n,)``, or None for sequential).
-
-        Each code goes to the shard that owns its id. Explicit ids already stored raise
-        ``ValueError`` before any shard changes.
-        """
+    def _find_present(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        # Each shard checks the ids it would own, so no shard's id list crosses the network.
         ray = import_ray()
-        codes = as_codes(codes, self.code_size)
-        n = codes.shape[0]
-        new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64) if ids is None else as_ids(ids, n)
-        if n == 0:
-            return
-        groups = group_by_shard(shard_of(new_ids, self.num_shards), self.num_shards)
-        id_refs = {s: ray.put(new_ids[rows]) for s, rows in groups.items()}
-        if ids is not None and self.ntotal:
-            present = self._group.call("find_present", {s: (ref,) for s, ref in id_refs.items()})
-            clash = np.sort(np.concatenate(list(present.values())))
-            if clash.size:
-                raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
-        code_refs = {s: ray.put(codes[rows]) for s, rows in groups.items()}
-        sizes = self._group.call("add", {s: (code_refs[s], id_refs[s]) for s in groups})
-        for s, size in sizes.items():
-            self._group.counts[s] = size
-            self._group.sources[s] = None
-        self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        groups = group_by_shard(shard_of(ids, self.num_shards), self.num_shards)
+        present = self._group.call("find_present", {s: (ray.put(ids[rows]),) for s, rows in groups.items()})
+        return np.concatenate([np.empty(0, np.int64), *present.values()])
 
     def search(self, codes: NDArray[np.uint8], k: int, *, params: dict[str, Any] | None = None) -> SearchResult:
         """As ``BinaryIndex.search``; ``params`` travel with the one call each shard gets."""
@@ -253,8 +234,15 @@ class ShardedIndex(BinaryIndex):
         return index
 
     # --- hooks -----------------------------------------------------------------------------
-    def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:  # pragma: no cover
-        raise NotImplementedError("ShardedIndex.add routes codes to shards itself")
+    def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
+        """Each code goes to the shard that owns its id (the base class has checked the ids)."""
+        ray = import_ray()
+        groups = group_by_shard(shard_of(ids, self.num_shards), self.num_shards)
+        refs = {s: (ray.put(codes[rows]), ray.put(ids[rows])) for s, rows in groups.items()}
+        sizes = self._group.call("add", refs)
+        for s, size in sizes.items():
+            self._group.counts[s] = size
+            self._group.sources[s] = None
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         xref = import_ray().put(x)  # once: every shard reads the same object

@@ -110,9 +110,9 @@ class BinaryIndex(ABC):
         else:
             new_ids = as_ids(ids, n)
             if self.ntotal and n:
-                clash = np.isin(new_ids, self.get_ids())
-                if clash.any():
-                    raise ValueError(f"ids already in the index: {new_ids[clash][:5].tolist()}")
+                clash = np.sort(self._find_present(new_ids))
+                if clash.size:
+                    raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
         if n == 0:
             return
         self._add(codes, new_ids)
@@ -226,6 +226,10 @@ class BinaryIndex(ABC):
     @abstractmethod
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         """Search validated queries with 1 <= k <= ntotal."""
+
+    def _find_present(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Which of ``ids`` are stored already (a variant may answer without listing all ids)."""
+        return ids[np.isin(ids, self.get_ids())]
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         raise UnsupportedOperation(f"{self.variant!r} index does not support range_search")
