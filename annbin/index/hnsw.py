@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import faiss
+import numpy as np
+from numpy.typing import NDArray
 
 from annbin._checks import check_int
 from annbin.index._faiss import FaissBackedIndex
+from annbin.index.base import SearchResult
 
 
 class HNSWIndex(FaissBackedIndex):
@@ -49,7 +52,7 @@ class HNSWIndex(FaissBackedIndex):
         if "ef_search" in params:
             self._inner.hnsw.efSearch = check_int(params["ef_search"], "ef_search", minimum=1)
 
-    def _search(self, x, k):  # type: ignore[no-untyped-def]
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         # faiss's HNSW returns fewer than k results when ef_search < k; widen the beam for this call.
         ef = self._inner.hnsw.efSearch
         if ef < k:
