@@ -43,6 +43,15 @@ def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def _as_rows(x: np.ndarray, name: str, width: str) -> np.ndarray:
+    """A 1-D array is one row; anything but 1-D or 2-D is a ``ValueError``."""
+    if x.ndim == 1:
+        return x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, {width}), got shape {x.shape}")
+    return x
+
+
 def as_codes(x: Any, code_size: int | None = None, *, name: str = "codes") -> NDArray[np.uint8]:
     """Packed binary codes as a C-contiguous ``(n, code_size)`` uint8 array.
 
@@ -54,10 +63,7 @@ def as_codes(x: Any, code_size: int | None = None, *, name: str = "codes") -> ND
     if x.dtype != np.uint8:
         hint = " (int8 'binary' packing? convert with annbin.from_packing(x, 'binary'))" if x.dtype == np.int8 else ""
         raise TypeError(f"{name} must have dtype uint8, got {x.dtype}{hint}")
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, code_size), got shape {x.shape}")
+    x = _as_rows(x, name, "code_size")
     if code_size is not None and x.shape[1] != code_size:
         raise ValueError(
             f"{name} width mismatch: expected (n, {code_size}) bytes = {code_size * 8} bits, "
@@ -72,10 +78,7 @@ def as_floats(x: Any, dim: int | None = None, *, name: str = "x") -> NDArray[np.
         x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
+    x = _as_rows(x, name, "dim")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} dimension mismatch: expected (n, {dim}), got shape {x.shape}")
     if x.size and not np.isfinite(x).all():

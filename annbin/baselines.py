@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import as_floats, check_int, check_k
+from annbin.index.base import Described
 
 FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 METRICS: tuple[str, ...] = ("ip", "l2")
@@ -34,13 +35,15 @@ METRICS: tuple[str, ...] = ("ip", "l2")
 __all__ = ["FloatIndex", "FloatFlat", "FloatHNSW", "FLOAT_VARIANTS", "make_float_index", "is_float_spec"]
 
 
-class FloatIndex(ABC):
+class FloatIndex(Described, ABC):
     """Common shape of the float baselines: validation, padding of missing results, params."""
 
-    variant: ClassVar[str] = ""
     build_params: ClassVar[tuple[str, ...]] = ()
     search_params: ClassVar[tuple[str, ...]] = ()
     exact: ClassVar[bool] = True
+    #: threads for add and search where the library takes them per call (hnswlib; -1 = all
+    #: cores); faiss-backed baselines follow ``faiss.omp_set_num_threads`` instead
+    num_threads: int = -1
 
     def __init__(self, dim: int, *, metric: str = "ip") -> None:
         self.dim = check_int(dim, "dim", minimum=1)
@@ -53,29 +56,8 @@ class FloatIndex(ABC):
     def ntotal(self) -> int:
         """Number of vectors stored."""
 
-    @property
-    def is_trained(self) -> bool:
-        """faiss compatibility: float baselines need no training."""
-        return True
-
-    def __len__(self) -> int:
-        return self.ntotal
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} dim={self.dim} metric={self.metric} ntotal={self.ntotal}>"
-
-    @property
-    def spec(self) -> str:
-        """The spec string that rebuilds an empty index like this one (metric apart)."""
-        params = {**self.get_params(), **self.get_search_params()}
-        body = ",".join(f"{k}={v}" for k, v in params.items())
-        return f"{self.variant}:{body}" if body else self.variant
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
-
-    def get_search_params(self) -> dict[str, Any]:
-        return {}
 
     def set_search_params(self, **params: Any) -> None:
         """Set search parameters by name (see ``search_params``); unknown names raise."""

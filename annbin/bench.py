@@ -251,8 +251,7 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     t0 = time.perf_counter()
     if is_float:
         index: Any = make_float_index(build_spec, dim, prep.metric)
-        if hasattr(index, "num_threads"):  # hnswlib takes threads per call, not from OpenMP
-            index.num_threads = cfg.threads
+        index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
         data, queries = prep.base, prep.queries
     else:
         index = make_index(build_spec, d=prep.d)

@@ -53,7 +53,43 @@ def sort_ranges(lims: NDArray[np.int64], D: NDArray[np.int32], I: NDArray[np.int
     return lims, D[order], I[order]
 
 
-class BinaryIndex(ABC):
+class Described:
+    """What every annbin index-like class shares: ``len()``, ``is_trained`` and its spec string.
+
+    A subclass defines ``variant``, ``ntotal``, ``get_params`` and ``get_search_params``.
+    """
+
+    variant: ClassVar[str] = ""
+
+    @property
+    def ntotal(self) -> int:  # pragma: no cover - every subclass overrides it
+        raise TypeError(f"{type(self).__name__} must define ntotal")
+
+    def get_params(self) -> dict[str, Any]:
+        """Build-time parameters (what the constructor needs besides the dimension)."""
+        return {}
+
+    def get_search_params(self) -> dict[str, Any]:
+        """Current search-time parameters."""
+        return {}
+
+    @property
+    def is_trained(self) -> bool:
+        """faiss compatibility: no training needed unless a variant says so."""
+        return True
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds an empty index like this one (see ``make_index``)."""
+        params = {**self.get_params(), **self.get_search_params()}
+        body = ",".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        return f"{self.variant}:{body}" if body else self.variant
+
+
+class BinaryIndex(Described, ABC):
     """Abstract index over packed binary codes of ``d`` bits, searched by Hamming distance."""
 
     variant: ClassVar[str] = ""
@@ -79,23 +115,8 @@ class BinaryIndex(ABC):
     def ntotal(self) -> int:
         """Number of codes stored."""
 
-    @property
-    def is_trained(self) -> bool:
-        """faiss compatibility: annbin indexes need no training unless a variant says so."""
-        return True
-
-    def __len__(self) -> int:
-        return self.ntotal
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} d={self.d} ntotal={self.ntotal}>"
-
-    @property
-    def spec(self) -> str:
-        """The spec string that rebuilds an empty index like this one (see ``make_index``)."""
-        params = {**self.get_params(), **self.get_search_params()}
-        body = ",".join(f"{k}={v}" for k, v in params.items() if v is not None)
-        return f"{self.variant}:{body}" if body else self.variant
 
     # --- public API ------------------------------------------------------------------------
     def add(self, codes: NDArray[np.uint8], ids: ArrayLike | None = None) -> None:
@@ -187,14 +208,6 @@ class BinaryIndex(ABC):
             raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
         if params:
             self._set_search_params(params)
-
-    def get_search_params(self) -> dict[str, Any]:
-        """Current search-time parameters."""
-        return {}
-
-    def get_params(self) -> dict[str, Any]:
-        """Build-time parameters (what the constructor needs besides ``d``)."""
-        return {}
 
     @abstractmethod
     def get_ids(self) -> NDArray[np.int64]:
