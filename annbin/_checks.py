@@ -89,15 +89,9 @@ def as_floats(x: Any, dim: int | None = None, *, name: str = "x") -> NDArray[np.
 
 def as_ids(ids: Any, n: int, *, name: str = "ids") -> NDArray[np.int64]:
     """User ids for ``n`` new vectors: 1-D integers, length n, unique, non-negative (-1 means 'missing')."""
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
-    if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"{name} must be integers, got dtype {ids.dtype}")
+    ids = as_id_selection(ids, name=name)
     if ids.shape[0] != n:
         raise ValueError(f"{name} length mismatch: expected {n} (one per code), got {ids.shape[0]}")
-    ids = ids.astype(np.int64, copy=False)
     if ids.size and ids.min() < 0:
         raise ValueError(f"{name} must be >= 0 (-1 marks a missing result), got {int(ids.min())}")
     if np.unique(ids).size != ids.size:
