@@ -145,9 +145,12 @@ class _Batch:
 def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Probe the buckets ``sub[i] ^ masks`` of each query ``i`` (``sub`` int64 ``(nq,)``).
 
-    Returns the non-empty buckets only, grouped by query: their start ``lo`` and size ``cnt``
-    (int64), and per query the number of candidates ``per_query`` and the end of its group in
-    ``lo`` / ``cnt``, ``group_end`` (both ``(nq,)``).
+    Returns the non-empty buckets only, grouped by query: ``base`` and size ``cnt`` (int64), and
+    per query the number of candidates ``per_query`` and the end of its group in ``base`` /
+    ``cnt``, ``group_end`` (both ``(nq,)``). ``base`` is a bucket's start in the table minus
+    where its candidates start in the concatenation of all buckets' candidates, so that
+    candidate ``i`` of the concatenation sits at ``base[its bucket] + i`` (one ``np.repeat``
+    and an add expand the buckets; no second cumsum).
     """
     nq, nmasks = sub.size, masks.size
     keys = (sub[:, None] ^ masks[None, :]).ravel()
@@ -162,25 +165,27 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) ->
     group_end = np.searchsorted(nonempty, np.arange(1, nq + 1) * nmasks)
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
     np.cumsum(cnt, out=ends[1:])
-    per_query = ends[group_end]
-    per_query[1:] -= per_query[:-1].copy()
-    return packed >> 32, cnt, per_query, group_end
+    per_query = np.diff(ends[group_end], prepend=0)
+    packed >>= 32
+    packed -= ends[:-1]  # bucket start minus where its candidates start in the concatenation
+    return packed, cnt, per_query, group_end
 
 
-def _verify(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], cnt: NDArray[np.int64],
-            per_query: NDArray[np.int64], thr: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Verify the non-empty buckets ``lo`` / ``cnt`` probed for queries ``xw`` ``(nq, W)``.
+def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
+            per_query: NDArray[np.int64], thr: NDArray[np.int64], offset: int,
+            ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Verify non-empty buckets probed for queries ``xw`` ``(nq, W)``: ``cnt`` candidates each,
+    the ``i``-th candidate of the concatenation at position ``base[bucket] + offset + i``
+    (``_probe``'s ``base``, sliced: ``offset`` candidates come before the slice).
 
     The buckets are grouped by query, ``per_query`` candidates each. Returns (query index,
     distance, row) of the candidates whose distance is ``< thr[query]``.
     """
     nq, nwords = xw.shape
-    ends = np.cumsum(cnt)
-    total = int(ends[-1])
-    ends -= cnt  # where each bucket's candidates start
+    total = int(per_query.sum())
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
-    pos = np.repeat(lo - ends, cnt)
-    pos += _arange(total)
+    pos = np.repeat(base, cnt)
+    pos += _arange(offset + total)[offset:] if offset + total <= _ARANGE.size else np.arange(offset, offset + total)
     if table.shared:  # codes stored once, in insertion order
         pos = np.take(table.rows, pos, mode="clip")
     dtype = np.uint8 if nwords * 64 < 255 else np.uint16
@@ -292,32 +297,36 @@ class _Budget:
         return over
 
 
-def _drop(over: NDArray[np.bool_], lo: NDArray[np.int64], cnt: NDArray[np.int64], per_query: NDArray[np.int64],
+def _drop(over: NDArray[np.bool_], base: NDArray[np.int64], cnt: NDArray[np.int64], per_query: NDArray[np.int64],
           group_end: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """``_probe``'s output without the buckets of the queries flagged in ``over``."""
     sizes = np.diff(group_end, prepend=0)
     keep = np.repeat(~over, sizes)
     sizes[over] = 0
-    return lo[keep], cnt[keep], np.where(over, 0, per_query), np.cumsum(sizes)
+    lo = base + np.cumsum(cnt) - cnt
+    lo, cnt = lo[keep], cnt[keep]
+    return lo - (np.cumsum(cnt) - cnt), cnt, np.where(over, 0, per_query), np.cumsum(sizes)
 
 
-def _verify_all(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], cnt: NDArray[np.int64],
+def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
                 per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64],
                 ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
     """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
     exceed it); yields (query index, distance, row) per group, query indices into ``xw``."""
     nq = xw.shape[0]
-    total = int(per_query.sum())
+    before = np.cumsum(per_query)  # candidates of queries 0..i
+    total = int(before[-1])
     cuts = [0]
     if total > CANDIDATE_CHUNK:
-        at = np.searchsorted(np.cumsum(per_query), np.arange(CANDIDATE_CHUNK, total, CANDIDATE_CHUNK), side="right")
+        at = np.searchsorted(before, np.arange(CANDIDATE_CHUNK, total, CANDIDATE_CHUNK), side="right")
         cuts += sorted({int(c) for c in at if 0 < c < nq})
     cuts.append(nq)
     for a, b in zip(cuts[:-1], cuts[1:]):
         e0 = int(group_end[a - 1]) if a else 0
         e1 = int(group_end[b - 1])
         if e1 > e0:
-            q, dist, rows = _verify(table, xw[a:b], lo[e0:e1], cnt[e0:e1], per_query[a:b], thr[a:b])
+            offset = int(before[a - 1]) if a else 0
+            q, dist, rows = _verify(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], thr[a:b], offset)
             if q.size:
                 yield q + a, dist, rows
 
@@ -325,14 +334,14 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], lo: NDArray[np.int64], 
 def _step(batch: _Batch, table: MIHTable, j: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
           guard: _Budget | None, nactive: int) -> None:
     """Probe ``table`` (index ``j``) with ``masks`` for active queries ``A``; candidates go to ``batch.pending``."""
-    lo, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks)
+    base, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks)
     if guard is not None:
         over = guard.over(batch, A, step, masks.size, per_query, nactive)
         if over.any():
-            lo, cnt, per_query, group_end = _drop(over, lo, cnt, per_query, group_end)
+            base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
     batch.lookups += A.size * masks.size
     batch.candidates += int(per_query.sum())
-    for q, dist, rows in _verify_all(table, batch.xw[A], lo, cnt, per_query, group_end, batch.kth[A]):
+    for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, batch.kth[A]):
         batch.pending.append((A[q], dist, rows))
 
 
@@ -365,7 +374,7 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
         chunk = max(1, LOOKUP_CHUNK // masks.size)
         for a in range(0, active.size, chunk):
             A = active[a : a + chunk]
-            lo, cnt, per_query, group_end = _probe(table, xs[A, j], masks)
+            base, cnt, per_query, group_end = _probe(table, xs[A, j], masks)
             if guarded:
                 now = per_query * costs.candidate_cost(words) + costs.step / active.size
                 spent[A] += masks.size * costs.lookup + now
@@ -373,8 +382,8 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
                 over = (ahead > budget) | (spent[A] > 2 * budget)
                 if over.any():
                     fallback[A[over]] = True
-                    lo, cnt, per_query, group_end = _drop(over, lo, cnt, per_query, group_end)
-            for q, dist, rows in _verify_all(table, xw[A], lo, cnt, per_query, group_end, thr[A]):
+                    base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
+            for q, dist, rows in _verify_all(table, xw[A], base, cnt, per_query, group_end, thr[A]):
                 found_q.append(A[q])
                 found_d.append(dist)
                 found_r.append(rows)
