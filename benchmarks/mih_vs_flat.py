@@ -139,6 +139,12 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
                                  f"for {bad.size} of {len(q)} queries; query {i}: MIH {D[i].tolist()} vs {other[i].tolist()}")
         D_ref = D1 if D_ref is None else np.concatenate([D_ref, D1])
     assert D_ref is not None
+    steps = None
+    if args.steps:  # one more (traced) search of the last round's queries, not part of the timings
+        mih.record_steps = True
+        mih.search(q, args.k)
+        steps = mih.last_search_stats.get("steps")
+        mih.record_steps = False
     kth = D_ref[:, args.k - 1] / cfg.d * 100
     row = {
         "config": cfg, "flip": flip if cfg.kind == "clustered" else None, "m": mih.effective_m,
@@ -150,6 +156,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         "lookups": statistics.median(s["lookups"] for s in stats) / args.nq,
         "fallback": statistics.median(s["fallback_queries"] for s in stats) / args.nq,
         "build_s": build_s, "mih_bytes": mih.memory_bytes(), "flat_bytes": cfg.n * cfg.d // 8,
+        "steps": steps,
     }
     row["ratio"] = row["mih_qps"] / row["flat1_qps"]
     del mih, flat
@@ -173,6 +180,23 @@ def table(rows: list[dict], k: int) -> str:
             f"| {r['lookups']:,.0f} | {r['candidates']:,.0f} | {r['fallback']:.0%} | {r['build_s']:.2f} "
             f"| {r['mih_bytes'] / 2**20:,.0f} MiB | {r['flat_bytes'] / 2**20:,.0f} MiB |"
         )
+    return "\n".join(lines)
+
+
+def steps_table(row: dict, nq: int) -> str:
+    """Where one traced search of ``nq`` queries spent its time, step by step (query blocks summed)."""
+    merged: dict[int, dict] = {}
+    for rec in row["steps"] or []:
+        m = merged.setdefault(rec["step"], {**rec, "active": 0, "lookups": 0, "candidates": 0, "seconds": 0.0})
+        for key in ("active", "lookups", "candidates", "seconds"):
+            m[key] += rec[key]
+    total = sum(m["seconds"] for m in merged.values()) or 1.0
+    lines = [f"{row['config'].label}, one traced search of {nq} queries ({total * 1e3:.1f} ms in the search steps):", "",
+             "| step | radius | table | active queries | lookups | candidates | ms | share |", "|---|---|---|---|---|---|---|---|"]
+    for s in sorted(merged):
+        m = merged[s]
+        lines.append(f"| {s} | {m['radius']} | {m['table']} | {m['active']:,} | {m['lookups']:,} | {m['candidates']:,} "
+                     f"| {m['seconds'] * 1e3:.2f} | {m['seconds'] / total:.0%} |")
     return "\n".join(lines)
 
 
@@ -208,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-size", type=int, default=1000, help="codes per cluster centre")
     parser.add_argument("--flip", default="", help="override flip rates, e.g. 64=0.09,128=0.08")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
+    parser.add_argument("--steps", action="store_true", help="also trace one search per config and print where its time goes, step by step")
     parser.add_argument("--tag", default="", help=f"write a separate section of {RESULTS.name} (e.g. for a sensitivity run)")
     parser.add_argument("--title", default="Multi-index hashing vs faiss-flat (exact kNN)", help="section heading")
     args = parser.parse_args(argv)
@@ -225,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{cfg.label}: MIH {r['mih_qps']:,.0f} q/s, flat {r['flat1_qps']:,.0f} q/s, {r['ratio']:.1f}x; exact on all "
               f"{args.nq} queries x {args.repeats} repeats", file=sys.stderr, flush=True)
     out = table(rows, args.k)
+    if args.steps:
+        out += "\n\nWhere MIH's time goes (`--steps`): per search step, radius `r` in table `j`; times include the merge.\n\n"
+        out += "\n\n".join(steps_table(r, args.nq) for r in rows if r["steps"])
     print(out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     command = "OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_vs_flat.py " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -31,6 +31,7 @@ and is answered by the scan; exact either way.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -224,13 +225,15 @@ def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
 
 def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], k: int,
                budget: float = math.inf, costs: CostModel = COSTS, stats: dict[str, int] | None = None,
+               steps: list[dict[str, float]] | None = None,
                ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
     """Exact k nearest rows (1 <= k <= n) for queries ``xw`` (uint64 words) / ``xs`` (substrings).
 
     Returns ``(D, rows, fallback)``: int32 ``(nq, k)``, int64 ``(nq, k)`` in no particular order
     within a row, and a bool mask of the queries given up on because finishing them was predicted
     to cost more than ``budget`` ns (or had already cost that much); they must be answered by
-    brute force instead, and their rows of D / rows are meaningless.
+    brute force instead, and their rows of D / rows are meaningless. ``steps``, if given, gets one
+    record per search step (profiling): radius, table, active queries, lookups, candidates, seconds.
     """
     nq, words = xw.shape
     m = len(tables)
@@ -242,12 +245,18 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
         r, j = divmod(step, m)
         table = tables[j]
         masks = popcount_masks(table.length, r)
+        if steps is not None:
+            started, work = time.perf_counter(), (batch.lookups, batch.candidates)
         if masks.size:
             chunk = max(1, LOOKUP_CHUNK // masks.size)
             for a in range(0, active.size, chunk):
                 _step(batch, table, j, masks, active[a : a + chunk], step, guard, active.size)
         if r > 0 or j == m - 1:  # at radius 0 almost every candidate is kept: one merge for the round
             batch.flush()
+        if steps is not None:
+            steps.append({"step": step, "radius": r, "table": j, "active": int(active.size),
+                          "lookups": batch.lookups - work[0], "candidates": batch.candidates - work[1],
+                          "seconds": time.perf_counter() - started})
         if guard is not None:
             active = active[~guard.fallback[active]]
         active = active[batch.kth[active] > step + 1]  # unseen codes are >= step + 1 away: cannot beat kth

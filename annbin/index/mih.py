@@ -84,7 +84,10 @@ class MIHIndex(BinaryIndex):
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         #: work done by the last search: queries, bucket lookups and candidates verified (kNN), and
         #: how many queries went to the flat scan
-        self.last_search_stats: dict[str, int] | None = None
+        self.last_search_stats: dict[str, Any] | None = None
+        #: profiling: when True, kNN searches add ``"steps"`` to ``last_search_stats``, one record per
+        #: search step and query block (radius, table, active queries, lookups, candidates, seconds)
+        self.record_steps = False
         self.set_search_params(fallback=fallback, fallback_ratio=fallback_ratio)
 
     # --- storage -------------------------------------------------------------------------
@@ -209,10 +212,14 @@ class MIHIndex(BinaryIndex):
         fallback = np.zeros(nq, dtype=bool)
         # top-k state is (block, k) int64 keys that also hold the query's index in the block
         block = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
-        stats = {"queries": nq, "lookups": 0, "candidates": 0}
+        stats: dict[str, Any] = {"queries": nq, "lookups": 0, "candidates": 0}
+        steps: list[dict[str, float]] | None = [] if self.record_steps else None
         for a in range(0, nq, block):
             b = min(nq, a + block)
-            D[a:b], rows[a:b], fallback[a:b] = knn_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], k, budget, stats=stats)
+            D[a:b], rows[a:b], fallback[a:b] = knn_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], k, budget,
+                                                          stats=stats, steps=steps)
+        if steps is not None:
+            stats["steps"] = steps
         if fallback.any():
             D[fallback], rows[fallback] = self._flat.search(x[fallback], k)
         stats["fallback_queries"] = int(fallback.sum())
