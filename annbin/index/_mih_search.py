@@ -121,6 +121,9 @@ class _Batch:
         self.lookups = self.candidates = 0  # work counters, for benchmarks
         self.pending: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
 
+    def pending_size(self) -> int:
+        return sum(part[0].size for part in self.pending)
+
     def flush(self) -> None:
         """Merge the pending candidates (each beat its query's k-th distance when found) into the top-k."""
         if not self.pending:
@@ -251,7 +254,9 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
             chunk = max(1, LOOKUP_CHUNK // masks.size)
             for a in range(0, active.size, chunk):
                 _step(batch, table, j, masks, active[a : a + chunk], step, guard, active.size)
-        if r > 0 or j == m - 1:  # at radius 0 almost every candidate is kept: one merge for the round
+        # at radius 0 nothing is known yet and every candidate is kept: merge once the pending ones
+        # could fill each active query's top-k, so later tables' candidates are filtered
+        if r > 0 or j == m - 1 or batch.pending_size() >= k * active.size:
             batch.flush()
         if steps is not None:
             steps.append({"step": step, "radius": r, "table": j, "active": int(active.size),
