@@ -356,6 +356,51 @@ def test_fallback_paths_agree_exactly():
             check_range(*index.range_search(q, radius), codes, np.arange(3000), q, radius)
 
 
+def test_step_trace_accounts_for_the_work_and_follows_the_pigeonhole_order():
+    rng = np.random.default_rng(8)
+    codes = make_codes("clustered", 4000, 64, rng)
+    q = make_queries(codes, "clustered", 50, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes)
+    D, _ = index.search(q, 10)
+    assert "steps" not in index.last_search_stats  # tracing is off by default
+    index.record_steps = True
+    D2, _ = index.search(q, 10)
+    np.testing.assert_array_equal(D2, D)
+    stats = index.last_search_stats
+    steps = stats["steps"]
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+    assert [(s["radius"], s["table"]) for s in steps] == [divmod(s["step"], 4) for s in steps]
+    assert sum(s["lookups"] for s in steps) == stats["lookups"]
+    assert sum(s["candidates"] for s in steps) == stats["candidates"]
+    assert steps[0]["active"] == len(q) and all(a["active"] >= b["active"] for a, b in zip(steps, steps[1:]))
+    # a query stops after step s once its k-th distance is <= s + 1, by step k-th distance at the latest
+    worst = int(D[:, -1].max())
+    assert max(worst, 1) <= len(steps) <= worst + 1
+    assert all(s["seconds"] >= 0 for s in steps)
+
+
+def test_cost_model_predicts_nothing_during_the_radius_0_round():
+    """A k-th distance merged from part of the radius-0 round is loose; predicting the remaining cost
+    from it sent clustered queries to the scan. From radius 1 on, the same k-th distance counts."""
+    from annbin.index._mih_search import COSTS, _Batch, _Budget
+
+    rng = np.random.default_rng(9)
+    codes = make_codes("random", 20_000, 128, rng)
+    index = MIHIndex(128)
+    index.add(codes)
+    tables = index._build()
+    m = len(tables)
+    xw, xs = index._queries(codes[:4])
+    budget = COSTS.flat_cost(index.ntotal, 128)
+    A, few = np.arange(4), np.ones(4, dtype=np.int64)
+    for step, expected in ((0, False), (m - 1, False), (m, True)):
+        batch = _Batch(xw, xs, 10, 128)
+        batch.kth[:] = 60  # loose: the rest of the search to radius 60 would cost many scans
+        guard = _Budget(tables, index.ntotal, 128, 10, 2, budget, COSTS, 4)
+        assert guard.over(batch, A, step, 1, few, 1000).tolist() == [expected] * 4, step
+
+
 def test_auto_fallback_follows_the_data():
     """Uniformly random 128-bit codes: neighbours are far, MIH gives up; clustered 64-bit: it stays."""
     rng = np.random.default_rng(6)

@@ -278,7 +278,7 @@ class _Budget:
     """Per-query cost accounting that decides when a query should leave MIH for a flat scan."""
 
     def __init__(self, tables: list[MIHTable], n: int, d: int, k: int, words: int, budget: float, costs: CostModel, nq: int) -> None:
-        self.budget, self.costs = budget, costs
+        self.budget, self.costs, self.m = budget, costs, len(tables)
         self.cand_cost = costs.candidate_cost(words)
         self.cum = np.cumsum(expected_step_costs(tables, n, words, d + 2, costs))
         self.cap = random_knn_distance(n, d, k)
@@ -292,8 +292,9 @@ class _Budget:
         Rational rule: give up when what is still to come costs more than a scan (what is spent is
         spent). The steps still to come are those needed if the current k-th distance were final,
         capped one above what uniformly random codes would give (an early k-th distance is loose);
-        nothing is predicted until k candidates are known. A query that has spent twice a scan
-        anyway (the prediction failed: adversarial data) gives up too.
+        nothing is predicted before radius 1 (a k-th distance from part of the radius-0 round is
+        looser still: predicting from it sent clustered queries to the scan). A query
+        that has spent twice a scan anyway (the prediction failed: adversarial data) gives up too.
         """
         costs = self.costs
         now = per_query * self.cand_cost + costs.step / nactive
@@ -303,7 +304,7 @@ class _Budget:
         if (now.max() + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
                 and spent.max() <= 2 * self.budget):
             return np.zeros(A.size, dtype=bool)
-        kth = batch.kth[A]
+        kth = batch.kth[A] if step >= self.m else np.full(A.size, batch.sentinel)
         until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
         ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
         over = (ahead > self.budget) | (spent > 2 * self.budget)
