@@ -385,8 +385,9 @@ def test_named_synthetic_presets_and_listing():
     small = get_dataset("synthetic-small")
     assert (small.name, small.n, small.nq, small.dim, small.metric) == ("synthetic-small", 2000, 100, 128, "ip")
     rows = {row["name"]: row for row in list_datasets()}
-    assert {"synthetic", "synthetic-small", SHIPPED} <= set(rows)
+    assert {"synthetic", "synthetic-small", "synthetic-1m", SHIPPED} <= set(rows)
     assert rows["synthetic-small"]["n"] == 2000
+    assert (rows["synthetic-1m"]["n"], rows["synthetic-1m"]["dim"]) == (1_000_000, 128)  # listed, not generated
     assert set(rows[SHIPPED]) == {"name", "n", "nq", "dim", "metric", "description"}
     built = build_dataset("synthetic-small", k=10)
     assert built["gt_source"] == "computed" and Path(built["cache"]).is_file()

@@ -25,6 +25,9 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
   uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
   ``fallback="never"`` / ``"always"`` force one path. Range search makes the same choice once per
   call.
+- **Batches**: every search step is a round of numpy calls for all active queries, so a batch of
+  1,000 queries costs far less per query than one query alone (about 1 ms of overhead per search
+  call on the development box: at 1M codes a single query is slower than a flat scan).
 """
 
 from __future__ import annotations
