@@ -217,6 +217,26 @@ def test_occupancy_filter_either_way_is_exact(filtered, kind, monkeypatch):
     assert all(np.array_equal(t.occupied, t.buckets != 0) for t in index._tables)
 
 
+@pytest.mark.parametrize("chunk", [7, 300])
+def test_small_work_chunks_are_exact(chunk, monkeypatch):
+    """Probes and candidates split into many chunks (offsets past the cached arange) change nothing."""
+    import annbin.index._mih_search as search_module
+
+    rng = np.random.default_rng(12)
+    codes = make_codes("clustered", 4000, 64, rng)
+    q = make_queries(codes, "clustered", 40, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes)
+    expected = index.search(q, 10)
+    monkeypatch.setattr(search_module, "CANDIDATE_CHUNK", chunk)
+    monkeypatch.setattr(search_module, "LOOKUP_CHUNK", chunk)
+    monkeypatch.setattr(search_module, "_ARANGE", np.arange(chunk // 2, dtype=np.int64))
+    D, I = index.search(q, 10)
+    check_knn(D, I, codes, np.arange(4000), q, 10)
+    np.testing.assert_array_equal(D, expected[0])
+    check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
+
+
 # --- the pigeonhole schedule at its edges ----------------------------------------------------
 @pytest.mark.parametrize("d,m", [(16, 2), (24, 2), (24, 3), (64, 4), (64, 3), (8, 1), (24, 1)])
 def test_every_split_of_the_distance_is_found(d, m):

@@ -122,6 +122,7 @@ class _Batch:
         self.pending: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
 
     def pending_size(self) -> int:
+        """Candidates found and not merged yet."""
         return sum(part[0].size for part in self.pending)
 
     def flush(self) -> None:
@@ -189,7 +190,7 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cn
     total = int(per_query.sum())
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
     pos = np.repeat(base, cnt)
-    pos += _arange(offset + total)[offset:] if offset + total <= _ARANGE.size else np.arange(offset, offset + total)
+    pos += _arange(offset + total, start=offset)
     if table.shared:  # codes stored once, in insertion order
         pos = np.take(table.rows, pos, mode="clip")
     dtype = np.uint8 if nwords * 64 < 255 else np.uint16
@@ -216,9 +217,9 @@ _ARANGE = np.arange(1 << 17, dtype=np.int64)
 _ARANGE.setflags(write=False)
 
 
-def _arange(n: int) -> NDArray[np.int64]:
-    """``np.arange(n)`` (int64), read-only: a view of a cached array while ``n`` is small."""
-    return _ARANGE[:n] if n <= _ARANGE.size else np.arange(n, dtype=np.int64)
+def _arange(stop: int, start: int = 0) -> NDArray[np.int64]:
+    """``np.arange(start, stop)`` (int64), read-only: a view of a cached array while ``stop`` is small."""
+    return _ARANGE[start:stop] if stop <= _ARANGE.size else np.arange(start, stop, dtype=np.int64)
 
 
 def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
