@@ -170,7 +170,8 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) ->
     group_end = np.searchsorted(nonempty, np.arange(1, nq + 1) * nmasks)
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
     np.cumsum(cnt, out=ends[1:])
-    per_query = np.diff(ends[group_end], prepend=0)
+    per_query = ends[group_end]
+    per_query[1:] -= per_query[:-1].copy()
     packed >>= 32
     packed -= ends[:-1]  # bucket start minus where its candidates start in the concatenation
     return packed, cnt, per_query, group_end
