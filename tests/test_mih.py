@@ -400,6 +400,17 @@ def test_step_trace_accounts_for_the_work_and_follows_the_pigeonhole_order():
     assert all(s["seconds"] >= 0 for s in steps)
 
 
+def test_candidates_pending_when_every_query_stops_are_merged():
+    """Hypothesis found it: all queries stopped after a radius-0 step that merged nothing, and that
+    step's candidates (the nearest code of the last query) were dropped."""
+    codes = np.array([95, 130, 194, 217, 207, 235, 15, 163, 33, 215, 217, 130, 248, 189, 16, 69, 184, 232, 205,
+                      78, 169, 61, 125, 10, 29, 240, 66, 19, 182, 39, 59, 4, 59, 81, 222, 44, 120], dtype=np.uint8)[:, None]
+    q = np.array([78, 28, 125], dtype=np.uint8)[:, None]
+    index = MIHIndex(8, m=4, fallback="never")
+    index.add(codes)
+    check_knn(*index.search(q, 2), codes, np.arange(len(codes)), q, 2)
+
+
 def test_cost_model_predicts_nothing_during_the_radius_0_round():
     """A k-th distance merged from part of the radius-0 round is loose; predicting the remaining cost
     from it sent clustered queries to the scan. From radius 1 on, the same k-th distance counts."""

@@ -268,6 +268,9 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
             active = active[~guard.fallback[active]]
         active = active[batch.kth[active] > step + 1]  # unseen codes are >= step + 1 away: cannot beat kth
         step += 1
+    # a query may stop on a k-th distance that pending candidates would only lower (a radius-0 step
+    # that did not merge): stopping stays right, but those candidates must still be merged
+    batch.flush()
     if stats is not None:
         stats["lookups"] = stats.get("lookups", 0) + batch.lookups
         stats["candidates"] = stats.get("candidates", 0) + batch.candidates
