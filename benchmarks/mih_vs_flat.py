@@ -120,20 +120,18 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         # fresh queries every round; each method first searches its own warm-up set, so it is timed
         # in its steady state (its data in cache) rather than right after the other method's scan
         warm, q = [xq[2 * rep * args.nq :][: args.nq], *extra], xq[(2 * rep + 1) * args.nq :][: args.nq]
-        faiss.omp_set_num_threads(1)
-        for w in warm:
-            flat.search(w, args.k)
-        t, (D1, _) = timed(lambda: flat.search(q, args.k))
+
+        def warm_then_time(search, threads: int):  # type: ignore[no-untyped-def]
+            faiss.omp_set_num_threads(threads)
+            for w in warm:
+                search(w, args.k)
+            return timed(lambda: search(q, args.k))
+
+        t, (D1, _) = warm_then_time(flat.search, 1)
         t_flat1.append(t)
-        faiss.omp_set_num_threads(2)
-        for w in warm:
-            flat.search(w, args.k)
-        t, (D2, _) = timed(lambda: flat.search(q, args.k))
+        t, (D2, _) = warm_then_time(flat.search, 2)
         t_flat2.append(t)
-        faiss.omp_set_num_threads(1)
-        for w in warm:
-            mih.search(w, args.k)
-        t, (D, I) = timed(lambda: mih.search(q, args.k))
+        t, (D, I) = warm_then_time(mih.search, 1)  # its fallback scans are faiss, 1 thread too
         t_mih.append(t)
         stats.append(dict(mih.last_search_stats))
         for name, other in (("flat 1 thread", D1), ("flat 2 threads", D2)):

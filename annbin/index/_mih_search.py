@@ -309,9 +309,11 @@ class _Budget:
         if (now.max() + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
                 and spent.max() <= 2 * self.budget):
             return np.zeros(A.size, dtype=bool)
-        kth = batch.kth[A] if step >= self.m else np.full(A.size, batch.sentinel)
-        until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
-        ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
+        ahead = now
+        if step >= self.m:  # from radius 1 on: what the current k-th distance still needs
+            kth = batch.kth[A]
+            until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
+            ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
         over = (ahead > self.budget) | (spent > 2 * self.budget)
         self.fallback[A[over]] = True
         return over
