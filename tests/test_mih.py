@@ -195,7 +195,7 @@ def test_shared_code_copy_is_exact(d, monkeypatch):
     assert all(t.shared for t in index._tables)
     m = len(index._tables)
     # the shared copy is counted once: codes + ids + per table (buckets + rows) + one copy of the words
-    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + t.occupied.nbytes + 3000 * 4 for t in index._tables)
+    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + t.occupancy.nbytes + 3000 * 4 for t in index._tables)
     assert m > 1
 
 
@@ -214,7 +214,7 @@ def test_occupancy_filter_either_way_is_exact(filtered, kind, monkeypatch):
     check_knn(*index.search(q, 10), codes, np.arange(4000), q, 10)
     check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
     assert all(t.filtered == filtered for t in index._tables)
-    assert all(np.array_equal(t.occupied, t.buckets != 0) for t in index._tables)
+    assert all(np.array_equal(np.unpackbits(t.occupancy, bitorder="little")[: t.buckets.size], t.buckets != 0) for t in index._tables)
 
 
 @pytest.mark.parametrize("chunk", [7, 300])
@@ -510,8 +510,8 @@ def test_spec_strings_and_memory():
         sizes[m] = index.memory_bytes()
         tables = index._tables
         assert len(tables) == m
-        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * (8 + 1) + 5000 * (4 + 8) for t in tables)
-        assert sizes[m] == expected  # codes + ids + (buckets, occupancy, rows, words) per table
+        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * 8 + -(-(1 << t.length) // 8) + 5000 * (4 + 8) for t in tables)
+        assert sizes[m] == expected  # codes + ids + (buckets, occupancy bits, rows, words) per table
     assert sizes[3] > sizes[4] > sizes[8]  # 22-bit tables hold far more buckets than 8-bit ones
     assert MIHIndex(64).memory_bytes() == 0
 

@@ -13,9 +13,10 @@ with ``m = 2``.) Range search to radius ``R`` runs steps ``0..R``.
 
 All active queries of a batch advance together, one step at a time: their bucket keys for the step
 are one XOR of the query substrings with the precomputed popcount-``r`` masks, one random read per
-key into the table's bool occupancy array (8 times smaller than the buckets, so mostly cached)
-drops the empty buckets, which are most of them at radius >= 2, one read of the non-empty ones
-gives their start and size, ``np.repeat`` expands the non-empty buckets to candidate
+key into the table's occupancy bitmap (64 times smaller than the buckets, so it stays in L2 cache;
+the XOR is split into byte index and bit index, see ``occupancy_probes``) drops the empty
+buckets, which are most of them at radius >= 2, one read of the non-empty ones gives their start
+and size, ``np.repeat`` expands the non-empty buckets to candidate
 positions, and candidates are verified with ``np.bitwise_count`` on codes stored in the table's
 bucket order (contiguous reads). There is no per-query seen bitmap: a candidate is kept only if it
 beats its query's current k-th distance, and the kept ones are merged into the top-k, where a code
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index._mih_tables import MIHTable, popcount_masks
+from annbin.index._mih_tables import MIHTable, occupancy_probes, popcount_masks
 
 #: Most bucket probes made at once (bounds the size of temporaries).
 LOOKUP_CHUNK = 1 << 17
@@ -147,8 +148,10 @@ class _Batch:
         self.kth[aff] = best[:, k - 1] >> 32
 
 
-def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Probe the buckets ``sub[i] ^ masks`` of each query ``i`` (``sub`` int64 ``(nq,)``).
+def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r: int,
+           ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Probe the buckets ``sub[i] ^ masks`` of each query ``i`` (``sub`` int64 ``(nq,)``;
+    ``masks = popcount_masks(table.length, r)``).
 
     Returns the non-empty buckets only, grouped by query: ``base`` and size ``cnt`` (int64), and
     per query the number of candidates ``per_query`` and the end of its group in ``base`` /
@@ -158,11 +161,20 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64]) ->
     and an add expand the buckets; no second cumsum).
     """
     nq, nmasks = sub.size, masks.size
-    keys = (sub[:, None] ^ masks[None, :]).ravel()
-    if table.filtered:  # mostly empty buckets: test the (cached) occupancy flags first
-        nonempty = np.flatnonzero(np.take(table.occupied, keys, mode="clip"))
-        packed = np.take(table.buckets, np.take(keys, nonempty, mode="clip"), mode="clip")
+    if table.filtered:  # mostly empty buckets: test the (cached) occupancy bits first
+        mhi, lot = occupancy_probes(table.length, r)
+        hi = ((sub >> 3)[:, None] ^ mhi[None, :]).ravel()  # byte of the bit
+        lo = np.take(lot, sub & 7, axis=0).ravel()  # bit in the byte, uint8
+        bit = np.take(table.occupancy, hi, mode="clip")
+        np.right_shift(bit, lo, out=bit)
+        bit &= 1
+        nonempty = np.flatnonzero(bit.view(bool))
+        keys = np.take(hi, nonempty, mode="clip")
+        keys <<= 3
+        keys |= np.take(lo, nonempty, mode="clip")
+        packed = np.take(table.buckets, keys, mode="clip")
     else:
+        keys = (sub[:, None] ^ masks[None, :]).ravel()
         packed = np.take(table.buckets, keys, mode="clip")
         nonempty = np.flatnonzero(packed != 0)
         packed = np.take(packed, nonempty, mode="clip")
@@ -255,7 +267,7 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
         if masks.size:
             chunk = max(1, LOOKUP_CHUNK // masks.size)
             for a in range(0, active.size, chunk):
-                _step(batch, table, j, masks, active[a : a + chunk], step, guard, active.size)
+                _step(batch, table, j, r, masks, active[a : a + chunk], step, guard, active.size)
         # at radius 0 nothing is known yet and every candidate is kept: merge once the pending ones
         # could fill each active query's top-k, so later tables' candidates are filtered
         if r > 0 or j == m - 1 or batch.pending_size() >= k * active.size:
@@ -353,10 +365,10 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
                 yield q + a, dist, rows
 
 
-def _step(batch: _Batch, table: MIHTable, j: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
+def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
           guard: _Budget | None, nactive: int) -> None:
-    """Probe ``table`` (index ``j``) with ``masks`` for active queries ``A``; candidates go to ``batch.pending``."""
-    base, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks)
+    """Probe ``table`` (index ``j``) at radius ``r`` (``masks``) for active queries ``A``; candidates go to ``batch.pending``."""
+    base, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks, r)
     if guard is not None:
         over = guard.over(batch, A, step, masks.size, per_query, nactive)
         if over.any():
@@ -396,7 +408,7 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
         chunk = max(1, LOOKUP_CHUNK // masks.size)
         for a in range(0, active.size, chunk):
             A = active[a : a + chunk]
-            base, cnt, per_query, group_end = _probe(table, xs[A, j], masks)
+            base, cnt, per_query, group_end = _probe(table, xs[A, j], masks, r)
             if guarded:
                 now = per_query * costs.candidate_cost(words) + costs.step / active.size
                 spent[A] += masks.size * costs.lookup + now

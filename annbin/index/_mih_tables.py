@@ -32,7 +32,7 @@ COPY_WORDS_MAX_BYTES = 1 << 30
 #: enough to need more tables (384 bits and up at any N) have neighbours too far for MIH to beat a
 #: scan, so their searches mostly fall back and the copies would be memory spent for nothing.
 COPY_MAX_TABLES = 16
-#: Probes read a table's occupancy flags before its buckets only while at most this fraction of its
+#: Probes read a table's occupancy bits before its buckets only while at most this fraction of its
 #: buckets is non-empty (1M clustered 64-bit codes fill 12-22% of 21/22-bit tables, 10M fill 73-91%).
 FILTER_MAX_FILL = 0.5
 
@@ -123,16 +123,35 @@ def popcount_masks(length: int, r: int) -> NDArray[np.int64]:
     return masks
 
 
+@lru_cache(maxsize=64)
+def occupancy_probes(length: int, r: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """``popcount_masks(length, r)`` split for a lookup in a table's occupancy bitmap (read-only).
+
+    A key ``sub ^ mask`` is bit ``(sub ^ mask) & 7`` of byte ``(sub ^ mask) >> 3``, i.e. of byte
+    ``(sub >> 3) ^ (mask >> 3)``. Returns ``mask >> 3`` and, for each of the 8 values of
+    ``sub & 7``, the bit index of every mask: ``lo[sub & 7, i] = (sub & 7) ^ (mask_i & 7)``
+    (uint8 ``(8, nmasks)``), so a batch of probes needs no int64 pass beyond the byte index.
+    """
+    masks = popcount_masks(length, r)
+    hi = masks >> 3
+    lo = np.arange(8, dtype=np.uint8)[:, None] ^ (masks & 7).astype(np.uint8)[None, :]
+    hi.setflags(write=False)
+    lo.setflags(write=False)
+    return hi, lo
+
+
 @dataclass
 class MIHTable:
     """One substring's direct-address table (CSR).
 
     ``buckets``: int64 ``(2**length,)``, ``lo << 32 | count`` for a non-empty bucket (its codes are
-    positions ``lo .. lo + count - 1``) and 0 for an empty one; ``occupied``: bool ``(2**length,)``,
-    whether a bucket is non-empty: 8 times smaller than ``buckets``, so the probes (most of which
-    hit empty buckets at radius >= 2) read it first, from cache, and read ``buckets`` only where
-    it says there is something (``filtered``: only when at most ``FILTER_MAX_FILL`` of the buckets
-    are non-empty; in fuller tables most probes find something and the filter is a wasted read);
+    positions ``lo .. lo + count - 1``) and 0 for an empty one; ``occupancy``: uint8
+    ``(ceil(2**length / 8),)``, one bit per bucket (``np.packbits`` little bit order: bucket ``b``
+    is bit ``b & 7`` of byte ``b >> 3``), set if it is non-empty: 64 times smaller than
+    ``buckets`` (512 KiB for 22 bits: it stays in L2 cache), so the probes (most of which hit
+    empty buckets at radius >= 2) read it first and read ``buckets`` only where it says there is
+    something (``filtered``: only when at most ``FILTER_MAX_FILL`` of the buckets are non-empty;
+    in fuller tables most probes find something and the filter is a wasted read);
     ``rows``: int32 ``(n,)`` insertion-order positions sorted by substring value; ``words``: uint64
     ``(W, n)``, one contiguous array per 64-bit word: the codes in bucket order (``shared`` False),
     or the codes in insertion order shared by all tables, to be read at ``rows[position]``.
@@ -140,7 +159,7 @@ class MIHTable:
 
     length: int
     buckets: NDArray[np.int64]
-    occupied: NDArray[np.bool_]
+    occupancy: NDArray[np.uint8]
     rows: NDArray[np.int32]
     words: NDArray[np.uint64]
     shared: bool = False
@@ -149,7 +168,7 @@ class MIHTable:
     @property
     def nbytes(self) -> int:
         """Bytes this table holds (a shared ``words`` array is counted by its owner, not here)."""
-        return int(self.buckets.nbytes + self.occupied.nbytes + self.rows.nbytes + (0 if self.shared else self.words.nbytes))
+        return int(self.buckets.nbytes + self.occupancy.nbytes + self.rows.nbytes + (0 if self.shared else self.words.nbytes))
 
 
 def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64]) -> list[MIHTable]:
@@ -173,8 +192,9 @@ def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: ND
         occupied = counts != 0
         buckets[~occupied] = 0
         filtered = bool(np.count_nonzero(occupied) <= FILTER_MAX_FILL * occupied.size)
+        bits = np.packbits(occupied, bitorder="little")
         if shared is None:
-            tables.append(MIHTable(length, buckets, occupied, rows, np.ascontiguousarray(words[rows].T), filtered=filtered))
+            tables.append(MIHTable(length, buckets, bits, rows, np.ascontiguousarray(words[rows].T), filtered=filtered))
         else:
-            tables.append(MIHTable(length, buckets, occupied, rows, shared, shared=True, filtered=filtered))
+            tables.append(MIHTable(length, buckets, bits, rows, shared, shared=True, filtered=filtered))
     return tables

@@ -11,8 +11,8 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
   most 24 bits), re-chosen at every (re)build from the ntotal of that moment; ``effective_m``
   reports the value in use.
 - **Storage**: the codes live in a ``faiss.IndexBinaryFlat`` in insertion order (the brute-force
-  fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many bool
-  occupancy flags (read first by a probe: small enough to stay cached), int32 rows
+  fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
+  occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
   sorted by substring, and a copy of the codes as uint64 words in that order, so verifying a
   bucket reads contiguous memory. ``memory_bytes()`` counts all of it.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
