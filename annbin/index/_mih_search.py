@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -79,19 +80,26 @@ COSTS = CostModel()
 
 
 def expected_step_costs(tables: list[MIHTable], n: int, words: int, nsteps: int, costs: CostModel = COSTS) -> NDArray[np.float64]:
-    """Expected per-query cost of steps ``0..nsteps-1`` on uniformly filled buckets."""
-    m = len(tables)
+    """Expected per-query cost of steps ``0..nsteps-1`` on uniformly filled buckets (read-only)."""
+    return _expected_step_costs(tuple(t.length for t in tables), n, words, nsteps, costs)
+
+
+@lru_cache(maxsize=64)
+def _expected_step_costs(lengths: tuple[int, ...], n: int, words: int, nsteps: int, costs: CostModel) -> NDArray[np.float64]:
+    m = len(lengths)
     out = np.zeros(nsteps)
     cand = costs.candidate_cost(words)
     for s in range(nsteps):
         r, j = divmod(s, m)
-        length = tables[j].length
+        length = lengths[j]
         if r <= length:
             probes = math.comb(length, r)
             out[s] = probes * (costs.lookup + cand * n / 2.0**length)
+    out.setflags(write=False)
     return out
 
 
+@lru_cache(maxsize=64)
 def random_knn_distance(n: int, d: int, k: int) -> int:
     """The k-th nearest distance expected among ``n`` uniformly random ``d``-bit codes.
 
@@ -135,14 +143,14 @@ class _Batch:
         k, shift = self.k, self.shift
         touched = np.zeros(self.top.shape[0], dtype=bool)
         touched[q] = True
-        aff = np.flatnonzero(touched)
+        aff = touched.nonzero()[0]
         old = (aff[:, None] << shift) | self.top[aff]
         keys = np.concatenate([old.ravel(), (q << shift) | (dist << 32) | rows])
         keys.sort()
         keep = np.ones(keys.size, dtype=bool)
         keep[1:] = keys[1:] != keys[:-1]  # the same code found again (another table or radius)
         keys = keys[keep]
-        starts = np.searchsorted(keys, aff << shift)
+        starts = keys.searchsorted(aff << shift)
         best = keys[starts[:, None] + np.arange(k)] & ((1 << shift) - 1)
         self.top[aff] = best
         self.kth[aff] = best[:, k - 1] >> 32
@@ -164,24 +172,24 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r:
     if table.filtered:  # mostly empty buckets: test the (cached) occupancy bits first
         mhi, lot = occupancy_probes(table.length, r)
         hi = ((sub >> 3)[:, None] ^ mhi[None, :]).ravel()  # byte of the bit
-        lo = np.take(lot, sub & 7, axis=0).ravel()  # bit in the byte, uint8
-        bit = np.take(table.occupancy, hi, mode="clip")
+        lo = lot.take(sub & 7, axis=0).ravel()  # bit in the byte, uint8
+        bit = table.occupancy.take(hi, mode="clip")
         np.right_shift(bit, lo, out=bit)
         bit &= 1
-        nonempty = np.flatnonzero(bit.view(bool))
-        keys = np.take(hi, nonempty, mode="clip")
+        nonempty = bit.view(bool).nonzero()[0]
+        keys = hi.take(nonempty, mode="clip")
         keys <<= 3
-        keys |= np.take(lo, nonempty, mode="clip")
-        packed = np.take(table.buckets, keys, mode="clip")
+        keys |= lo.take(nonempty, mode="clip")
+        packed = table.buckets.take(keys, mode="clip")
     else:
         keys = (sub[:, None] ^ masks[None, :]).ravel()
-        packed = np.take(table.buckets, keys, mode="clip")
-        nonempty = np.flatnonzero(packed != 0)
-        packed = np.take(packed, nonempty, mode="clip")
+        packed = table.buckets.take(keys, mode="clip")
+        nonempty = (packed != 0).nonzero()[0]
+        packed = packed.take(nonempty, mode="clip")
     cnt = packed & 0xFFFFFFFF
-    group_end = np.searchsorted(nonempty, np.arange(1, nq + 1) * nmasks)
+    group_end = nonempty.searchsorted(_arange(nq + 1, start=1) * nmasks)
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
-    np.cumsum(cnt, out=ends[1:])
+    cnt.cumsum(out=ends[1:])
     per_query = ends[group_end]
     per_query[1:] -= per_query[:-1].copy()
     packed >>= 32
@@ -202,28 +210,28 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cn
     nq, nwords = xw.shape
     total = int(per_query.sum())
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
-    pos = np.repeat(base, cnt)
+    pos = base.repeat(cnt)
     pos += _arange(offset + total, start=offset)
     if table.shared:  # codes stored once, in insertion order
-        pos = np.take(table.rows, pos, mode="clip")
+        pos = table.rows.take(pos, mode="clip")
     dtype = np.uint8 if nwords * 64 < 255 else np.uint16
-    g = np.take(table.words[0], pos, mode="clip")
-    np.bitwise_xor(g, np.repeat(xw[:, 0], per_query), out=g)
+    g = table.words[0].take(pos, mode="clip")
+    np.bitwise_xor(g, xw[:, 0].repeat(per_query), out=g)
     dist = np.bitwise_count(g).astype(dtype, copy=False)
     for w in range(1, nwords):  # (dropping far candidates after each word measured slower)
-        np.take(table.words[w], pos, mode="clip", out=g)
-        np.bitwise_xor(g, np.repeat(xw[:, w], per_query), out=g)
+        table.words[w].take(pos, mode="clip", out=g)
+        np.bitwise_xor(g, xw[:, w].repeat(per_query), out=g)
         dist += np.bitwise_count(g)
     t0 = thr[0]
     if (thr == t0).all():  # one threshold for all (e.g. nothing known yet): a scalar comparison
-        hit = np.flatnonzero(dist < t0)
+        hit = (dist < t0).nonzero()[0]
     else:
-        hit = np.flatnonzero(dist < np.repeat(thr.astype(dtype), per_query))
+        hit = (dist < thr.astype(dtype).repeat(per_query)).nonzero()[0]
     if 32 * hit.size > dist.size:  # many hits (nothing known yet): tag every candidate with its query
-        q = np.repeat(_arange(nq), per_query)[hit]
+        q = _arange(nq).repeat(per_query).take(hit)
     else:  # few hits: find each one's query by binary search
-        q = np.searchsorted(np.cumsum(per_query), hit, side="right")
-    return q, dist[hit].astype(np.int64), _rows(table, pos[hit])
+        q = per_query.cumsum().searchsorted(hit, side="right")
+    return q, dist.take(hit).astype(np.int64), _rows(table, pos.take(hit))
 
 
 _ARANGE = np.arange(1 << 17, dtype=np.int64)
@@ -237,7 +245,7 @@ def _arange(stop: int, start: int = 0) -> NDArray[np.int64]:
 
 def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
     """Insertion-order rows of positions read by ``_verify`` (already rows for a shared table)."""
-    return pos.astype(np.int64) if table.shared else table.rows[pos].astype(np.int64)
+    return pos.astype(np.int64, copy=False) if table.shared else table.rows.take(pos).astype(np.int64)
 
 
 def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], k: int,
@@ -265,6 +273,8 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
         if steps is not None:
             started, work = time.perf_counter(), (batch.lookups, batch.candidates)
         if masks.size:
+            if guard is not None:
+                guard.start_step(masks.size, active.size)
             chunk = max(1, LOOKUP_CHUNK // masks.size)
             for a in range(0, active.size, chunk):
                 _step(batch, table, j, r, masks, active[a : a + chunk], step, guard, active.size)
@@ -299,12 +309,21 @@ class _Budget:
         self.cand_cost = costs.candidate_cost(words)
         self.cum = np.cumsum(expected_step_costs(tables, n, words, d + 2, costs))
         self.cap = random_knn_distance(n, d, k)
-        self.spent = np.zeros(nq)
+        # a query's cost so far is common + cand_cost * candidates[query]: every active query has
+        # made the same probes (all start at step 0 and run every step until they leave)
+        self.common = 0.0
+        self.candidates = np.zeros(nq)
         self.fallback = np.zeros(nq, dtype=bool)
 
-    def over(self, batch: _Batch, A: NDArray[np.int64], step: int, nmasks: int, per_query: NDArray[np.int64],
-             nactive: int) -> NDArray[np.bool_]:
-        """Flag (and return) the queries of ``A`` to give up, knowing this step's candidate counts.
+    def start_step(self, nmasks: int, nactive: int) -> None:
+        """Charge every active query for a step's probes (``nmasks`` each) and fixed overhead."""
+        self.common += nmasks * self.costs.lookup + self.costs.step / nactive
+
+    def over(self, batch: _Batch, A: NDArray[np.int64], step: int, per_query: NDArray[np.int64],
+             nactive: int) -> NDArray[np.bool_] | None:
+        """Flag (and return) the queries of ``A`` (some or all of the active ones) to give up,
+        knowing this step's candidate counts (``start_step`` charged its probes); None if there
+        are none (the usual case, decided from maxima alone).
 
         Rational rule: give up when what is still to come costs more than a scan (what is spent is
         spent). The steps still to come are those needed if the current k-th distance were final,
@@ -313,20 +332,23 @@ class _Budget:
         looser still: predicting from it sent clustered queries to the scan). A query
         that has spent twice a scan anyway (the prediction failed: adversarial data) gives up too.
         """
-        costs = self.costs
-        now = per_query * self.cand_cost + costs.step / nactive
-        spent = self.spent[A] + (nmasks * costs.lookup + now)
-        self.spent[A] = spent
+        costs, cand_cost = self.costs, self.cand_cost
+        seen = self.candidates[A]
+        seen += per_query
+        self.candidates[A] = seen
         # no query can be over if even the costliest prediction (k-th distance at the cap) is not
-        if (now.max() + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
-                and spent.max() <= 2 * self.budget):
-            return np.zeros(A.size, dtype=bool)
-        ahead = now
+        most = float(per_query.max()) * cand_cost + costs.step / nactive
+        if (most + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
+                and self.common + cand_cost * float(seen.max()) <= 2 * self.budget):
+            return None
+        ahead = per_query * cand_cost + costs.step / nactive
         if step >= self.m:  # from radius 1 on: what the current k-th distance still needs
             kth = batch.kth[A]
             until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
-            ahead = now + np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
-        over = (ahead > self.budget) | (spent > 2 * self.budget)
+            ahead += np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
+        over = (ahead > self.budget) | (self.common + cand_cost * seen > 2 * self.budget)
+        if not over.any():
+            return None
         self.fallback[A[over]] = True
         return over
 
@@ -348,7 +370,7 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
     """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
     exceed it); yields (query index, distance, row) per group, query indices into ``xw``."""
     nq = xw.shape[0]
-    before = np.cumsum(per_query)  # candidates of queries 0..i
+    before = per_query.cumsum()  # candidates of queries 0..i
     total = int(before[-1])
     cuts = [0]
     if total > CANDIDATE_CHUNK:
@@ -370,8 +392,8 @@ def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int6
     """Probe ``table`` (index ``j``) at radius ``r`` (``masks``) for active queries ``A``; candidates go to ``batch.pending``."""
     base, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks, r)
     if guard is not None:
-        over = guard.over(batch, A, step, masks.size, per_query, nactive)
-        if over.any():
+        over = guard.over(batch, A, step, per_query, nactive)
+        if over is not None:
             base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
     batch.lookups += A.size * masks.size
     batch.candidates += int(per_query.sum())
