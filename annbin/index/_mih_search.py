@@ -115,7 +115,11 @@ def random_knn_distance(n: int, d: int, k: int) -> int:
 
 
 class _Batch:
-    """State of one batch of queries: top-k as packed int64 keys ``dist << 32 | row``."""
+    """State of one batch of queries: top-k as packed int64 keys ``query << shift | dist << 32 | row``.
+
+    The query index in the high bits makes the keys of one query a contiguous, sorted run once all
+    keys are sorted together (the merge is one sort), and a code found twice an exact duplicate key.
+    """
 
     def __init__(self, xw: NDArray[np.uint64], xs: NDArray[np.int64], k: int, d: int) -> None:
         nq = xw.shape[0]
@@ -124,36 +128,46 @@ class _Batch:
         self.shift = 32 + (d + 1).bit_length()
         if self.shift + max(nq, 1).bit_length() > 63:
             raise ValueError(f"query batch of {nq} too large for d={d}")
-        self.top = np.empty((nq, k), dtype=np.int64)
-        self.top[:] = (self.sentinel << 32) | np.arange(k, dtype=np.int64)
+        self.dist_mask = (1 << (d + 1).bit_length()) - 1
+        self.top = (np.arange(nq, dtype=np.int64)[:, None] << self.shift) | (self.sentinel << 32) | np.arange(k, dtype=np.int64)
         self.kth = np.full(nq, self.sentinel, dtype=np.int64)
         self.lookups = self.candidates = 0  # work counters, for benchmarks
-        self.pending: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
+        self.pending: list[NDArray[np.int64]] = []  # keys of candidates not merged yet
+
+    def add(self, q: NDArray[np.int64], dist: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
+        """Queue candidates (each beats its query's k-th distance) for the next merge; ``dist`` is consumed."""
+        keys = q << self.shift
+        dist <<= 32
+        keys |= dist
+        keys |= rows
+        self.pending.append(keys)
 
     def pending_size(self) -> int:
         """Candidates found and not merged yet."""
-        return sum(part[0].size for part in self.pending)
+        return sum(part.size for part in self.pending)
 
     def flush(self) -> None:
-        """Merge the pending candidates (each beat its query's k-th distance when found) into the top-k."""
+        """Merge the pending candidates into the top-k."""
         if not self.pending:
             return
-        q, dist, rows = (np.concatenate(parts) for parts in zip(*self.pending))
+        new = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         self.pending = []
         k, shift = self.k, self.shift
         touched = np.zeros(self.top.shape[0], dtype=bool)
-        touched[q] = True
+        touched[new >> shift] = True
         aff = touched.nonzero()[0]
-        old = (aff[:, None] << shift) | self.top[aff]
-        keys = np.concatenate([old.ravel(), (q << shift) | (dist << 32) | rows])
+        keys = np.concatenate([self.top.take(aff, axis=0).ravel(), new])
         keys.sort()
         keep = np.ones(keys.size, dtype=bool)
-        keep[1:] = keys[1:] != keys[:-1]  # the same code found again (another table or radius)
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])  # the same code found again (another table or radius)
         keys = keys[keep]
-        starts = keys.searchsorted(aff << shift)
-        best = keys[starts[:, None] + np.arange(k)] & ((1 << shift) - 1)
+        best = keys.take(keys.searchsorted(aff << shift)[:, None] + _arange(k))
         self.top[aff] = best
-        self.kth[aff] = best[:, k - 1] >> 32
+        self.kth[aff] = (best[:, k - 1] >> 32) & self.dist_mask
+
+    def result(self) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Distances (int32) and rows of the top-k, ``(nq, k)`` each, in no particular order."""
+        return ((self.top >> 32) & self.dist_mask).astype(np.int32), self.top & 0xFFFFFFFF
 
 
 def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r: int,
@@ -296,9 +310,8 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
     if stats is not None:
         stats["lookups"] = stats.get("lookups", 0) + batch.lookups
         stats["candidates"] = stats.get("candidates", 0) + batch.candidates
-    top = batch.top
     fallback = guard.fallback if guard is not None else np.zeros(nq, dtype=bool)
-    return (top >> 32).astype(np.int32), top & 0xFFFFFFFF, fallback
+    return (*batch.result(), fallback)
 
 
 class _Budget:
@@ -398,7 +411,7 @@ def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int6
     batch.lookups += A.size * masks.size
     batch.candidates += int(per_query.sum())
     for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, batch.kth[A]):
-        batch.pending.append((A[q], dist, rows))
+        batch.add(A.take(q), dist, rows)
 
 
 def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], radius: int,
