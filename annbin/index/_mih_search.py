@@ -133,6 +133,7 @@ class _Batch:
         self.kth = np.full(nq, self.sentinel, dtype=np.int64)
         self.lookups = self.candidates = 0  # work counters, for benchmarks
         self.pending: list[NDArray[np.int64]] = []  # keys of candidates not merged yet
+        self.merged = False  # whether any k-th distance is below the sentinel yet
 
     def add(self, q: NDArray[np.int64], dist: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
         """Queue candidates (each beats its query's k-th distance) for the next merge; ``dist`` is consumed."""
@@ -152,6 +153,7 @@ class _Batch:
             return
         new = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         self.pending = []
+        self.merged = True
         k, shift = self.k, self.shift
         touched = np.zeros(self.top.shape[0], dtype=bool)
         touched[new >> shift] = True
@@ -201,28 +203,29 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r:
         nonempty = (packed != 0).nonzero()[0]
         packed = packed.take(nonempty, mode="clip")
     cnt = packed & 0xFFFFFFFF
-    group_end = nonempty.searchsorted(_arange(nq + 1, start=1) * nmasks)
+    bounds = nonempty.searchsorted(_arange(nq + 1) * nmasks)  # each query's buckets: bounds[i]..bounds[i + 1]
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
     cnt.cumsum(out=ends[1:])
-    per_query = ends[group_end]
-    per_query[1:] -= per_query[:-1].copy()
+    at = ends.take(bounds)
+    per_query = at[1:] - at[:-1]
+    group_end = bounds[1:]
     packed >>= 32
     packed -= ends[:-1]  # bucket start minus where its candidates start in the concatenation
     return packed, cnt, per_query, group_end
 
 
 def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
-            per_query: NDArray[np.int64], thr: NDArray[np.int64], offset: int,
+            per_query: NDArray[np.int64], thr: NDArray[np.int64] | int, offset: int, total: int,
             ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Verify non-empty buckets probed for queries ``xw`` ``(nq, W)``: ``cnt`` candidates each,
     the ``i``-th candidate of the concatenation at position ``base[bucket] + offset + i``
     (``_probe``'s ``base``, sliced: ``offset`` candidates come before the slice).
 
-    The buckets are grouped by query, ``per_query`` candidates each. Returns (query index,
-    distance, row) of the candidates whose distance is ``< thr[query]``.
+    The buckets are grouped by query, ``per_query`` candidates each (``total`` in all). Returns
+    (query index, distance, row) of the candidates whose distance is ``< thr[query]`` (or ``< thr``,
+    one threshold for all).
     """
     nq, nwords = xw.shape
-    total = int(per_query.sum())
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
     pos = base.repeat(cnt)
     pos += _arange(offset + total, start=offset)
@@ -236,9 +239,8 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cn
         table.words[w].take(pos, mode="clip", out=g)
         np.bitwise_xor(g, xw[:, w].repeat(per_query), out=g)
         dist += np.bitwise_count(g)
-    t0 = thr[0]
-    if (thr == t0).all():  # one threshold for all (e.g. nothing known yet): a scalar comparison
-        hit = (dist < t0).nonzero()[0]
+    if not isinstance(thr, np.ndarray):
+        hit = (dist < thr).nonzero()[0]
     else:
         hit = (dist < thr.astype(dtype).repeat(per_query)).nonzero()[0]
     if 32 * hit.size > dist.size:  # many hits (nothing known yet): tag every candidate with its query
@@ -300,7 +302,7 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
             steps.append({"step": step, "radius": r, "table": j, "active": int(active.size),
                           "lookups": batch.lookups - work[0], "candidates": batch.candidates - work[1],
                           "seconds": time.perf_counter() - started})
-        if guard is not None:
+        if guard is not None and guard.dropped:
             active = active[~guard.fallback[active]]
         active = active[batch.kth[active] > step + 1]  # unseen codes are >= step + 1 away: cannot beat kth
         step += 1
@@ -325,12 +327,14 @@ class _Budget:
         # a query's cost so far is common + cand_cost * candidates[query]: every active query has
         # made the same probes (all start at step 0 and run every step until they leave)
         self.common = 0.0
+        self.dropped = False  # whether this step gave up on any query
         self.candidates = np.zeros(nq)
         self.fallback = np.zeros(nq, dtype=bool)
 
     def start_step(self, nmasks: int, nactive: int) -> None:
         """Charge every active query for a step's probes (``nmasks`` each) and fixed overhead."""
         self.common += nmasks * self.costs.lookup + self.costs.step / nactive
+        self.dropped = False
 
     def over(self, batch: _Batch, A: NDArray[np.int64], step: int, per_query: NDArray[np.int64],
              nactive: int) -> NDArray[np.bool_] | None:
@@ -349,10 +353,12 @@ class _Budget:
         seen = self.candidates[A]
         seen += per_query
         self.candidates[A] = seen
-        # no query can be over if even the costliest prediction (k-th distance at the cap) is not
+        # no query can be over if the costliest step and the costliest prediction together are not
         most = float(per_query.max()) * cand_cost + costs.step / nactive
-        if (most + max(self.cum[min(self.cap, self.cum.size - 1)] - self.cum[step], 0.0) <= self.budget
-                and self.common + cand_cost * float(seen.max()) <= 2 * self.budget):
+        if step >= self.m:
+            until = min(int(batch.kth.take(A).max()), self.cap + 1) - 1
+            most += max(self.cum[min(until, self.cum.size - 1)] - self.cum[step], 0.0)
+        if most <= self.budget and self.common + cand_cost * float(seen.max()) <= 2 * self.budget:
             return None
         ahead = per_query * cand_cost + costs.step / nactive
         if step >= self.m:  # from radius 1 on: what the current k-th distance still needs
@@ -363,6 +369,7 @@ class _Budget:
         if not over.any():
             return None
         self.fallback[A[over]] = True
+        self.dropped = True
         return over
 
 
@@ -378,7 +385,7 @@ def _drop(over: NDArray[np.bool_], base: NDArray[np.int64], cnt: NDArray[np.int6
 
 
 def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
-                per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64],
+                per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64] | int,
                 ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
     """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
     exceed it); yields (query index, distance, row) per group, query indices into ``xw``."""
@@ -395,7 +402,9 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
         e1 = int(group_end[b - 1])
         if e1 > e0:
             offset = int(before[a - 1]) if a else 0
-            q, dist, rows = _verify(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], thr[a:b], offset)
+            part = thr[a:b] if isinstance(thr, np.ndarray) else thr
+            q, dist, rows = _verify(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], part, offset,
+                                    int(before[b - 1]) - offset)
             if q.size:
                 yield q + a, dist, rows
 
@@ -410,7 +419,8 @@ def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int6
             base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
     batch.lookups += A.size * masks.size
     batch.candidates += int(per_query.sum())
-    for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, batch.kth[A]):
+    thr = batch.kth.take(A) if batch.merged else batch.sentinel  # nothing merged yet: every k-th distance is the sentinel
+    for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, thr):
         batch.add(A.take(q), dist, rows)
 
 
@@ -426,7 +436,6 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
     """
     nq, words = xw.shape
     m = len(tables)
-    thr = np.full(nq, radius + 1, dtype=np.int64)
     fallback = np.zeros(nq, dtype=bool)
     guarded = budget < math.inf
     if guarded:
@@ -452,7 +461,7 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
                 if over.any():
                     fallback[A[over]] = True
                     base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
-            for q, dist, rows in _verify_all(table, xw[A], base, cnt, per_query, group_end, thr[A]):
+            for q, dist, rows in _verify_all(table, xw[A], base, cnt, per_query, group_end, int(radius) + 1):
                 found_q.append(A[q])
                 found_d.append(dist)
                 found_r.append(rows)
