@@ -17,6 +17,7 @@ from annbin.index._mih_tables import (
     MAX_SUBSTRING_BITS,
     default_m,
     extract_substrings,
+    occupancy_probes,
     popcount_masks,
     substring_layout,
 )
@@ -538,6 +539,19 @@ def test_popcount_masks(length):
         assert masks.size == math.comb(length, r) == np.unique(masks).size
         assert (np.bitwise_count(masks) == r).all() and (masks < (1 << length)).all()
     assert popcount_masks(length, length + 1).size == 0
+
+
+@pytest.mark.parametrize("length", [2, 3, 9, 21])
+def test_occupancy_probes_split_each_key_into_byte_and_bit(length):
+    """``sub ^ mask`` is bit ``lo[sub & 7, i]`` of byte ``(sub >> 3) ^ hi[i]``, for every mask."""
+    rng = np.random.default_rng(length)
+    subs = rng.integers(0, 1 << length, 40)
+    for r in range(0, min(length, 3) + 1):
+        masks = popcount_masks(length, r)
+        hi, lo = occupancy_probes(length, r)
+        assert lo.shape == (8, masks.size) and lo.dtype == np.uint8
+        keys = subs[:, None] ^ masks[None, :]
+        assert np.array_equal(((subs >> 3)[:, None] ^ hi[None, :]) << 3 | lo[subs & 7], keys)
 
 
 @pytest.mark.parametrize("d,m", [(8, 1), (24, 5), (64, 3), (72, 7), (1024, 43)])
