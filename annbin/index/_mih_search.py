@@ -331,6 +331,12 @@ class _Budget:
         self.candidates = np.zeros(nq)
         self.fallback = np.zeros(nq, dtype=bool)
 
+    def _to_come(self, kth: NDArray[np.int64] | np.int64, step: int) -> NDArray[np.float64]:
+        """Expected cost of the steps after ``step`` that a k-th distance ``kth`` still needs
+        (capped one above the random-code k-th distance)."""
+        until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
+        return np.maximum(self.cum[until] - self.cum[step], 0.0)
+
     def start_step(self, nmasks: int, nactive: int) -> None:
         """Charge every active query for a step's probes (``nmasks`` each) and fixed overhead."""
         self.common += nmasks * self.costs.lookup + self.costs.step / nactive
@@ -353,18 +359,16 @@ class _Budget:
         seen = self.candidates[A]
         seen += per_query
         self.candidates[A] = seen
+        kth = batch.kth.take(A) if step >= self.m else None  # predictions start at radius 1
         # no query can be over if the costliest step and the costliest prediction together are not
         most = float(per_query.max()) * cand_cost + costs.step / nactive
-        if step >= self.m:
-            until = min(int(batch.kth.take(A).max()), self.cap + 1) - 1
-            most += max(self.cum[min(until, self.cum.size - 1)] - self.cum[step], 0.0)
+        if kth is not None:
+            most += float(self._to_come(kth.max(), step))
         if most <= self.budget and self.common + cand_cost * float(seen.max()) <= 2 * self.budget:
             return None
         ahead = per_query * cand_cost + costs.step / nactive
-        if step >= self.m:  # from radius 1 on: what the current k-th distance still needs
-            kth = batch.kth[A]
-            until = np.minimum(np.minimum(kth, self.cap + 1) - 1, self.cum.size - 1)
-            ahead += np.where(kth < batch.sentinel, np.maximum(self.cum[until] - self.cum[step], 0.0), 0.0)
+        if kth is not None:  # what the current k-th distance still needs (nothing while it is unknown)
+            ahead += np.where(kth < batch.sentinel, self._to_come(kth, step), 0.0)
         over = (ahead > self.budget) | (self.common + cand_cost * seen > 2 * self.budget)
         if not over.any():
             return None
