@@ -10,10 +10,14 @@ the other one evicted its data from the cache (MIH's tables are random access: r
 scan of 10M codes MIH runs at half speed; after one warm-up set it was still ~5% slower than when it
 runs alone, after three within ~1%).
 
-Data: ``64:1M`` is clustered 64-bit codes, 1M of them: cluster centres drawn uniformly, each code
-a centre with every bit flipped independently with probability ``flip`` (per code length, chosen so
-the 10th neighbour sits near 10% of the bits; see ``DEFAULT_FLIP``), ``--cluster-size`` codes per
-centre; queries are fresh codes drawn the same way. ``rand64:1M`` is uniformly random codes.
+Data: ``64:1M`` is clustered 64-bit codes, 1M of them: ``--centres`` cluster centres (1,000) drawn
+uniformly, each code a random centre with every bit flipped independently with probability ``flip``
+(per code length, chosen so the 10th neighbour sits near 10% of the bits at 1M; see
+``DEFAULT_FLIP``); queries are fresh codes drawn the same way. ``rand64:1M`` is uniformly random codes.
+The mixture does not depend on N: ``64:10M`` draws ten times as many codes from the same
+distribution as ``64:1M``, so its neighbours are nearer, as in a larger sample of real data (and as in
+the paper's experiments, which search growing subsets of one dataset). ``--cluster-size C`` instead
+makes N / C centres, so neighbours stay as far at every N (more, equally sparse clusters).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_vs_flat.py --configs 64:1M,rand64:1M --repeats 3
 
@@ -79,12 +83,12 @@ def parse_configs(text: str) -> list[Config]:
     return out
 
 
-def make_data(cfg: Config, nq: int, flip: float, cluster_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_data(cfg: Config, nq: int, flip: float, ncentres: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Database ``(n, d // 8)`` and queries ``(nq, d // 8)`` uint8 codes, seeded by config."""
     rng = np.random.default_rng([seed, cfg.d, cfg.n, cfg.kind == "uniform"])
     if cfg.kind == "uniform":
         return rng.integers(0, 256, (cfg.n, cfg.d // 8), dtype=np.uint8), rng.integers(0, 256, (nq, cfg.d // 8), dtype=np.uint8)
-    centres = rng.integers(0, 2, (max(1, cfg.n // cluster_size), cfg.d), dtype=np.uint8)
+    centres = rng.integers(0, 2, (max(1, ncentres), cfg.d), dtype=np.uint8)
 
     def draw(count: int) -> np.ndarray:
         out = np.empty((count, cfg.d // 8), dtype=np.uint8)
@@ -98,6 +102,11 @@ def make_data(cfg: Config, nq: int, flip: float, cluster_size: int, seed: int) -
     return draw(cfg.n), draw(nq)
 
 
+def centres(cfg: Config, args: argparse.Namespace) -> int:
+    """Cluster centres for ``cfg``: ``--centres``, or N / ``--cluster-size`` if that is given."""
+    return cfg.n // args.cluster_size if args.cluster_size else args.centres
+
+
 def timed(fn):  # type: ignore[no-untyped-def]
     t = time.perf_counter()
     out = fn()
@@ -106,7 +115,7 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 def run_config(cfg: Config, args: argparse.Namespace) -> dict:
     flip = args.flip.get(cfg.d, 0.08)
-    xb, xq = make_data(cfg, args.nq * (2 * args.repeats + args.warmup - 1), flip, args.cluster_size, args.seed)
+    xb, xq = make_data(cfg, args.nq * (2 * args.repeats + args.warmup - 1), flip, centres(cfg, args), args.seed)
     extra = [xq[(2 * args.repeats + w) * args.nq :][: args.nq] for w in range(args.warmup - 1)]
     flat = faiss.IndexBinaryFlat(cfg.d)
     flat.add(xb)
@@ -150,7 +159,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         mih.record_steps = False
     kth = D_ref[:, args.k - 1] / cfg.d * 100
     row = {
-        "config": cfg, "flip": flip if cfg.kind == "clustered" else None, "m": mih.effective_m,
+        "config": cfg, "flip": flip if cfg.kind == "clustered" else None, "centres": centres(cfg, args), "m": mih.effective_m,
         "kth_pct": np.percentile(kth, [10, 50, 90]),
         "mih_qps": args.nq / statistics.median(t_mih), "flat1_qps": args.nq / statistics.median(t_flat1),
         "flat2_qps": args.nq / statistics.median(t_flat2),
@@ -175,7 +184,7 @@ def table(rows: list[dict], k: int) -> str:
         cfg = r["config"]
         target = TARGETS.get((cfg.kind, cfg.d, cfg.n))
         met = "" if target is None else f">= {target} {'met' if r['ratio'] >= target else 'NOT met'}"
-        codes = f"{cfg.d}-bit uniform" if cfg.kind == "uniform" else f"{cfg.d}-bit clustered (flip {r['flip']})"
+        codes = f"{cfg.d}-bit uniform" if cfg.kind == "uniform" else f"{cfg.d}-bit clustered ({r['centres']:,} centres, flip {r['flip']})"
         lines.append(
             f"| {codes} | {_count(cfg.n)} | {k} | {' / '.join(f'{p:.1f}' for p in r['kth_pct'])} | {r['m']} "
             f"| {r['mih_qps']:,.0f} | {r['flat1_qps']:,.0f} | {r['flat2_qps']:,.0f} "
@@ -201,6 +210,13 @@ def steps_table(row: dict, nq: int) -> str:
         lines.append(f"| {s} | {m['radius']} | {m['table']} | {m['active']:,} | {m['lookups']:,} | {m['candidates']:,} "
                      f"| {m['seconds'] * 1e3:.2f} | {m['seconds'] / total:.0%} |")
     return "\n".join(lines)
+
+
+def cluster_text(args: argparse.Namespace) -> str:
+    if args.cluster_size:
+        return f"{args.cluster_size:,} codes per centre (N / {args.cluster_size:,} centres: neighbours as far at every N)"
+    return (f"{args.centres:,} centres at every N (a larger N samples the same mixture more densely: "
+            "nearer neighbours)")
 
 
 def machine() -> str:
@@ -234,7 +250,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="untimed query sets each method answers before its timed one, every round (default 3)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cluster-size", type=int, default=1000, help="codes per cluster centre")
+    parser.add_argument("--centres", type=int, default=1000,
+                        help="cluster centres, the same at every N (a larger N samples the same mixture more densely)")
+    parser.add_argument("--cluster-size", type=int, default=0,
+                        help="codes per centre instead (N / C centres: neighbours as far at every N)")
     parser.add_argument("--flip", default="", help="override flip rates, e.g. 64=0.09,128=0.08")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     parser.add_argument("--steps", action="store_true", help="also trace one search per config and print where its time goes, step by step")
@@ -271,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Single-thread exact search, k={args.k}, {args.nq} fresh queries per round, medians of {args.repeats} rounds, each "
         f"method timed after {args.warmup} untimed warm-up set(s) of its own; MIH distances equal faiss-flat's for every query in every "
         "round (checked). Clustered codes: centres uniform, each code flips each bit "
-        f"of its centre with probability `flip`, {args.cluster_size} codes per centre, queries drawn the same way; "
+        f"of its centre with probability `flip`, {cluster_text(args)}, queries drawn the same way; "
         "uniform: random bytes. Lookups / candidates: bucket probes and codes verified per query; fallback: queries "
         "the cost model sent to a flat scan. MIH bytes: `memory_bytes()` (codes, ids, tables); build: add + build. "
         "MIH's cost grows steeply with the k-th distance (each extra step of substring radius multiplies the buckets "
