@@ -238,6 +238,42 @@ def test_small_work_chunks_are_exact(chunk, monkeypatch):
     check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
 
 
+def test_cap_keeps_exactly_the_hits_within_each_querys_kth():
+    """A step's hits are cut at each query's k-th nearest hit, ties at that distance kept."""
+    from annbin.index._mih_search import _cap
+
+    rng = np.random.default_rng(13)
+    nq, k, sentinel = 50, 5, 65
+    q = np.sort(rng.integers(0, nq, 2000))
+    dist = rng.integers(0, sentinel, q.size)
+    rows = rng.permutation(q.size).astype(np.int64)
+    kq, kd, kr = _cap(q, dist, rows, k, nq, sentinel)
+    for i in range(nq):
+        mine = dist[q == i]
+        bound = np.sort(mine)[k - 1] if mine.size >= k else sentinel
+        expected = set(rows[(q == i) & (dist <= bound)].tolist())
+        assert set(kr[kq == i].tolist()) == expected
+        assert (kd[kq == i] <= bound).all()
+
+
+@pytest.mark.parametrize("kind", ["equal", "duplicates", "clustered"])
+def test_capped_dense_steps_are_exact(kind, monkeypatch):
+    """Buckets holding many codes a query (ties everywhere) make the cap fire; results stay exact."""
+    import annbin.index._mih_search as search_module
+
+    calls = []
+    real = search_module._cap
+    monkeypatch.setattr(search_module, "_cap", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(search_module, "CAP_MIN_HITS", 1)
+    rng = np.random.default_rng(14)
+    codes = make_codes(kind, 3000, 64, rng)
+    q = make_queries(codes, kind, 30, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes)
+    check_knn(*index.search(q, 10), codes, np.arange(3000), q, 10)
+    assert calls
+
+
 # --- the pigeonhole schedule at its edges ----------------------------------------------------
 @pytest.mark.parametrize("d,m", [(16, 2), (24, 2), (24, 3), (64, 4), (64, 3), (8, 1), (24, 1)])
 def test_every_split_of_the_distance_is_found(d, m):

@@ -21,6 +21,9 @@ positions, and candidates are verified with ``np.bitwise_count`` on codes stored
 bucket order (contiguous reads). There is no per-query seen bitmap: a candidate is kept only if it
 beats its query's current k-th distance, and the kept ones are merged into the top-k, where a code
 found twice (from two tables, or already in the top-k) is dropped as an exact duplicate key.
+Where a step finds many more hits than ``k`` per query (large buckets in dense clusters, at radius
+0 where no k-th distance filters them yet), a per-query distance histogram first cuts them at the
+query's k-th nearest hit of that step (``_cap``), so the merge sorts far fewer keys.
 
 Cost model (``_Budget``): each step's cost is known exactly once its buckets are read; the steps a
 query still needs are priced on uniformly filled buckets up to its current k-th distance (capped
@@ -46,6 +49,9 @@ from annbin.index._mih_tables import MIHTable, occupancy_probes, popcount_masks
 LOOKUP_CHUNK = 1 << 17
 #: Most candidates verified at once: temporaries stay cache-sized and off fresh mmap'd pages.
 CANDIDATE_CHUNK = 1 << 17
+#: A step's hits are cut at each query's k-th nearest hit of the step (``_cap``) when there are more
+#: than this many per query and k (dense buckets); fewer hits are cheaper to sort as they are.
+CAP_MIN_HITS = 4
 
 
 @dataclass(frozen=True)
@@ -425,7 +431,26 @@ def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int6
     batch.candidates += int(per_query.sum())
     thr = batch.kth.take(A) if batch.merged else batch.sentinel  # nothing merged yet: every k-th distance is the sentinel
     for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, thr):
+        if q.size > CAP_MIN_HITS * batch.k * A.size:
+            q, dist, rows = _cap(q, dist, rows, batch.k, A.size, batch.sentinel)
         batch.add(A.take(q), dist, rows)
+
+
+def _cap(q: NDArray[np.int64], dist: NDArray[np.int64], rows: NDArray[np.int64], k: int, nq: int, sentinel: int,
+         ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Drop the hits of one step that lie beyond their query's k-th nearest hit of that step.
+
+    One step reads each code at most once per query (a code sits in one bucket of the table, and
+    a query's buckets at one radius are distinct), so a query's ``k`` nearest hits of the step are
+    ``k`` distinct codes: nothing farther can make its top-k. A distance histogram per query (no
+    sort) finds that k-th distance; it keeps the merge's sort small when buckets are large (dense
+    clusters, radius 0, where nothing filters the hits yet).
+    """
+    width = sentinel + 1
+    cum = np.bincount(q * width + dist, minlength=nq * width).reshape(nq, width).cumsum(axis=1)
+    kth = (cum < k).sum(axis=1)  # smallest distance with k hits at or below it (sentinel + 1: fewer than k hits)
+    keep = (dist <= kth.take(q)).nonzero()[0]
+    return q.take(keep), dist.take(keep), rows.take(keep)
 
 
 def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], radius: int,
