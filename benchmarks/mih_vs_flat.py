@@ -102,7 +102,7 @@ def make_data(cfg: Config, nq: int, flip: float, ncentres: int, seed: int) -> tu
     return draw(cfg.n), draw(nq)
 
 
-def centres(cfg: Config, args: argparse.Namespace) -> int:
+def n_centres(cfg: Config, args: argparse.Namespace) -> int:
     """Cluster centres for ``cfg``: ``--centres``, or N / ``--cluster-size`` if that is given."""
     return cfg.n // args.cluster_size if args.cluster_size else args.centres
 
@@ -115,7 +115,7 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 def run_config(cfg: Config, args: argparse.Namespace) -> dict:
     flip = args.flip.get(cfg.d, 0.08)
-    xb, xq = make_data(cfg, args.nq * (2 * args.repeats + args.warmup - 1), flip, centres(cfg, args), args.seed)
+    xb, xq = make_data(cfg, args.nq * (2 * args.repeats + args.warmup - 1), flip, n_centres(cfg, args), args.seed)
     extra = [xq[(2 * args.repeats + w) * args.nq :][: args.nq] for w in range(args.warmup - 1)]
     flat = faiss.IndexBinaryFlat(cfg.d)
     flat.add(xb)
@@ -159,7 +159,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         mih.record_steps = False
     kth = D_ref[:, args.k - 1] / cfg.d * 100
     row = {
-        "config": cfg, "flip": flip if cfg.kind == "clustered" else None, "centres": centres(cfg, args), "m": mih.effective_m,
+        "config": cfg, "flip": flip if cfg.kind == "clustered" else None, "centres": n_centres(cfg, args), "m": mih.effective_m,
         "kth_pct": np.percentile(kth, [10, 50, 90]),
         "mih_qps": args.nq / statistics.median(t_mih), "flat1_qps": args.nq / statistics.median(t_flat1),
         "flat2_qps": args.nq / statistics.median(t_flat2),

@@ -57,6 +57,16 @@ def make_queries(codes: np.ndarray, kind: str, nq: int, d: int, rng: np.random.G
     return np.where((choice == 0)[:, None], picked, np.where((choice == 1)[:, None], picked ^ flip, fresh)).astype(np.uint8)
 
 
+def mih_problem(kind: str, n: int, nq: int, seed: int) -> tuple[np.ndarray, np.ndarray, MIHIndex]:
+    """Codes and queries of one kind in a 64-bit, m=4 index that never falls back to the scan."""
+    rng = np.random.default_rng(seed)
+    codes = make_codes(kind, n, 64, rng)
+    q = make_queries(codes, kind, nq, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes)
+    return codes, q, index
+
+
 def hamming(q: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Plain numpy reference: ``(nq, n)`` int64 Hamming distances."""
     return np.bitwise_count(q[:, None, :] ^ x[None, :, :]).sum(axis=2, dtype=np.int64)
@@ -207,11 +217,7 @@ def test_occupancy_filter_either_way_is_exact(filtered, kind, monkeypatch):
     import annbin.index._mih_tables as tables_module
 
     monkeypatch.setattr(tables_module, "FILTER_MAX_FILL", 1.0 if filtered else -1.0)
-    rng = np.random.default_rng(11)
-    codes = make_codes(kind, 4000, 64, rng)
-    q = make_queries(codes, kind, 30, 64, rng)
-    index = MIHIndex(64, m=4, fallback="never")
-    index.add(codes)
+    codes, q, index = mih_problem(kind, 4000, 30, seed=11)
     check_knn(*index.search(q, 10), codes, np.arange(4000), q, 10)
     check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
     assert all(t.filtered == filtered for t in index._tables)
@@ -265,11 +271,7 @@ def test_capped_dense_steps_are_exact(kind, monkeypatch):
     real = search_module._cap
     monkeypatch.setattr(search_module, "_cap", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(search_module, "CAP_MIN_HITS", 1)
-    rng = np.random.default_rng(14)
-    codes = make_codes(kind, 3000, 64, rng)
-    q = make_queries(codes, kind, 30, 64, rng)
-    index = MIHIndex(64, m=4, fallback="never")
-    index.add(codes)
+    codes, q, index = mih_problem(kind, 3000, 30, seed=14)
     check_knn(*index.search(q, 10), codes, np.arange(3000), q, 10)
     assert calls
 
