@@ -3,7 +3,8 @@
 ``BinaryEmbeddingIndex`` is the convenience over ``annbin.rescore.RescoredIndex`` for users who
 never want to see bits::
 
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=16,ef_search=64", rescore="float", oversample=4,
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=16,ef_search=64", rescore="float", oversample=10,
+                                        rerank="asymmetric", rerank_oversample=3,
                                         thresholds="median", store_vectors="vectors.npy")
     index.add(embeddings)                # float (n, dim); optional ids (n,) int64
     scores, ids = index.search(queries, 10)
@@ -11,14 +12,16 @@ never want to see bits::
 
 Layout of a saved index (no pickle anywhere)::
 
-    my_index/index.annbin       the binary index, annbin's format (annbin.load_index reads it alone)
-    my_index/embedding.annbin   settings, row -> id map, thresholds (and codes in asymmetric mode),
-                                annbin's format with its checksum
+    my_index/index.annbin       the first-stage index, annbin's format (annbin.load_index reads a
+                                binary one alone)
+    my_index/embedding.annbin   settings, row -> id map, encoder (rotation, offset), per-vector
+                                factors, annbin's format with its checksum
     my_index/vectors.npy        float32 (n, dim) documents, when vectors are stored
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -29,19 +32,32 @@ from numpy.lib.format import open_memmap
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, as_floats, as_ids, check_int, check_k
-from annbin.index.base import BinaryIndex
-from annbin.quantize import binarize, code_size_for, fit_thresholds
+from annbin.asymmetric import check_qb
+from annbin.encoder import Encoded, Encoder
+from annbin.quantize import code_size_for
 from annbin.rescore import METRICS, RescoredIndex
 
 _KIND = "binary-embedding"
-_VERSION = 1
+_VERSION = 2
+#: first stages that take float vectors themselves (faiss's RaBitQ family, ``annbin.rabitq``)
+FLOAT_IN = ("rabitq", "ivf-rabitq", "rabitq-hnsw")
+_ENCODED = ("factors", "sqnorms", "planes", "levels")
 
-__all__ = ["BinaryEmbeddingIndex"]
+__all__ = ["FLOAT_IN", "BinaryEmbeddingIndex"]
 
 
-def _check_spec(spec: str, dim: int | None) -> None:
+def _variant(spec: str) -> str:
+    return spec.strip().partition(":")[0].strip().lower() if isinstance(spec, str) else ""
+
+
+def _check_spec(spec: str, dim: int | None, metric: str) -> None:
     from annbin.index.registry import VARIANTS, make_index, parse_spec, split_params
 
+    if _variant(spec) in FLOAT_IN:
+        from annbin.baselines import make_float_index
+
+        make_float_index(spec, check_int(dim, "dim", minimum=1) if dim is not None else 64, metric)
+        return
     if dim is not None:
         make_index(spec, code_size_for(check_int(dim, "dim", minimum=1)) * 8)
         return
@@ -51,26 +67,34 @@ def _check_spec(spec: str, dim: int | None) -> None:
         return  # faiss's factory needs d: checked at the first add
     name, params = parse_spec(spec)
     if name not in VARIANTS:
-        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(sorted(VARIANTS))}")
+        known = sorted(VARIANTS) + list(FLOAT_IN)
+        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(known)}")
     split_params(VARIANTS[name], params, spec)
 
 
 class BinaryEmbeddingIndex:
-    """Binary index over float embeddings with optional float or asymmetric rescoring.
+    """Float embeddings in: binary first stage, optional asymmetric rerank, float rescoring.
 
-    ``spec``: any index spec (``"flat"``, ``"hnsw:M=16"``, ``"mih"``, ``"ivf"``, faiss factory
-    strings). ``rescore``: ``"float"`` (float documents), ``"asymmetric"`` (float query . ±1
-    bits; keeps a copy of the codes, no floats) or ``None`` (plain Hamming results).
-    ``oversample``: Hamming candidates per result. ``thresholds``: None (0.0), ``"median"`` or
-    ``"mean"`` (fitted on the first ``add``), or a scalar / ``(dim,)`` array. ``store_vectors``:
-    ``"ram"``, a path for a new ``.npy`` file that is memory-mapped (only codes stay in RAM;
-    every ``add`` rewrites it, so add in large batches), or ``None``. ``metric``: ``"ip"``
-    (cosine on normalized vectors) or ``"l2"`` (float rescoring only).
+    ``spec``: a binary index spec (``"flat"``, ``"hnsw:M=16"``, ``"mih"``, ``"ivf"``, faiss
+    factory strings) searched by Hamming distance, or a float-in RaBitQ variant (``"rabitq"``,
+    ``"ivf-rabitq:nlist=..,nprobe=.."``, ``"rabitq-hnsw:M=..,ef_search=..,qb=..,build=float"``)
+    that already ranks asymmetrically. ``oversample``: first-stage candidates per result.
+    ``rerank``: None or ``"asymmetric"`` (binary specs): score the candidates by the float query
+    against their codes and keep ``rerank_oversample`` per result for the float rescore.
+    ``rescore``: ``"float"`` (float documents) or None (no floats: the asymmetric score is final
+    when ``rerank="asymmetric"``, else plain Hamming results); ``"asymmetric"`` is shorthand for
+    ``rescore=None, rerank="asymmetric"``. ``thresholds``: the code's offset: None (0.0),
+    ``"median"`` / ``"mean"`` (fitted on the first ``add``), or a scalar / ``(dim,)`` array.
+    ``rotation``: None, ``"random"`` or ``"itq"`` (fitted on the first ``add``; see
+    ``annbin.Encoder``). ``rerank_bits``: 1, or 2 to keep a second bit plane for the rerank.
+    ``qb``: query bits of the rerank (0 = float). ``store_vectors``: ``"ram"``, a path for a new
+    ``.npy`` file that is memory-mapped (only codes stay in RAM), or ``None``. ``metric``:
+    ``"ip"`` (cosine on normalized vectors) or ``"l2"``.
 
-    ``search`` returns ``(scores, ids)``: with rescoring float32 scores (``"ip"`` descending,
-    ``"l2"`` ascending) and missing ``-inf`` / ``+inf``; with ``rescore=None`` int32 Hamming
+    ``search`` returns ``(scores, ids)``: float32 scores (``"ip"`` descending, ``"l2"``
+    ascending, missing ``-inf`` / ``+inf``), or with neither rescoring nor rerank int32 Hamming
     distances ascending and missing ``INT32_MAX`` (faiss's binary convention). Ids are int64,
-    missing ``-1``.
+    missing ``-1``. ``last_search_stats``: ``candidates_per_query`` and ``vectors_read_per_query``.
     """
 
     def __init__(
@@ -79,19 +103,34 @@ class BinaryEmbeddingIndex:
         *,
         rescore: str | None = "float",
         oversample: int = 4,
+        rerank: str | None = None,
+        rerank_oversample: int = 3,
         thresholds: ArrayLike | str | None = None,
+        rotation: str | None = None,
+        rerank_bits: int = 1,
+        qb: int = 4,
         store_vectors: str | os.PathLike[str] | None = "ram",
         metric: str = "ip",
         dim: int | None = None,
+        seed: int = 0,
     ) -> None:
-        if rescore not in ("float", "asymmetric", None):
+        if rescore == "asymmetric":
+            rescore, rerank = None, "asymmetric"
+        if rescore not in ("float", None):
             raise ValueError(f"rescore must be 'float', 'asymmetric' or None, got {rescore!r}")
+        if rerank not in (None, "asymmetric"):
+            raise ValueError(f"rerank must be None or 'asymmetric', got {rerank!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if metric != "ip" and rescore != "float":
-            raise ValueError(f"metric {metric!r} needs rescore='float', got rescore={rescore!r}")
+        if metric != "ip" and rescore != "float" and rerank is None:
+            raise ValueError(f"metric {metric!r} needs rescore='float' or rerank='asymmetric', got plain Hamming results")
         if rescore == "float" and store_vectors is None:
             raise ValueError("rescore='float' needs the float vectors: store_vectors='ram' or a .npy path")
+        self._float_in = _variant(spec) in FLOAT_IN
+        if self._float_in and rerank is not None:
+            raise ValueError(f"{_variant(spec)!r} ranks its candidates asymmetrically already (RaBitQ): use rerank=None")
+        if self._float_in and rescore is None:
+            raise ValueError(f"{_variant(spec)!r} returns estimates only: use rescore='float'")
         if isinstance(store_vectors, str) and store_vectors == "ram":
             self._disk: Path | None = None
         elif store_vectors is None:
@@ -105,22 +144,21 @@ class BinaryEmbeddingIndex:
         self._keep_vectors = store_vectors is not None
         if isinstance(thresholds, str) and thresholds not in ("median", "mean"):
             raise ValueError(f"thresholds must be None, 'median', 'mean' or an array, got {thresholds!r}")
-        _check_spec(spec, dim)  # fail on a bad spec now, not at the first add
-        self.spec, self.rescore, self.metric = spec, rescore, metric
+        _check_spec(spec, dim, metric)  # fail on a bad spec now, not at the first add
+        self.spec, self.rescore, self.rerank, self.metric = spec, rescore, rerank, metric
         self.oversample = check_int(oversample, "oversample", minimum=1)
-        self._fit = thresholds if isinstance(thresholds, str) else None
-        self.thresholds: NDArray[np.float32] | None = None
-        if thresholds is not None and not isinstance(thresholds, str):
-            self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self.rerank_oversample = check_int(rerank_oversample, "rerank_oversample", minimum=1)
+        self.qb = check_qb(qb)
         self.dim: int | None = None if dim is None else check_int(dim, "dim", minimum=1)
-        if self.dim is not None and self.thresholds is not None:
-            binarize(np.zeros((1, self.dim), np.float32), self.thresholds)
-        self.index: BinaryIndex | None = None
+        offset: Any = "zero" if thresholds is None else thresholds
+        self.encoder = Encoder(self.dim, rotation=rotation, offset=offset, bits=rerank_bits, seed=seed)
+        self.index: Any = None
         self._ids = np.empty(0, np.int64)
         self._vectors: np.ndarray | None = None
-        self._codes = np.empty((0, 0), np.uint8)
+        self._encoded: Encoded | None = None
         self._next_id = 0
         self._rescorer: RescoredIndex | None = None
+        self.last_search_stats: dict[str, float] = {}
 
     # --- properties ------------------------------------------------------------------------
     @property
@@ -130,15 +168,24 @@ class BinaryEmbeddingIndex:
     def __len__(self) -> int:
         return self.ntotal
 
+    @property
+    def thresholds(self) -> NDArray[np.float32] | None:
+        """The code offset per (rotated) dimension, once known."""
+        return self.encoder.offset
+
     def __repr__(self) -> str:
-        return f"<BinaryEmbeddingIndex {self.spec!r} rescore={self.rescore} dim={self.dim} ntotal={self.ntotal}>"
+        return (f"<BinaryEmbeddingIndex {self.spec!r} rerank={self.rerank} rescore={self.rescore} "
+                f"dim={self.dim} ntotal={self.ntotal}>")
 
     def memory_bytes(self) -> int:
-        """RAM held: binary index, row -> id map, in-RAM vectors or codes (memory-mapped count 0)."""
-        total = (self.index.memory_bytes() if self.index is not None else 0) + self._ids.nbytes + self._codes.nbytes
+        """RAM held: first-stage index, row -> id map, per-vector factors, encoder, in-RAM vectors
+        (memory-mapped vectors count 0)."""
+        total = (self.index.memory_bytes() if self.index is not None else 0) + self._ids.nbytes + self.encoder.memory_bytes()
+        if self._encoded is not None:
+            total += sum(int(getattr(self._encoded, f).nbytes) for f in _ENCODED if getattr(self._encoded, f) is not None)
         if self._vectors is not None and not isinstance(self._vectors, np.memmap):
             total += self._vectors.nbytes
-        return int(total + (0 if self.thresholds is None else self.thresholds.nbytes))
+        return int(total)
 
     def disk_bytes(self) -> int:
         """Bytes of memory-mapped vectors (on disk, paged in on demand)."""
@@ -158,39 +205,55 @@ class BinaryEmbeddingIndex:
                 raise ValueError(f"ids already in the index: {new_ids[clash][:5].tolist()}")
         if n == 0:
             return
-        before = (self.index, self.dim, self.thresholds, self._codes)
+        before = (self.index, self.dim, self.encoder)
         staged = None
         try:
             index = self.index if self.index is not None else self._start(x)
-            codes = binarize(x, self.thresholds)
             rows = np.arange(self.ntotal, self.ntotal + n, dtype=np.int64)
+            encoded = None if self._float_in else self.encoder.encode(x)
             staged = self._stage_vectors(x) if self._keep_vectors else None
-            index.add(codes, ids=rows)
+            if self._float_in:
+                index.add(self.encoder.rotate(x))  # the rotation (ITQ) also sharpens RaBitQ's codes
+            else:
+                assert encoded is not None  # for mypy: binary first stages always encode
+                index.add(encoded.codes, ids=rows)
         except BaseException:
             if isinstance(staged, Path):
                 staged.unlink(missing_ok=True)
             if before[0] is None:  # a failed first add leaves the object as it was
-                self.index, self.dim, self.thresholds, self._codes = before
+                self.index, self.dim, self.encoder = before
             raise
         self._commit_vectors(staged)
         self._ids = np.concatenate([self._ids, new_ids])
-        if self.rescore == "asymmetric":
-            self._codes = np.concatenate([self._codes, codes]) if self._codes.size else codes
+        if self.rerank and encoded is not None:
+            self._append_encoded(encoded)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         self._rebuild_rescorer()
 
-    def _start(self, x: NDArray[np.floating]) -> BinaryIndex:
+    def _append_encoded(self, new: Encoded) -> None:
+        keep = {"factors": new.factors, "planes": new.planes, "levels": new.levels,
+                "sqnorms": new.sqnorms if self.metric == "l2" else None}
+        old = self._encoded
+        merged = {f: (v if old is None or getattr(old, f) is None or v is None else np.concatenate([getattr(old, f), v]))
+                  for f, v in keep.items()}
+        empty = np.empty(0, np.float32)
+        self._encoded = Encoded(np.empty((0, 0), np.uint8), merged["factors"], merged["sqnorms"] if merged["sqnorms"] is not None else empty,
+                                merged["planes"], merged["levels"])
+
+    def _start(self, x: NDArray[np.floating]) -> Any:
         from annbin.index.registry import make_index
 
         if self._disk is not None and self._disk.exists():
             raise ValueError(f"vectors file {str(self._disk)!r} already exists; give a new path (BinaryEmbeddingIndex.load reopens saved ones)")
-        if self.thresholds is not None:
-            binarize(x[:1], self.thresholds)  # shape check against the real dim
-        self.dim = x.shape[1]
-        if self._fit is not None:
-            self.thresholds = fit_thresholds(x, self._fit)
-        self._codes = np.empty((0, code_size_for(self.dim)), np.uint8)
-        self.index = make_index(self.spec, code_size_for(self.dim) * 8)
+        encoder = copy.deepcopy(self.encoder)  # a failed first add must leave self.encoder unfitted
+        encoder.fit(x)
+        self.encoder, self.dim = encoder, x.shape[1]
+        if self._float_in:
+            from annbin.baselines import make_float_index
+
+            self.index = make_float_index(self.spec, x.shape[1], self.metric)
+        else:
+            self.index = make_index(self.spec, code_size_for(x.shape[1]) * 8)
         return self.index
 
     def _stage_vectors(self, x: NDArray[np.floating]) -> Path | np.ndarray:
@@ -222,51 +285,62 @@ class BinaryEmbeddingIndex:
             self._vectors = staged
 
     def _rebuild_rescorer(self) -> None:
-        if self.rescore is None or self.index is None:
+        if self.index is None or (self.rescore is None and self.rerank is None):
             self._rescorer = None
             return
         self._rescorer = RescoredIndex(
-            self.index, oversample=self.oversample, mode=self.rescore,  # type: ignore[arg-type]
-            vectors=self._vectors if self.rescore == "float" else None,
-            codes=self._codes if self.rescore == "asymmetric" else None,
-            thresholds=self.thresholds, metric=self.metric, dim=self.dim,  # type: ignore[arg-type]
+            self.index, oversample=self.oversample, rerank=self.rerank, rerank_oversample=self.rerank_oversample,
+            vectors=self._vectors if self.rescore == "float" else None, encoder=self.encoder,
+            encoded=self._encoded, metric=self.metric, qb=self.qb,  # type: ignore[arg-type]
         )
 
     # --- search ----------------------------------------------------------------------------
+    @property
+    def _own_params(self) -> tuple[str, ...]:
+        if self.rerank:
+            return ("oversample", "rerank_oversample", "qb")
+        return ("oversample",) if self.rescore else ()
+
     def set_search_params(self, **params: Any) -> None:
-        """``oversample`` (with rescoring) and the binary index's parameters (``ef_search``, ...)."""
-        if "oversample" in params:
-            if self.rescore is None:
-                raise ValueError("oversample needs rescoring (rescore='float' or 'asymmetric')")
-            self.oversample = check_int(params["oversample"], "oversample", minimum=1)
-        rest = {k: v for k, v in params.items() if k != "oversample"}
+        """``oversample``, ``rerank_oversample``, ``qb`` (with rescoring / rerank) and the first
+        stage's search parameters (``ef_search``, ``nprobe``, ...)."""
+        own = {k: v for k, v in params.items() if k in ("oversample", "rerank_oversample", "qb")}
+        wrong = sorted(set(own) - set(self._own_params))
+        if wrong:
+            raise ValueError(f"{wrong} need{'s' if len(wrong) == 1 else ''} rescoring or a rerank stage "
+                             "(rescore='float' or rerank='asymmetric')")
+        checked = {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in own.items()}
+        rest = {k: v for k, v in params.items() if k not in own}
         if rest:
             if self.index is None:
                 raise ValueError("search parameters other than oversample can be set after the first add")
             self.index.set_search_params(**rest)
-        if self._rescorer is not None:
-            self._rescorer.oversample = self.oversample
+        for key, value in checked.items():
+            setattr(self, key, value)
+            if self._rescorer is not None:
+                setattr(self._rescorer, key, value)
 
     def get_search_params(self) -> dict[str, Any]:
         inner = self.index.get_search_params() if self.index is not None else {}
-        return {"oversample": self.oversample, **inner} if self.rescore else inner
+        return {**{k: getattr(self, k) for k in self._own_params}, **inner}
 
     def search(self, queries: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> tuple[np.ndarray, NDArray[np.int64]]:
         """Top ``k`` for float queries ``(nq, dim)``; see the class docstring for the return."""
         k = check_k(k)
-        if self.index is None or self.dim is None:
-            q = as_floats(queries, self.dim, name="queries")
-            return self._missing(q.shape[0], k)
         q = as_floats(queries, self.dim, name="queries")
+        if self.index is None or self.dim is None:
+            return self._missing(q.shape[0], k)
         if self._rescorer is not None:
             S, rows = self._rescorer.search(q, k, params=params)
+            self.last_search_stats = dict(self._rescorer.last_search_stats)
         else:
-            S, rows = self.index.search(binarize(q, self.thresholds), k, params=params)
+            S, rows = self.index.search(self.encoder.encode_codes(q), k, params=params)
+            self.last_search_stats = {"candidates_per_query": float(k), "vectors_read_per_query": 0.0}
         return S, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
 
     def _missing(self, nq: int, k: int) -> tuple[np.ndarray, NDArray[np.int64]]:
         ids = np.full((nq, k), -1, np.int64)
-        if self.rescore is None:
+        if self.rescore is None and self.rerank is None:
             return np.full((nq, k), INT32_MAX, np.int32), ids
         return np.full((nq, k), -np.inf if self.metric == "ip" else np.inf, np.float32), ids
 
@@ -279,15 +353,15 @@ class BinaryEmbeddingIndex:
         root.mkdir(parents=True, exist_ok=True)
         header = {
             "variant": _KIND, "version": _VERSION, "spec": self.spec, "rescore": self.rescore,
-            "oversample": self.oversample, "metric": self.metric, "dim": self.dim, "ntotal": self.ntotal,
-            "next_id": self._next_id, "fit": self._fit, "disk": self._disk is not None,
+            "rerank": self.rerank, "oversample": self.oversample, "rerank_oversample": self.rerank_oversample,
+            "qb": self.qb, "metric": self.metric, "dim": self.dim, "ntotal": self.ntotal,
+            "next_id": self._next_id, "encoder": self.encoder.get_params(), "disk": self._disk is not None,
             "vectors": self._keep_vectors, "started": self.index is not None,
         }
         arrays: dict[str, np.ndarray] = {"ids": self._ids}
-        if self.thresholds is not None:
-            arrays["thresholds"] = self.thresholds
-        if self.rescore == "asymmetric":
-            arrays["codes"] = self._codes
+        arrays.update({f"encoder.{key}": value for key, value in self.encoder.state_arrays().items()})
+        if self._encoded is not None:
+            arrays.update({f"encoded.{f}": getattr(self._encoded, f) for f in _ENCODED if getattr(self._encoded, f) is not None})
         if self.index is not None:
             self.index.save(str(root / "index.annbin"))
         if self._vectors is not None:
@@ -307,7 +381,6 @@ class BinaryEmbeddingIndex:
         it was stored. A memory-mapped store is then ``path/vectors.npy`` (later adds rewrite it).
         """
         from annbin._io import read_index_file
-        from annbin.index.registry import load_index
 
         root = Path(path)
         header, arrays = read_index_file(root / "embedding.annbin")
@@ -316,14 +389,19 @@ class BinaryEmbeddingIndex:
         try:
             disk = bool(header["disk"]) if mmap is None else bool(mmap)
             store = (root / "vectors.npy") if (header["vectors"] and disk) else ("ram" if header["vectors"] else None)
-            obj = cls(header["spec"], rescore=header["rescore"], oversample=int(header["oversample"]),
-                      metric=header["metric"], store_vectors=store, dim=header["dim"])
-            obj._fit, obj._next_id = header["fit"], int(header["next_id"])
-            obj.thresholds = arrays.get("thresholds")
+            enc = header["encoder"]
+            obj = cls(header["spec"], rescore=header["rescore"], rerank=header["rerank"], oversample=int(header["oversample"]),
+                      rerank_oversample=int(header["rerank_oversample"]), qb=int(header["qb"]), metric=header["metric"],
+                      store_vectors=store, dim=header["dim"], rerank_bits=int(enc.get("bits", 1)))
+            obj._next_id = int(header["next_id"])
+            obj.encoder = Encoder.from_state(enc, {key[8:]: v for key, v in arrays.items() if key.startswith("encoder.")})
             obj._ids = arrays["ids"]
+            parts = {key[8:]: v for key, v in arrays.items() if key.startswith("encoded.")}
+            if parts:
+                obj._encoded = Encoded(np.empty((0, 0), np.uint8), parts["factors"], parts.get("sqnorms", np.empty(0, np.float32)),
+                                       parts.get("planes"), parts.get("levels"))
             if header["started"]:
-                obj.index = load_index(root / "index.annbin")
-                obj._codes = arrays.get("codes", np.empty((0, obj.index.code_size), np.uint8))
+                obj.index = _load_first_stage(root / "index.annbin", header["spec"])
             if header["vectors"] and header["started"]:
                 obj._vectors = np.load(root / "vectors.npy", mmap_mode="r" if disk else None, allow_pickle=False)
         except (KeyError, TypeError, OSError) as exc:
@@ -333,5 +411,17 @@ class BinaryEmbeddingIndex:
             raise ValueError(f"{str(root)!r} is inconsistent: {obj.ntotal} ids but the index holds {obj.index.ntotal}")
         if obj._vectors is not None and obj._vectors.shape != expect:
             raise ValueError(f"{str(root)!r}: vectors.npy has shape {obj._vectors.shape}, expected {expect}")
+        if obj._encoded is not None and obj._encoded.factors.shape[0] != obj.ntotal:
+            raise ValueError(f"{str(root)!r} is inconsistent: {obj._encoded.factors.shape[0]} factors for {obj.ntotal} ids")
         obj._rebuild_rescorer()
         return obj
+
+
+def _load_first_stage(path: Path, spec: str) -> Any:
+    if _variant(spec) in FLOAT_IN:
+        from annbin.rabitq import load_float_index
+
+        return load_float_index(path)
+    from annbin.index.registry import load_index
+
+    return load_index(path)

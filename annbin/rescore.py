@@ -1,25 +1,28 @@
-"""Two-phase search: Hamming candidates from any ``BinaryIndex``, reranked by float scores.
+"""Three-stage search: Hamming candidates, an asymmetric rerank, a float rescore.
 
-``RescoredIndex(inner, oversample=4, ...)`` asks ``inner`` for ``k * oversample`` candidates by
-Hamming distance, scores them against the float query and returns the best ``k``:
+``RescoredIndex(inner, oversample=10, rerank="asymmetric", rerank_oversample=3, vectors=...)``:
 
-- ``mode="float"``: score = float query . float document vector (``metric="ip"``), or squared L2
-  distance (``metric="l2"``). The vectors are a ``(n, dim)`` float array in RAM, or a path to a
-  ``.npy`` file opened with ``np.load(mmap_mode="r")`` (or an ``np.memmap``): then only the codes
-  live in RAM and the operating system pages in the few rows each query touches.
-- ``mode="asymmetric"``: score = float query . ±1 document bits (bit 1 -> +1, bit 0 -> -1, the
-  first ``dim`` bits of each code in annbin's MSB-first order; see ``annbin.quantize``). No float
-  documents; it needs the documents' codes (``codes=``, RAM or ``.npy`` path), since not every
-  index can hand back its stored codes.
+1. asks ``inner`` (any ``BinaryIndex``) for ``k * oversample`` candidates by Hamming distance;
+2. with ``rerank="asymmetric"``, scores them by the *float* query against their 1-bit codes, read
+   from the index (``inner.get_codes``), and keeps the best ``k * rerank_oversample``: RaBitQ's
+   estimator when per-vector factors are given (``encoded=``, from ``annbin.Encoder``), else the
+   plain ``q . (2 b - 1)``; ``annbin.asymmetric`` computes it with popcounts on a ``qb``-bit query;
+3. rescores what is left with the float vectors (``vectors=``: RAM, or a ``.npy`` path that is
+   memory-mapped, so only the codes need RAM) and returns the best ``k``.
+
+``rerank=None`` keeps two stages (Hamming, then floats). Without ``vectors`` the asymmetric
+estimate is the final score ("codes only": what users of ``ubinary`` embedding APIs have).
 
 **Rows are ids**: the document with id ``i`` in ``inner`` is row ``i`` of ``vectors`` / ``codes``
-(so add to ``inner`` with the default sequential ids, or with ids that are row numbers).
+/ ``encoded`` (add to ``inner`` with the default sequential ids, or with ids that are row numbers).
 ``BinaryEmbeddingIndex`` keeps a row -> user id map on top of this, for arbitrary ids.
 
 Results follow faiss's float conventions: ``(scores, ids)``, float32 ``(nq, k)`` and int64
 ``(nq, k)``; for ``"ip"`` scores descending, for ``"l2"`` distances ascending; ties by smaller id;
 missing results ``id = -1`` with score ``-inf`` (``"ip"``) or ``+inf`` (``"l2"``). Queries are
-float ``(nq, dim)`` and binarized inside with the same ``thresholds`` as the documents.
+float ``(nq, dim)``, encoded inside with the documents' ``encoder`` (or ``thresholds``).
+``last_search_stats`` holds ``candidates_per_query`` (stage 1) and ``vectors_read_per_query``
+(mean float vectors read in stage 3) of the last search.
 """
 
 from __future__ import annotations
@@ -31,18 +34,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import as_codes, as_floats, check_int, check_k
+from annbin.asymmetric import check_qb, dot_bits, prepare_queries
+from annbin.encoder import Encoded, Encoder
 from annbin.index.base import BinaryIndex
 from annbin.quantize import binarize, code_size_for
 
-Mode = Literal["float", "asymmetric"]
 Metric = Literal["ip", "l2"]
 ScoreResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 
-MODES: tuple[str, ...] = ("float", "asymmetric")
+RERANKS: tuple[str | None, ...] = (None, "asymmetric")
 METRICS: tuple[str, ...] = ("ip", "l2")
 _BLOCK = 1 << 16  # gathered values per block of queries: 256 KiB of float32 stays in cache
 
-__all__ = ["RescoredIndex", "open_store", "MODES", "METRICS"]
+__all__ = ["METRICS", "RERANKS", "RescoredIndex", "open_store", "top_k"]
 
 
 def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.ndarray:
@@ -80,15 +84,40 @@ def _ram_bytes(arr: np.ndarray | None) -> int:
     return int(arr.nbytes)
 
 
-class RescoredIndex:
-    """Hamming candidates from ``inner``, reranked by float scores (see the module docstring).
+def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int, metric: str) -> ScoreResult:
+    """Best ``k`` of each row by score (``"ip"``: descending, ``"l2"``: ascending), ties by smaller
+    id; ids ``-1`` go last with the worst score; rows shorter than ``k`` are padded."""
+    valid = ids >= 0
+    worst = np.float32(-np.inf) if metric == "ip" else np.float32(np.inf)
+    scores = np.where(valid, scores, worst)
+    key = -scores if metric == "ip" else scores
+    order = np.lexsort((np.where(valid, ids, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
+    S = np.take_along_axis(scores, order, axis=1)
+    I = np.where(np.take_along_axis(valid, order, axis=1), np.take_along_axis(ids, order, axis=1), -1)
+    if S.shape[1] < k:
+        pad = k - S.shape[1]
+        S = np.pad(S, ((0, 0), (0, pad)), constant_values=worst)
+        I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
+    return S.astype(np.float32, copy=False), I.astype(np.int64, copy=False)
 
-    ``inner``: any ``BinaryIndex`` whose ids are row numbers of the store. ``oversample``:
-    candidates per result (``k * oversample`` are fetched; >= 1). ``vectors``: float documents for
-    ``mode="float"``; ``codes``: uint8 documents for ``mode="asymmetric"``; each an array or a
-    ``.npy`` path (memory-mapped). ``thresholds``: what the documents were binarized with (None =
-    0.0, a scalar, or ``(dim,)``). ``dim``: float dimension, needed only in asymmetric mode when
-    ``thresholds`` does not give it (default ``inner.d``).
+
+class RescoredIndex:
+    """Hamming candidates from ``inner``, an optional asymmetric rerank, float rescoring (see the
+    module docstring).
+
+    ``inner``: any ``BinaryIndex`` whose ids are row numbers of the stores. ``oversample``:
+    Hamming candidates per result (``k * oversample``; >= 1). ``rerank``: None or
+    ``"asymmetric"``; ``rerank_oversample``: candidates per result kept for the float rescore.
+    ``vectors``: float documents ``(n, dim)`` (array or ``.npy`` path, memory-mapped), or None for
+    codes-only scoring (then ``rerank="asymmetric"``). ``codes``: the documents' codes ``(n, d //
+    8)`` uint8 when ``inner`` cannot hand them back (default: ``inner.get_codes``). ``encoder``:
+    the fitted ``annbin.Encoder`` the codes were made with (rotation and offset); without one,
+    ``thresholds`` (None = 0.0, a scalar or ``(dim,)``) as for ``annbin.binarize``. ``encoded``:
+    per-row ``annbin.Encoded`` (RaBitQ factors; squared norms for ``"l2"``; the 2-bit plane).
+    ``qb``: query bits of the asymmetric stage (0 = float query, exact; default 4). A float-in
+    ``inner`` (``annbin.rabitq``: it ranks by RaBitQ's estimate itself) gets the rotated float query
+    (``encoder.rotate``) instead of codes, and takes no ``rerank``. ``dim``: float
+    dimension when neither ``vectors``, ``encoder`` nor ``thresholds`` give it (default ``inner.d``).
     """
 
     def __init__(
@@ -97,53 +126,64 @@ class RescoredIndex:
         *,
         oversample: int = 4,
         vectors: ArrayLike | str | os.PathLike[str] | None = None,
+        rerank: str | None = None,
+        rerank_oversample: int = 3,
         codes: NDArray[np.uint8] | str | os.PathLike[str] | None = None,
-        mode: Mode = "float",
+        encoder: Encoder | None = None,
+        encoded: Encoded | None = None,
         thresholds: ArrayLike | None = None,
         metric: Metric = "ip",
+        qb: int = 4,
         dim: int | None = None,
     ) -> None:
-        if not isinstance(inner, BinaryIndex):
-            raise TypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones), got {type(inner).__name__}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        from annbin.baselines import FloatIndex
+
+        if not isinstance(inner, (BinaryIndex, FloatIndex)):
+            raise TypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones) or a float-in "
+                            f"index (annbin.rabitq), got {type(inner).__name__}")
+        self._float_in = isinstance(inner, FloatIndex)
+        if self._float_in and rerank is not None:
+            raise ValueError(f"{inner.variant!r} takes float queries and ranks them itself: rerank must be None")
+        if rerank not in RERANKS:
+            raise ValueError(f"rerank must be None or 'asymmetric', got {rerank!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if mode == "asymmetric" and metric != "ip":
-            raise ValueError(f"asymmetric mode scores by inner product: metric must be 'ip', got {metric!r}")
-        self.inner, self.mode, self.metric = inner, mode, metric
+        if vectors is None and rerank is None:
+            raise ValueError("without vectors= (float rescoring) the scores must come from rerank='asymmetric'")
+        if rerank and metric == "l2" and (encoded is None or encoded.sqnorms is None):
+            raise ValueError("rerank='asymmetric' with metric 'l2' needs encoded= (squared norms per row); use metric 'ip'")
+        self.inner, self.rerank, self.metric = inner, rerank, metric
         self.oversample = check_int(oversample, "oversample", minimum=1)
-        self._vectors: np.ndarray | None = None
-        self._codes: np.ndarray | None = None
-        t = None if thresholds is None else np.asarray(thresholds)
-        if mode == "float":
-            if vectors is None:
-                raise ValueError("mode='float' needs vectors= (an (n, dim) float array or a .npy path)")
-            self._vectors = open_store(vectors, name="vectors", kind="float")
-            self.dim = self._vectors.shape[1]
-            if dim is not None and int(dim) != self.dim:
-                raise ValueError(f"dim mismatch: dim={dim} but vectors have shape {self._vectors.shape}")
-        else:
-            if codes is None:
-                raise ValueError("mode='asymmetric' needs codes= (the documents' (n, d // 8) uint8 codes, row = id)")
-            self._codes = open_store(codes, name="codes", kind="codes")
-            if self._codes.shape[1] != inner.code_size:
-                raise ValueError(f"codes width mismatch: expected (n, {inner.code_size}), got shape {self._codes.shape}")
-            self.dim = check_int(dim, "dim", minimum=1) if dim is not None else (t.shape[0] if t is not None and t.ndim == 1 else inner.d)
-        if code_size_for(self.dim) != inner.code_size:
+        self.rerank_oversample = check_int(rerank_oversample, "rerank_oversample", minimum=1)
+        self.qb = check_qb(qb)
+        self._vectors = None if vectors is None else open_store(vectors, name="vectors", kind="float")
+        self._codes = None if codes is None else open_store(codes, name="codes", kind="codes")
+        if self._codes is not None and self._codes.shape[1] != inner.code_size:
+            raise ValueError(f"codes width mismatch: expected (n, {inner.code_size}), got shape {self._codes.shape}")
+        if self._float_in and encoder is None:  # no rotation: float queries go to the index as they are
+            encoder = Encoder(inner.dim, offset="zero").fit(np.zeros((1, inner.dim), np.float32))
+        self.encoder = encoder if encoder is not None else _threshold_encoder(thresholds, self._vectors, dim, inner.d)
+        if not self.encoder.is_fitted:
+            raise ValueError("encoder is not fitted: fit it on the documents first")
+        self.dim = int(self.encoder.dim)  # type: ignore[arg-type]
+        if self._vectors is not None and self._vectors.shape[1] != self.dim:
+            raise ValueError(f"dim mismatch: the encoder has dim {self.dim} but vectors have shape {self._vectors.shape}")
+        if dim is not None and int(dim) != self.dim:
+            raise ValueError(f"dim mismatch: dim={dim} but the vectors / encoder have {self.dim}")
+        if not self._float_in and code_size_for(self.dim) != inner.code_size:
             raise ValueError(
                 f"float dimension {self.dim} gives {code_size_for(self.dim) * 8}-bit codes, but the index has d={inner.d} bits"
             )
-        binarize(np.zeros((1, self.dim), np.float32), t)  # validates thresholds: shape, dtype, finite
-        self.thresholds = None if t is None else t.astype(np.float32)
+        self.encoded = encoded
+        self.last_search_stats: dict[str, float] = {}
         if inner.ntotal:
-            self._check_rows(inner.get_ids())
+            self._check_rows(np.array([inner.ntotal - 1]) if self._float_in else inner.get_ids())
 
     # --- properties ------------------------------------------------------------------------
     @property
     def d(self) -> int:
         """Code length in bits."""
-        return self.inner.d
+        return code_size_for(self.dim) * 8 if self._float_in else self.inner.d
 
     @property
     def ntotal(self) -> int:
@@ -154,123 +194,165 @@ class RescoredIndex:
 
     @property
     def search_params(self) -> tuple[str, ...]:
-        return ("oversample",) + tuple(self.inner.search_params)
+        own = ("oversample", "rerank_oversample", "qb") if self.rerank else ("oversample",)
+        return own + tuple(self.inner.search_params)
 
     @property
     def spec(self) -> str:
-        return f"{self.inner.spec}+rescore:mode={self.mode},oversample={self.oversample}"
+        parts = [f"oversample={self.oversample}"]
+        if self.rerank:
+            parts += [f"rerank={self.rerank}", f"rerank_oversample={self.rerank_oversample}", f"qb={self.qb}"]
+        return f"{self.inner.spec}+rescore:{','.join(parts)}"
 
     def __repr__(self) -> str:
         return f"<RescoredIndex {self.spec} dim={self.dim} ntotal={self.ntotal}>"
 
-    @property
-    def _store(self) -> np.ndarray:
-        store = self._vectors if self.mode == "float" else self._codes
-        if store is None:  # pragma: no cover - guarded in __init__
-            raise RuntimeError("no document store")
-        return store
-
     def memory_bytes(self) -> int:
-        """RAM held: the inner index plus in-RAM vectors / codes (memory-mapped ones count 0)."""
-        t = 0 if self.thresholds is None else int(self.thresholds.nbytes)
-        return int(self.inner.memory_bytes()) + _ram_bytes(self._store) + t
+        """RAM held: the inner index, in-RAM vectors / codes (memory-mapped ones count 0), the
+        per-row factors and the encoder's rotation / offset."""
+        extra = 0
+        if self.encoded is not None:
+            extra = sum(int(a.nbytes) for a in (self.encoded.factors, self.encoded.sqnorms, self.encoded.planes,
+                                                 self.encoded.levels) if a is not None)
+        return int(self.inner.memory_bytes()) + _ram_bytes(self._vectors) + _ram_bytes(self._codes) + extra + self.encoder.memory_bytes()
 
     def disk_bytes(self) -> int:
-        """Bytes of the document store that stay on disk (memory-mapped), else 0."""
-        store = self._store
-        return int(store.nbytes) if _ram_bytes(store) == 0 else 0
+        """Bytes of memory-mapped stores (on disk, paged in on demand)."""
+        return sum(int(a.nbytes) for a in (self._vectors, self._codes) if isinstance(a, np.memmap))
 
     # --- parameters ------------------------------------------------------------------------
+    def _split_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        own_names = {"oversample", "rerank_oversample", "qb"} if self.rerank else {"oversample"}
+        own = {k: v for k, v in params.items() if k in own_names}
+        rest = {k: v for k, v in params.items() if k not in own_names}
+        unknown = sorted(set(rest) - set(self.inner.search_params))
+        if unknown:
+            raise ValueError(f"unknown search parameter(s) {unknown}; expected: {', '.join(self.search_params)}")
+        checked = {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in own.items()}
+        return checked, rest
+
     def set_search_params(self, **params: Any) -> None:
-        """``oversample`` and the inner index's search parameters (e.g. ``ef_search``)."""
-        rest = dict(params)
-        if "oversample" in rest:
-            oversample = check_int(rest.pop("oversample"), "oversample", minimum=1)
-        else:
-            oversample = self.oversample
+        """``oversample``, ``rerank_oversample``, ``qb`` and the inner index's search parameters."""
+        own, rest = self._split_params(params)
         self.inner.set_search_params(**rest)
-        self.oversample = oversample
+        for key, value in own.items():
+            setattr(self, key, value)
 
     def get_search_params(self) -> dict[str, Any]:
-        return {"oversample": self.oversample, **self.inner.get_search_params()}
+        own = {"oversample": self.oversample}
+        if self.rerank:
+            own.update(rerank_oversample=self.rerank_oversample, qb=self.qb)
+        return {**own, **self.inner.get_search_params()}
 
     # --- search ----------------------------------------------------------------------------
     def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> ScoreResult:
         """Top ``k`` for float queries ``(nq, dim)``: ``(scores float32, ids int64)``, ``(nq, k)``.
 
-        ``params`` sets search parameters (``oversample``, inner ones) for this call only.
+        ``params`` sets search parameters (``oversample``, ``rerank_oversample``, ``qb``, the inner
+        index's) for this call only; nothing shared is changed for them.
         """
         q = as_floats(x, self.dim, name="queries")
         k = check_k(k)
-        saved = None
-        if params:
-            saved = self.get_search_params()
-            self.set_search_params(**params)
-        try:
-            _, cand = self.inner.search(binarize(q, self.thresholds), k * self.oversample)
-        finally:
-            if saved is not None:
-                self.set_search_params(**saved)
-        return self._rerank(q, cand, k)
+        own, rest = self._split_params(params or {})
+        oversample = own.get("oversample", self.oversample)
+        # a float-in index holds rotated vectors (the rotation preserves inner products and L2)
+        first = self.encoder.rotate(q) if self._float_in else self.encoder.encode_codes(q)
+        _, cand = self.inner.search(first, k * oversample, params=rest or None)
+        return self._stages(q, cand, k, own)
 
-    def rerank(self, x: ArrayLike, candidates: ArrayLike, k: int) -> ScoreResult:
-        """Score candidate ids ``(nq, c)`` int (``-1`` = none) for float queries ``(nq, dim)``.
-
-        Returns the best ``k`` as ``search`` does; for callers that fetch candidates themselves.
-        """
+    def rerank_candidates(self, x: ArrayLike, candidates: ArrayLike, k: int) -> ScoreResult:
+        """Stages 2 and 3 for candidate ids ``(nq, c)`` int (``-1`` = none) fetched elsewhere."""
         q = as_floats(x, self.dim, name="queries")
         cand = np.asarray(candidates)
         if not np.issubdtype(cand.dtype, np.integer):
             raise TypeError(f"candidates must be integer ids, got dtype {cand.dtype}")
         if cand.ndim != 2 or cand.shape[0] != q.shape[0]:
             raise ValueError(f"candidates must have shape ({q.shape[0]}, c), got {cand.shape}")
-        return self._rerank(q, cand.astype(np.int64, copy=False), check_k(k))
+        return self._stages(q, cand.astype(np.int64, copy=False), check_k(k), {})
 
-    def _rerank(self, q: NDArray[np.floating], cand: NDArray[np.int64], k: int) -> ScoreResult:
+    def _stages(self, q: NDArray[np.floating], cand: NDArray[np.int64], k: int, own: dict[str, Any]) -> ScoreResult:
         valid = cand >= 0
         if valid.any():
             self._check_rows(cand[valid])
-        scores = self._scores(q.astype(np.float32, copy=False), np.where(valid, cand, 0))
-        worst = np.float32(-np.inf) if self.metric == "ip" else np.float32(np.inf)
-        scores = np.where(valid, scores, worst)
-        key = -scores if self.metric == "ip" else scores
-        order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
-        S = np.take_along_axis(scores, order, axis=1)
-        I = np.take_along_axis(cand, order, axis=1)
-        if S.shape[1] < k:  # fewer candidates than k (only when k * oversample was clipped)
-            pad = k - S.shape[1]
-            S = np.pad(S, ((0, 0), (0, pad)), constant_values=worst)
-            I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-        return S.astype(np.float32, copy=False), I.astype(np.int64, copy=False)
+        stats = {"candidates_per_query": float(valid.sum(axis=1).mean()) if cand.size else 0.0}
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        if self.rerank:
+            scores = self.asymmetric_scores(q32, cand, qb=own.get("qb", self.qb))
+            if self._vectors is None:
+                stats["vectors_read_per_query"] = 0.0
+                self.last_search_stats = stats
+                return top_k(scores, cand, k, self.metric)
+            keep = k * own.get("rerank_oversample", self.rerank_oversample)
+            if keep < cand.shape[1]:
+                _, cand = top_k(scores, cand, keep, self.metric)
+        rows = np.where(cand >= 0, cand, 0)
+        scores = self._float_scores(q32, rows)
+        stats["vectors_read_per_query"] = float((cand >= 0).sum(axis=1).mean()) if cand.size else 0.0
+        self.last_search_stats = stats
+        return top_k(scores, cand, k, self.metric)
 
-    def _scores(self, q: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.float32]:
+    def asymmetric_scores(self, q: NDArray[np.float32], cand: NDArray[np.int64], *, qb: int | None = None) -> NDArray[np.float32]:
+        """Estimated ``<x, q>`` (``"ip"``) or ``|x - q|^2`` (``"l2"``) of candidate rows ``(nq, c)``
+        from their codes, for float queries ``(nq, dim)``; ``-1`` rows get an arbitrary value."""
+        rows = np.where(cand >= 0, cand, 0)
+        q_rot = self.encoder.rotate(q)
+        prep = prepare_queries(q_rot, self.inner.code_size, self.qb if qb is None else qb)
+        codes = self._codes[rows] if self._codes is not None else self.inner.get_codes(cand)
+        signed = 2.0 * dot_bits(prep, np.asarray(codes)) - prep.sums[:, None]  # q . (2b - 1)
+        enc = self.encoded
+        if enc is None:
+            return signed  # no factors: the plain +-1 score ranks, it does not estimate
+        if enc.levels is not None and enc.planes is not None:
+            planes = enc.planes[rows]
+            both = dot_bits(prep, np.asarray(codes) & planes)
+            mag = dot_bits(prep, planes)
+            levels = enc.levels[rows]
+            est = levels[..., 0] * signed + levels[..., 1] * (2.0 * both - mag)
+        else:
+            est = enc.factors[rows] * signed
+        est = est + self.encoder.query_offset_scores(q_rot)[:, None]
+        if self.metric == "ip":
+            return est.astype(np.float32, copy=False)
+        qn = np.einsum("ij,ij->i", q, q)[:, None]
+        return (enc.sqnorms[rows] + qn - 2.0 * est).astype(np.float32)
+
+    def _float_scores(self, q: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.float32]:
+        store = self._vectors
+        if store is None:  # pragma: no cover - guarded by _stages
+            raise RuntimeError("no float vectors")
         nq, c = rows.shape
         out = np.empty((nq, c), np.float32)
         step = max(1, _BLOCK // max(1, c * self.dim))
-        store = self._store
-        qsum = q.sum(axis=1, dtype=np.float32)
         for lo in range(0, nq, step):
             hi = min(nq, lo + step)
-            gathered = store[rows[lo:hi].ravel()]  # a memmap reads only these rows
-            if self.mode == "float":
-                docs = np.asarray(gathered, dtype=np.float32).reshape(hi - lo, c, self.dim)
-                if self.metric == "ip":
-                    out[lo:hi] = (docs @ q[lo:hi, :, None])[..., 0]  # batched matmul: BLAS, unlike einsum
-                else:
-                    diff = docs - q[lo:hi, None, :]
-                    out[lo:hi] = np.einsum("qcd,qcd->qc", diff, diff)
+            docs = np.asarray(store[rows[lo:hi].ravel()], dtype=np.float32).reshape(hi - lo, c, self.dim)
+            if self.metric == "ip":
+                out[lo:hi] = (docs @ q[lo:hi, :, None])[..., 0]  # batched matmul: BLAS, unlike einsum
             else:
-                # q . (2b - 1) = 2 (q . b) - sum(q), with b the 0/1 bits
-                bits = np.unpackbits(np.asarray(gathered), axis=1, count=self.dim).astype(np.float32)
-                qb = (bits.reshape(hi - lo, c, self.dim) @ q[lo:hi, :, None])[..., 0]
-                out[lo:hi] = 2.0 * qb - qsum[lo:hi, None]
+                diff = docs - q[lo:hi, None, :]
+                out[lo:hi] = np.einsum("qcd,qcd->qc", diff, diff)
         return out
 
     def _check_rows(self, ids: NDArray[np.int64]) -> None:
-        n = self._store.shape[0]
         top = int(ids.max()) if ids.size else -1
-        if top >= n:
-            what = "vectors" if self.mode == "float" else "codes"
-            raise ValueError(
-                f"id {top} has no row in {what} ({n} rows): ids of the inner index must be row numbers of {what}"
-            )
+        for name, store in (("vectors", self._vectors), ("codes", self._codes)):
+            if store is not None and top >= store.shape[0]:
+                raise ValueError(
+                    f"id {top} has no row in {name} ({store.shape[0]} rows): ids of the inner index must be row numbers of {name}"
+                )
+        if self.encoded is not None and top >= self.encoded.factors.shape[0]:
+            raise ValueError(f"id {top} has no row in encoded ({self.encoded.factors.shape[0]} rows)")
+
+
+def _threshold_encoder(thresholds: ArrayLike | None, vectors: np.ndarray | None, dim: int | None, d: int) -> Encoder:
+    """The encoder of plain ``binarize(x, thresholds)`` codes: no rotation, offset = thresholds."""
+    t = None if thresholds is None else np.asarray(thresholds)
+    if vectors is not None:
+        n = vectors.shape[1]
+    elif t is not None and t.ndim == 1:
+        n = t.shape[0]
+    else:
+        n = check_int(dim, "dim", minimum=1) if dim is not None else d
+    binarize(np.zeros((1, n), np.float32), t)  # validates thresholds: shape, dtype, finite
+    offset = np.full(n, 0.0 if t is None else float(t), np.float32) if t is None or t.ndim == 0 else t
+    return Encoder(n, offset=np.asarray(offset, np.float32))

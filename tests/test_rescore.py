@@ -82,7 +82,7 @@ def test_asymmetric_score_by_hand():
     index = annbin.FlatIndex(16)
     index.add(codes)
     q = np.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], dtype=np.float32)
-    rescored = RescoredIndex(index, mode="asymmetric", codes=codes, dim=10, oversample=3)
+    rescored = RescoredIndex(index, rerank="asymmetric", codes=codes, dim=10, oversample=3, qb=0)
     S, I = rescored.search(q, 3)
     pm1 = {0: np.array([1, -1, 1, -1, 1, -1, 1, 1, -1, 1]), 1: -np.ones(10), 2: np.ones(10)}
     by_hand = {i: float(q[0] @ v) for i, v in pm1.items()}  # 0: 1-2+3-4+5-6+7+8-9+10 = 13
@@ -94,7 +94,7 @@ def test_asymmetric_score_by_hand():
 def test_asymmetric_matches_pm1_packing(data):
     base, queries = data
     codes = annbin.binarize(base)
-    rescored = RescoredIndex(flat_over(base), mode="asymmetric", codes=codes, dim=DIM, oversample=10)
+    rescored = RescoredIndex(flat_over(base), rerank="asymmetric", codes=codes, dim=DIM, oversample=10, qb=0)
     S, I = rescored.search(queries, 10)
     pm1 = annbin.to_packing(codes, "pm1", dim=DIM)
     np.testing.assert_allclose(S, np.einsum("qd,qkd->qk", queries, pm1[I]), rtol=1e-5, atol=1e-4)
@@ -108,15 +108,18 @@ def test_memory_mapped_store_gives_identical_results(mode, data, tmp_path):
     store = base if mode == "float" else codes
     np.save(tmp_path / "store.npy", store)
     key = "vectors" if mode == "float" else "codes"
+    extra = {} if mode == "float" else {"rerank": "asymmetric", "qb": 0}
     inner = flat_over(base)
-    ram = RescoredIndex(inner, mode=mode, dim=DIM, **{key: store})
-    disk = RescoredIndex(inner, mode=mode, dim=DIM, **{key: str(tmp_path / "store.npy")})
-    assert isinstance(disk._store, np.memmap)
+    ram = RescoredIndex(inner, dim=DIM, **{key: store}, **extra)
+    disk = RescoredIndex(inner, dim=DIM, **{key: str(tmp_path / "store.npy")}, **extra)
+    assert isinstance(getattr(disk, f"_{key}"), np.memmap)
     S1, I1 = ram.search(queries, 10)
     S2, I2 = disk.search(queries, 10)
     assert np.array_equal(I1, I2) and np.array_equal(S1, S2)
-    assert ram.memory_bytes() == inner.memory_bytes() + store.nbytes and ram.disk_bytes() == 0
-    assert disk.memory_bytes() == inner.memory_bytes() and disk.disk_bytes() == store.nbytes
+    offset = ram.encoder.memory_bytes()  # the thresholds (zeros here): dim float32
+    assert offset == DIM * 4
+    assert ram.memory_bytes() == inner.memory_bytes() + store.nbytes + offset and ram.disk_bytes() == 0
+    assert disk.memory_bytes() == inner.memory_bytes() + offset and disk.disk_bytes() == store.nbytes
 
 
 def test_float16_vectors_are_accepted(data):
@@ -187,16 +190,14 @@ def test_bad_inputs(data, tmp_path):
     index = flat_over(base)
     with pytest.raises(TypeError, match="BinaryIndex"):
         RescoredIndex("flat", vectors=base)
-    with pytest.raises(ValueError, match="mode must be"):
-        RescoredIndex(index, vectors=base, mode="cosine")
+    with pytest.raises(ValueError, match="rerank must be"):
+        RescoredIndex(index, vectors=base, rerank="cosine")
     with pytest.raises(ValueError, match="metric must be"):
         RescoredIndex(index, vectors=base, metric="cos")
-    with pytest.raises(ValueError, match="metric must be 'ip'"):
-        RescoredIndex(index, codes=annbin.binarize(base), mode="asymmetric", metric="l2")
-    with pytest.raises(ValueError, match="needs vectors"):
+    with pytest.raises(ValueError, match="needs encoded="):
+        RescoredIndex(index, codes=annbin.binarize(base), rerank="asymmetric", metric="l2")
+    with pytest.raises(ValueError, match="without vectors="):
         RescoredIndex(index)
-    with pytest.raises(ValueError, match="needs codes"):
-        RescoredIndex(index, mode="asymmetric")
     with pytest.raises(TypeError, match="float array"):
         RescoredIndex(index, vectors=(base * 100).astype(np.int32))
     with pytest.raises(ValueError, match="NaN"):
@@ -210,9 +211,9 @@ def test_bad_inputs(data, tmp_path):
     with pytest.raises(ValueError, match="cannot open vectors file"):
         RescoredIndex(index, vectors=str(tmp_path / "missing.npy"))
     with pytest.raises(TypeError, match="dtype uint8"):
-        RescoredIndex(index, mode="asymmetric", codes=base, dim=DIM)
+        RescoredIndex(index, rerank="asymmetric", codes=base, dim=DIM)
     with pytest.raises(ValueError, match="codes width mismatch"):
-        RescoredIndex(index, mode="asymmetric", codes=np.zeros((2000, 4), np.uint8), dim=DIM)
+        RescoredIndex(index, rerank="asymmetric", codes=np.zeros((2000, 4), np.uint8), dim=DIM)
     with pytest.raises(ValueError, match="thresholds must be a scalar or shape"):
         RescoredIndex(index, vectors=base, thresholds=np.zeros(5))
     for oversample, exc in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
@@ -258,13 +259,15 @@ def test_embedding_index_user_ids_and_modes(data):
     assert np.array_equal(full.search(queries, 10)[1], ids[Iref])
     with pytest.raises(ValueError, match="already in the index"):
         full.add(base[:2], ids=ids[:2])
-    asym = annbin.BinaryEmbeddingIndex("flat", rescore="asymmetric", store_vectors=None, oversample=4)
+    asym = annbin.BinaryEmbeddingIndex("flat", rescore="asymmetric", store_vectors=None, oversample=4, qb=0)
     asym.add(base, ids=ids)
     S, I = asym.search(queries, 10)
     pm1 = annbin.to_packing(annbin.binarize(base), "pm1", dim=DIM)
     rows = np.searchsorted(ids, I)
-    np.testing.assert_allclose(S, np.einsum("qd,qkd->qk", queries, pm1[rows]), rtol=1e-5, atol=1e-4)
-    assert asym.memory_bytes() == asym.index.memory_bytes() + 2000 * 8 + 2000 * 13
+    factor = (base**2).sum(1) / np.abs(base).sum(1)  # RaBitQ's |x|^2 / |x|_1 (no rotation, offset 0)
+    np.testing.assert_allclose(S, factor[rows] * np.einsum("qd,qkd->qk", queries, pm1[rows]), rtol=1e-4, atol=1e-5)
+    # ids, factors and the encoder's offset; the codes are read from the index, not copied
+    assert asym.memory_bytes() == asym.index.memory_bytes() + 2000 * 8 + 2000 * 4 + DIM * 4
     plain = annbin.BinaryEmbeddingIndex("flat", rescore=None, store_vectors=None)
     plain.add(base)
     D, I = plain.search(queries, 10)
@@ -282,8 +285,8 @@ def test_embedding_index_empty_and_bad_args(data, tmp_path):
         annbin.BinaryEmbeddingIndex(rescore="exact")
     with pytest.raises(ValueError, match="needs the float vectors"):
         annbin.BinaryEmbeddingIndex(rescore="float", store_vectors=None)
-    with pytest.raises(ValueError, match="needs rescore='float'"):
-        annbin.BinaryEmbeddingIndex(rescore="asymmetric", metric="l2")
+    with pytest.raises(ValueError, match="needs rescore='float' or rerank"):
+        annbin.BinaryEmbeddingIndex(rescore=None, metric="l2")
     with pytest.raises(ValueError, match="unknown index spec"):
         annbin.BinaryEmbeddingIndex("lsh")
     with pytest.raises(ValueError, match="unknown parameter"):
