@@ -2,6 +2,7 @@
 
 from annbin.baselines import FloatFlat, FloatHNSW, is_float_spec, make_float_index
 from annbin.embedding_index import BinaryEmbeddingIndex
+from annbin.encoder import Encoded, Encoder
 from annbin.index.base import BinaryIndex, UnsupportedOperation
 from annbin.index.faiss_wrap import FaissIndex, from_faiss
 from annbin.index.flat import FlatIndex
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BinaryEmbeddingIndex",
     "BinaryIndex",
+    "Encoded",
+    "Encoder",
     "FaissIndex",
     "FlatIndex",
     "FloatFlat",

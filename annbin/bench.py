@@ -28,7 +28,8 @@ import numpy as np
 from annbin._checks import check_int, check_k
 from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
 from annbin.index.registry import VARIANTS, make_index, parse_spec, parse_value
-from annbin.quantize import binarize, fit_thresholds
+from annbin.asymmetric import check_qb
+from annbin.encoder import Encoder
 
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
 DEFAULT_RESCORE = (4, 10)  # the plain `annbin bench` also shows what float rescoring wins back
@@ -43,10 +44,14 @@ class BenchConfig:
     indexes: list[str] = field(default_factory=lambda: list(DEFAULT_INDEXES))
     k: int = 10
     rescore: list[int] = field(default_factory=list)  # oversample factors; empty: no rescoring
+    rerank: list[int] = field(default_factory=list)  # asymmetric rerank: float vectors kept per result
+    rotation: str | None = None  # None, "random" or "itq": rotate floats before the sign (annbin.Encoder)
+    rerank_bits: int = 1  # 2: a second bit plane for the asymmetric rerank
+    qb: int = 4  # query bits of the asymmetric rerank (0 = float query)
     vectors: str = "ram"  # where rescoring reads float vectors: "ram" or "mmap" (a .npy on disk)
     vector_dtype: str = "float32"  # precision of the rescoring store: float16 halves its bytes
     bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
-    thresholds: str = "zero"  # "zero" (sign bits) or "median" (per-dimension, balances bits)
+    thresholds: str = "zero"  # "zero" (sign bits), "median" (balances bits) or "mean" (centring)
     runs: int = 3
     latency_queries: int = 200
     max_queries: int | None = None
@@ -57,19 +62,28 @@ class BenchConfig:
         check_k(self.k)
         for r in self.rescore:
             check_int(r, "rescore factor", minimum=1)
+        for r in self.rerank:
+            check_int(r, "rerank factor", minimum=1)
+        if self.rerank and not self.rescore:
+            raise ValueError("--rerank keeps part of the --rescore candidates: give --rescore factors too")
+        if self.rotation not in (None, "random", "itq"):
+            raise ValueError(f"rotation must be 'random' or 'itq', got {self.rotation!r}")
+        if self.rerank_bits not in (1, 2):
+            raise ValueError(f"rerank_bits must be 1 or 2, got {self.rerank_bits}")
+        check_qb(self.qb)
         check_int(self.runs, "runs", minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
         check_int(self.threads, "threads", minimum=1)
         if self.bits is not None and (check_int(self.bits, "bits", minimum=8) % 8):
             raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
-        if self.thresholds not in ("zero", "median"):
-            raise ValueError(f"thresholds must be 'zero' or 'median', got {self.thresholds!r}")
+        if self.thresholds not in ("zero", "median", "mean"):
+            raise ValueError(f"thresholds must be 'zero', 'median' or 'mean', got {self.thresholds!r}")
         if self.vector_dtype not in ("float32", "float16"):
             raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {self.vector_dtype!r}")
         if self.vectors not in ("ram", "mmap"):
             raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
-        if self.rescore and self.bits is not None:
-            raise ValueError("--rescore reranks the dataset's own float vectors; it cannot be combined with --bits projection")
+        if (self.rescore or self.rotation) and self.bits is not None:
+            raise ValueError("--rescore / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
         if not self.indexes:
             raise ValueError("no index spec given")
         for spec in self.indexes:
@@ -202,9 +216,14 @@ class _Prepared:
             rng = np.random.default_rng(cfg.seed)
             self.projection = rng.standard_normal((self.base.shape[1], cfg.bits)).astype(np.float32)
             feats_b, feats_q = self.base @ self.projection, self.queries @ self.projection
-        self.thresholds = fit_thresholds(feats_b, "median") if cfg.thresholds == "median" else None
-        self.codes = binarize(feats_b, self.thresholds)
-        self.qcodes = binarize(feats_q, self.thresholds)
+        with _progress(1, "encode", progress) as bar:
+            self.encoder = Encoder(rotation=cfg.rotation, offset=cfg.thresholds, bits=cfg.rerank_bits, seed=cfg.seed).fit(feats_b)
+            self.encoded = self.encoder.encode(feats_b) if cfg.bits is None else None
+            if self.encoded is not None and self.ds.metric == "ip":
+                self.encoded.sqnorms = None  # only l2 estimates read them: not counted in RAM
+            bar.update(1)
+        self.codes = self.encoded.codes if self.encoded is not None else self.encoder.encode_codes(feats_b)
+        self.qcodes = self.encoder.encode_codes(feats_q)
         self.d = self.codes.shape[1] * 8
         with _progress(1, "hamming ground truth", progress) as bar:
             self.ham_D, self.ham_I = hamming_groundtruth(self.codes, self.qcodes, cfg.k)
@@ -245,19 +264,23 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dic
 
 def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], vectors: Any, progress: bool) -> Iterator[dict[str, Any]]:
     from annbin.baselines import is_float_spec, make_float_index
+    from annbin.embedding_index import FLOAT_IN
+    from annbin.rescore import RescoredIndex
 
     is_float = is_float_spec(build_spec)
+    float_in = build_spec.partition(":")[0].strip().lower() in FLOAT_IN  # RaBitQ: floats in, estimates out
     n, dim = prep.base.shape
     t0 = time.perf_counter()
     if is_float:
         index: Any = make_float_index(build_spec, dim, prep.metric)
         index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
-        data, queries = prep.base, prep.queries
+        # a RaBitQ variant gets the encoder's rotation (it preserves inner products and L2)
+        data, queries = (prep.encoder.rotate(prep.base), prep.encoder.rotate(prep.queries)) if float_in else (prep.base, prep.queries)
     else:
         index = make_index(build_spec, d=prep.d)
         data, queries = prep.codes, prep.qcodes
     # An untrained index (IVF) trains on its first add: give it all the data at once.
-    step = max(1, n // 20) if index.is_trained else n
+    step = max(1, n // 20) if index.is_trained and not float_in else n
     with _progress(n, f"build {build_spec}", progress) as bar:
         for start in range(0, n, step):
             index.add(data[start : start + step])
@@ -267,21 +290,28 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
         index.search(queries[:1], 1)
     build_s = time.perf_counter() - t0
     index_bytes = int(index.memory_bytes())
-    factors: list[int | None] = [None] if is_float else [None, *cfg.rescore]
+    stages: list[tuple[int | None, int | None]] = [(None, None)]
+    if not is_float or float_in:
+        for factor in cfg.rescore:
+            stages.append((factor, None))
+            if not is_float:
+                stages += [(factor, r) for r in cfg.rerank if r < factor]
     for params in searches or [{}]:
         index.set_search_params(**params)
-        for factor in factors:
+        for factor, rerank in stages:
             searcher, qs = index, queries
             if factor is not None:
-                from annbin.rescore import RescoredIndex
-
-                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, mode="float", metric=prep.metric, thresholds=prep.thresholds)
+                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, metric=prep.metric, encoder=prep.encoder,
+                                         rerank="asymmetric" if rerank else None, rerank_oversample=rerank or 1,
+                                         encoded=prep.encoded if rerank else None, qb=cfg.qb)
                 qs = prep.queries
-            yield _measure(cfg, prep, searcher, qs, build_spec, params, factor, build_s, index_bytes, is_float, progress)
+            yield _measure(cfg, prep, searcher, qs, build_spec, params, (factor, rerank), build_s, index_bytes, is_float, progress)
 
 
-def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, build_spec: str, params: dict[str, Any], factor: int | None, build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
+def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, build_spec: str, params: dict[str, Any],
+             stage: tuple[int | None, int | None], build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
     k, nq = cfg.k, qs.shape[0]
+    factor, rerank = stage
     batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
     nlat = min(cfg.latency_queries, nq)
     with _progress(nlat, f"latency query {build_spec}", progress) as bar:
@@ -291,6 +321,8 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         **_describe(build_spec),
         "spec": build_spec,
         "rescore": factor,
+        "rerank": rerank,
+        "rotation": cfg.rotation,
         "k": k,
         "n": int(prep.base.shape[0]),
         "nq": int(nq),
@@ -313,6 +345,10 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
     if factor is not None:
         row["rescore_vectors"] = f"{cfg.vectors}:{cfg.vector_dtype}"
         row["disk_bytes_per_vector"] = searcher.disk_bytes() / row["n"]
+        searcher.search(qs, k)  # the batch's stats (latency runs left one query's)
+        row.update(searcher.last_search_stats)
+        if rerank:
+            row["qb"], row["rerank_bits"] = cfg.qb, cfg.rerank_bits
     row["compression_vs_float32"] = row["dim"] * 4 / row["bytes_per_vector"] if ram else None
     if not is_float and factor is None:
         found = hamming_distances(prep.codes, prep.qcodes, I)

@@ -22,6 +22,7 @@ Layout of a saved index (no pickle anywhere)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -231,14 +232,13 @@ class BinaryEmbeddingIndex:
         self._rebuild_rescorer()
 
     def _append_encoded(self, new: Encoded) -> None:
-        keep = {"factors": new.factors, "planes": new.planes, "levels": new.levels,
-                "sqnorms": new.sqnorms if self.metric == "l2" else None}
+        """Keep what the rerank reads (not the codes: the index holds them; norms only for l2)."""
+        new = dataclasses.replace(new, codes=np.empty((0, 0), np.uint8), sqnorms=new.sqnorms if self.metric == "l2" else None)
         old = self._encoded
-        merged = {f: (v if old is None or getattr(old, f) is None or v is None else np.concatenate([getattr(old, f), v]))
-                  for f, v in keep.items()}
-        empty = np.empty(0, np.float32)
-        self._encoded = Encoded(np.empty((0, 0), np.uint8), merged["factors"], merged["sqnorms"] if merged["sqnorms"] is not None else empty,
-                                merged["planes"], merged["levels"])
+        if old is not None:
+            new = Encoded(new.codes, *(None if getattr(new, f) is None else np.concatenate([getattr(old, f), getattr(new, f)])
+                                       for f in _ENCODED))
+        self._encoded = new
 
     def _start(self, x: NDArray[np.floating]) -> Any:
         from annbin.index.registry import make_index
@@ -398,7 +398,7 @@ class BinaryEmbeddingIndex:
             obj._ids = arrays["ids"]
             parts = {key[8:]: v for key, v in arrays.items() if key.startswith("encoded.")}
             if parts:
-                obj._encoded = Encoded(np.empty((0, 0), np.uint8), parts["factors"], parts.get("sqnorms", np.empty(0, np.float32)),
+                obj._encoded = Encoded(np.empty((0, 0), np.uint8), parts["factors"], parts.get("sqnorms"),
                                        parts.get("planes"), parts.get("levels"))
             if header["started"]:
                 obj.index = _load_first_stage(root / "index.annbin", header["spec"])

@@ -74,14 +74,14 @@ class Encoded:
     """What ``Encoder.encode`` returns for ``n`` vectors.
 
     ``codes`` (n, code_size) uint8: the 1-bit code. ``factors`` (n,) float32: RaBitQ's factor.
-    ``sqnorms`` (n,) float32: ``|x|^2`` (for L2 estimates). With ``bits=2``: ``planes`` (n,
+    ``sqnorms`` (n,) float32: ``|x|^2`` (for L2 estimates; a holder may drop it for ``"ip"``). With ``bits=2``: ``planes`` (n,
     code_size) uint8, the magnitude bits, and ``levels`` (n, 2) float32, the scales of the +-1 code
     and of the signed magnitude plane.
     """
 
     codes: NDArray[np.uint8]
     factors: NDArray[np.float32]
-    sqnorms: NDArray[np.float32]
+    sqnorms: NDArray[np.float32] | None = None
     planes: NDArray[np.uint8] | None = None
     levels: NDArray[np.float32] | None = None
 

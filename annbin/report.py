@@ -10,6 +10,7 @@ COLUMNS = [
     ("params", "params"),
     ("recall_float", "recall@k float"),
     ("recall_hamming", "recall@k hamming (ties)"),
+    ("vectors_read_per_query", "floats read/q"),
     ("qps", "queries/s"),
     ("latency_p50_ms", "p50 ms"),
     ("latency_p99_ms", "p99 ms"),
@@ -19,8 +20,9 @@ COLUMNS = [
 
 
 def label(row: dict[str, Any]) -> str:
-    """Display name of a row's method: the variant, plus ``+rescore xR`` when rescored."""
-    return row["index"] + ("+rescore" if row.get("rescore") else "")
+    """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
+    when rescored with floats."""
+    return row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
 
 
 def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
@@ -32,6 +34,10 @@ def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
         items = dict(value)
         if row.get("rescore"):
             items["oversample"] = row["rescore"]
+        if row.get("rerank"):
+            items["rerank"] = row["rerank"]
+        if row.get("rotation"):
+            items["rotation"] = row["rotation"]
         return ",".join(f"{k}={v}" for k, v in items.items()) or "-"
     if key.startswith("recall"):
         return f"{value:.3f}"

@@ -42,7 +42,8 @@ def test_bench_writes_rows_and_plot(tmp_path):
     assert plain[("flat", None)]["bytes_per_vector"] == pytest.approx(24.0)
     rescored = {r["index"]: r for r in rows if r["rescore"] == 2}
     assert rescored["flat"]["rescore_vectors"] == "ram:float32"
-    assert rescored["flat"]["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4)  # codes + ids + floats in RAM
+    # codes + ids + floats in RAM, and the encoder's per-dimension offset (128 float32 for 2,000 rows)
+    assert rescored["flat"]["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4 + 128 * 4 / 2000)
     assert rescored["flat"]["recall_hamming"] is None
     assert rescored["flat"]["recall_float"] >= plain[("flat", None)]["recall_float"]
     for name in ("recall_vs_qps.png", "recall_hamming_vs_qps.png"):
@@ -146,7 +147,7 @@ def test_mmap_float16_rescoring_keeps_vectors_out_of_ram(tmp_path):
     assert result.exit_code == 0, result.output
     row = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][1]
     assert row["rescore"] == 4 and row["rescore_vectors"] == "mmap:float16"
-    assert row["bytes_per_vector"] == pytest.approx(24.0)  # only codes and ids in RAM
+    assert row["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4 / 2000)  # only codes, ids and the offset in RAM
     assert row["disk_bytes_per_vector"] == pytest.approx(128 * 2, rel=0.01)
 
 
@@ -177,3 +178,20 @@ def test_toml_config_and_config_errors(tmp_path):
     for name, message in (("bad.toml", "cannot parse config"), ("typo.yaml", "unknown key(s) ['indexs']")):
         bad = CliRunner().invoke(main, ["bench", "--config", str(tmp_path / name)])
         assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
+def test_bench_rerank_rows_read_fewer_floats(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rescore", "8", "--rerank", "2,9",
+                                       "--rotation", "itq", "--thresholds", "mean", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # plain, float rescoring of 8x, and 8x -> 2x asymmetric -> floats (a rerank of 9 >= 8 is skipped)
+    assert [(r["rescore"], r["rerank"]) for r in rows] == [(None, None), (8, None), (8, 2)]
+    two, three = rows[1], rows[2]
+    assert two["vectors_read_per_query"] == 8 * 5 and three["vectors_read_per_query"] == 2 * 5
+    assert three["candidates_per_query"] == 8 * 5 and three["rotation"] == "itq" and three["qb"] == 4
+    assert three["recall_float"] > rows[0]["recall_float"]
+    assert "floats read/q" in result.output and "flat+asym+rescore" in result.output
+    bad = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rerank", "2"])
+    assert bad.exit_code == 2 and "give --rescore factors too" in bad.output

@@ -1,0 +1,128 @@
+"""Three-stage binary search vs hnswlib on float vectors, in one process, one thread.
+
+Run::
+
+    python benchmarks/asymmetric_vs_hnswlib.py                          # shipped MiniLM set
+    python benchmarks/asymmetric_vs_hnswlib.py --dataset NAME --repeats 5
+
+Every method is an ``annbin.BinaryEmbeddingIndex`` (codes in RAM, float vectors memory-mapped from
+a ``.npy``) or hnswlib (M=16, float vectors in RAM). Timing: each round runs every configuration
+once on the whole query batch, in turn (interleaved, so drift hits all alike); queries/s is
+``nq / median CPU seconds`` of the rounds (every search runs on the calling thread, so CPU time is
+what it costs, and unlike wall time it does not grow when other processes share the cores).
+recall@10 is id overlap with exact float search. For each annbin row at recall >= --target, the
+matched hnswlib row is the cheapest ef whose recall is at least as high; ``vs hnswlib`` is the
+ratio of queries/s. ``floats/q`` is ``last_search_stats["vectors_read_per_query"]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # numpy's BLAS (rotation, rescoring) on one thread too; set before import
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+import annbin  # noqa: E402
+from annbin.baselines import FloatHNSW  # noqa: E402
+from annbin.datasets import get_dataset  # noqa: E402
+
+DEFAULT_METHODS = (
+    # name, spec, options, search-parameter sweep
+    ("rabitq-hnsw itq", "rabitq-hnsw:M=16,ef_construction=100,build=float",
+     {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64)]),
+    ("rabitq-hnsw", "rabitq-hnsw:M=16,ef_construction=100,build=float",
+     {"oversample": 3}, [{"ef_search": e} for e in (32, 48, 64)]),
+    ("flat+asym itq", "flat", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric",
+                               "oversample": 20, "rerank_oversample": 3}, [{}]),
+    ("flat+asym", "flat", {"rerank": "asymmetric", "oversample": 20, "rerank_oversample": 3}, [{}]),
+    ("hnsw+asym itq", "hnsw:M=16,ef_construction=100", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric",
+                                                        "oversample": 10, "rerank_oversample": 3},
+     [{"ef_search": e} for e in (100, 200)]),
+)
+HNSWLIB_EF = (10, 12, 16, 20, 24, 32, 40, 48, 64)
+
+
+def recall(I: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / ref.shape[1] for a, b in zip(I, ref)]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="minilm_wordnet")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median)")
+    ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--only", default=None, help="comma-separated method names to run (default all)")
+    args = ap.parse_args(argv)
+    faiss.omp_set_num_threads(1)
+
+    ds = get_dataset(args.dataset)
+    base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
+    queries = np.ascontiguousarray(ds.get_queries()[: args.max_queries], dtype=np.float32)
+    _, gt = ds.get_groundtruth(args.k)
+    gt = gt[: len(queries), : args.k]
+    n, dim = base.shape
+    k = args.k
+    configs: list[tuple[str, str, Any, dict[str, Any], float, float]] = []  # name, setting, fn, stats, bytes/vec, build s
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        hl = FloatHNSW(dim, metric=ds.metric, M=16, ef_construction=200, num_threads=1)
+        hl.add(base)
+        hl_build = time.perf_counter() - t0
+        for ef in HNSWLIB_EF:
+            configs.append(("hnswlib M=16", f"ef={ef}", lambda q, ef=ef: hl.search(q, k, params={"ef": ef}), {},
+                            hl.memory_bytes() / n, hl_build))
+        wanted = set(args.only.split(",")) if args.only else None
+        for i, (name, spec, options, sweep) in enumerate(DEFAULT_METHODS):
+            if wanted and name not in wanted:
+                continue
+            t0 = time.perf_counter()
+            index = annbin.BinaryEmbeddingIndex(spec, metric=ds.metric, store_vectors=Path(tmp) / f"v{i}.npy", **options)
+            index.add(base)
+            index.search(queries[:1], 1)
+            build = time.perf_counter() - t0
+            for params in sweep:
+                setting = ",".join(f"{key}={v}" for key, v in {**{o: options[o] for o in ("oversample", "rerank_oversample") if o in options}, **params}.items())
+                index.search(queries, k, params=params)
+                stats = dict(index.last_search_stats)
+                configs.append((name, setting, lambda q, index=index, params=params: index.search(q, k, params=params),
+                                stats, index.memory_bytes() / n, build))
+            print(f"built {name} in {build:.1f} s", file=sys.stderr)
+        recalls = [recall(fn(queries)[1], gt) for _, _, fn, _, _, _ in configs]
+        times: list[list[float]] = [[] for _ in configs]
+        for _ in range(args.repeats):
+            for j, (_, _, fn, _, _, _) in enumerate(configs):
+                c0 = time.process_time()
+                fn(queries)
+                times[j].append(time.process_time() - c0)
+    qps = [len(queries) / statistics.median(t) for t in times]
+    hl_rows = [(r, q) for (name, *_), r, q in zip(configs, recalls, qps) if name.startswith("hnswlib")]
+
+    print(f"dataset={ds.name} n={n} dim={dim} nq={len(queries)} k={k} metric={ds.metric} threads=1 faiss={faiss.__version__} "
+          f"repeats={args.repeats} load={os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"| method | setting | recall@{k} | floats/q | queries/s | vs hnswlib at >= its recall | B/vec RAM | build s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for (name, setting, _, stats, bpv, build), r, q in zip(configs, recalls, qps):
+        match = "-"
+        if not name.startswith("hnswlib") and r >= args.target:
+            peers = [pq for pr, pq in hl_rows if pr >= r]
+            match = f"{q / max(peers):.2f}x" if peers else "(no hnswlib ef reaches it)"
+        reads = stats.get("vectors_read_per_query")
+        print(f"| {name} | {setting} | {r:.3f} | {'-' if reads is None else f'{reads:.0f}'} | {q:,.0f} | {match} | {bpv:,.0f} | {build:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
