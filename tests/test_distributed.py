@@ -186,6 +186,31 @@ def test_user_ids_kept_and_removed(fresh):
     assert fresh.get_ids().max() == ids.max() + 10
 
 
+def test_get_codes_one_call_per_shard(fresh, monkeypatch):
+    rng = np.random.default_rng(13)
+    base = rng.integers(0, 256, (500, CS), dtype=np.uint8)
+    ids = np.concatenate([np.arange(300), rng.choice(2**40, 200, replace=False) + 300]).astype(np.int64)
+    fresh.add(base[:300])
+    fresh.add(base[300:], ids=ids[300:])
+    fresh.remove_ids(ids[:10])
+    expect = dict(zip(ids[10:].tolist(), base[10:]))
+    calls = []
+    real_call = fresh._group.call
+    monkeypatch.setattr(fresh._group, "call", lambda method, args=(): calls.append((method, sorted(args))) or real_call(method, args))
+    matrix = rng.choice(ids[10:], (60, 20))
+    matrix[::7, -3:] = -1
+    got = fresh.get_codes(matrix)
+    assert got.shape == (60, 20, CS) and got.dtype == np.uint8
+    assert np.array_equal(got[matrix >= 0], np.array([expect[i] for i in matrix[matrix >= 0].tolist()]))
+    assert not got[matrix < 0].any()
+    assert calls == [("get_codes", [0, 1])]  # one batched call per shard
+    assert np.array_equal(fresh.reconstruct(int(ids[400])), base[400])
+    with pytest.raises(ValueError, match=r"ids not in the index: \[0, 1, 2\]"):
+        fresh.get_codes(np.array([ids[20], 2, 1, 0, -1]))
+    with pytest.raises(TypeError, match="integers"):
+        fresh.get_codes(matrix.astype(np.float64))
+
+
 def test_interface_and_params(fresh):
     assert isinstance(fresh, annbin.BinaryIndex) and fresh.exact
     base = clustered_codes(np.random.default_rng(5), 400, CS)
@@ -265,6 +290,7 @@ def test_save_load_round_trip(fresh, tmp_path):
         assert np.array_equal(loaded.shard_sizes, fresh.shard_sizes)
         for a, b in zip(loaded.search(base[:30], 10), fresh.search(base[:30], 10)):
             assert np.array_equal(a, b)
+        assert np.array_equal(loaded.get_codes(ids[100:]), base[100:])
         loaded.add(base[:1])
         assert loaded.get_ids().max() == ids.max() + 1  # next sequential id survives the round trip
     finally:

@@ -80,6 +80,17 @@ class ShardServer:
     def get_ids(self) -> NDArray[np.int64]:
         return self.index.get_ids()
 
+    def get_codes(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.uint8], NDArray[np.bool_] | None]:
+        """Codes ``(m, d // 8)`` uint8 of 1-D ``ids`` and which were found here (None: all were).
+
+        Calls the index's hook, not ``get_codes``: an id this shard lacks is not an error here,
+        the driver names the ids no shard had.
+        """
+        ids = np.asarray(ids, np.int64)
+        if self.index.ntotal == 0 or ids.size == 0:
+            return np.zeros((ids.size, self.index.code_size), np.uint8), np.zeros(ids.size, bool)
+        return self.index._get_codes(ids)
+
     def memory_bytes(self) -> int:
         return int(self.index.memory_bytes())
 

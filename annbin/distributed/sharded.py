@@ -31,7 +31,7 @@ from annbin.distributed._layout import (
     shard_of,
     write_manifest,
 )
-from annbin.index.base import BinaryIndex, RangeResult, SearchResult, UnsupportedOperation
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation
 
 
 class ShardedIndex(BinaryIndex):
@@ -254,6 +254,21 @@ class ShardedIndex(BinaryIndex):
             order = np.lexsort((I, D), axis=-1)[:, :k]
             D, I = np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
         return D, I
+
+    def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
+        """One call per shard holding any of ``ids``, each asked only for the ids it owns."""
+        ray = import_ray()
+        codes = np.zeros((ids.size, self.code_size), np.uint8)
+        found = np.zeros(ids.size, bool)
+        stored = np.flatnonzero(ids >= 0)  # -1 and other negatives are never stored: not sent
+        groups = group_by_shard(shard_of(ids[stored], self.num_shards), self.num_shards)
+        asks = {s: stored[rows] for s, rows in groups.items() if self._group.counts[s]}
+        parts = self._group.call("get_codes", {s: (ray.put(ids[at]),) for s, at in asks.items()})
+        for s, at in asks.items():
+            shard_codes, shard_found = parts[s]
+            codes[at] = shard_codes
+            found[at] = True if shard_found is None else shard_found
+        return codes, found
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         xref = import_ray().put(x)

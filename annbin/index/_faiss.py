@@ -1,12 +1,15 @@
 """Shared plumbing for variants that are thin wrappers over a faiss binary index.
 
 The faiss index is always wrapped in ``IndexBinaryIDMap`` so user ids survive and can be listed
-(not ``IDMap2``: its reverse hash map costs ~32 bytes a vector, and annbin never reconstructs by id).
+(not ``IDMap2``: its reverse hash map costs ~32 bytes a vector; ``get_codes`` reads codes through a
+zero-copy view of the flat storage and annbin's own id -> row map, ``annbin.index._rows``).
 faiss's ``range_search`` keeps distances ``< radius``; annbin promises ``<= radius``, hence ``+ 1``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -14,7 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import INT32_MAX
-from annbin.index.base import BinaryIndex, RangeResult, SearchResult
+from annbin.index._rows import RowMap, gather
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation
 
 
 class FaissBackedIndex(BinaryIndex):
@@ -60,6 +64,9 @@ class FaissBackedIndex(BinaryIndex):
         # HNSW writes INT32_MIN there, which would sort first): normalize them
         return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
 
+    def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
+        return read_codes(self._inner, self._code_map, ids)
+
     def _reset(self) -> None:
         self._index.reset()
 
@@ -78,7 +85,15 @@ class FaissBackedIndex(BinaryIndex):
         return obj
 
     def _ids_bytes(self) -> int:
-        return self.ntotal * 8
+        """The IDMap's ids, and the id -> row map once ``get_codes`` has built it."""
+        return self.ntotal * 8 + self._code_map_bytes()
+
+
+def first_line(exc: BaseException) -> str:
+    """faiss's message without its C++ location prefix ("Error in <signature> at file:line: ")."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return re.sub(r"^Error in .* at \S+:\d+: ", "", text)
 
 
 def faiss_range_search(index: Any, x: NDArray[np.uint8], radius: int) -> RangeResult:
@@ -86,3 +101,117 @@ def faiss_range_search(index: Any, x: NDArray[np.uint8], radius: int) -> RangeRe
     # a radius past d bits matches everything; clipping keeps radius + 1 inside faiss's C int
     lims, D, I = index.range_search(x, min(radius, index.d) + 1)
     return lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64)
+
+
+def flat_storage(index: Any) -> Any:
+    """The ``IndexBinaryFlat`` holding ``index``'s codes in row order (itself for a flat index, the
+    ``storage`` of HNSW and MultiHash), or None (IVF, Hash and others keep codes elsewhere)."""
+    index = faiss.downcast_IndexBinary(index)
+    if isinstance(index, faiss.IndexBinaryFlat):
+        return index
+    storage = getattr(index, "storage", None)
+    if storage is not None:
+        storage = faiss.downcast_IndexBinary(storage)
+        if isinstance(storage, faiss.IndexBinaryFlat):
+            return storage
+    return None
+
+
+def flat_codes(flat: Any) -> NDArray[np.uint8]:
+    """Zero-copy ``(ntotal, code_size)`` uint8 view of an ``IndexBinaryFlat``'s codes.
+
+    The view borrows faiss's buffer: use it before the index next changes (an add may move it).
+    """
+    n, cs = int(flat.ntotal), int(flat.code_size)
+    if n == 0:
+        return np.empty((0, cs), np.uint8)
+    return faiss.rev_swig_ptr(flat.xb.data(), n * cs).reshape(n, cs)
+
+
+def ivf_ids(ivf: Any) -> NDArray[np.int64]:
+    """All ids stored in an IVF's inverted lists, list by list."""
+    invlists, parts = ivf.invlists, []
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            ptr = invlists.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+            invlists.release_ids(lst, ptr)
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+class InvertedListCodes:
+    """Where each id's code sits in an IVF's inverted lists, and a gather of codes by id.
+
+    Built from the ids in list-by-list order (``ivf_ids``, or what an IDMap maps them to): a
+    ``RowMap`` to positions in that order plus where each list starts (8 bytes a list). A gather
+    visits each touched list once through a zero-copy view of its codes: a Python step per list
+    (~10 us), so its cost grows with the number of lists a batch of ids touches.
+    """
+
+    def __init__(self, ivf: Any, ids: NDArray[np.int64]) -> None:
+        sizes = [ivf.invlists.list_size(lst) for lst in range(ivf.nlist)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.rows = RowMap(ids)
+        self.ntotal = self.rows.ntotal
+        self.kind = self.rows.kind
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.starts.nbytes
+
+    def lookup(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
+        return self.rows.lookup(ids)
+
+    def gather(self, ivf: Any, ids: NDArray[np.int64]) -> CodesResult:
+        """Codes ``(m, code_size)`` uint8 of ``ids`` (zero where not found), and the found mask."""
+        pos, found = self.lookup(ids)
+        cs = int(ivf.code_size)
+        want = np.arange(ids.size) if found is None else np.flatnonzero(found)
+        want = want[np.argsort(pos[want])]  # list by list, so each list is visited once
+        wpos = pos[want]
+        bounds = np.searchsorted(wpos, self.starts).tolist()  # wpos[bounds[l]:bounds[l + 1]] are in list l
+        starts = self.starts.tolist()
+        picked = np.empty((want.size, cs), np.uint8)
+        invlists = ivf.invlists
+        for lst in np.flatnonzero(np.diff(bounds)).tolist():
+            a, b, start = bounds[lst], bounds[lst + 1], starts[lst]
+            ptr = invlists.get_codes(lst)
+            try:
+                codes = faiss.rev_swig_ptr(ptr, (starts[lst + 1] - start) * cs).reshape(-1, cs)
+                np.take(codes, wpos[a:b] - start, axis=0, out=picked[a:b])
+            finally:
+                invlists.release_codes(lst, ptr)
+        out = np.zeros((ids.size, cs), np.uint8)
+        out[want] = picked
+        return out, found
+
+
+def read_codes(core: Any, code_map: Callable[[], Any], ids: NDArray[np.int64]) -> CodesResult:
+    """Stored codes of ``ids`` in the faiss index ``core`` (an IDMap's inner index, or bare).
+
+    ``code_map()`` gives the index's cached id map (a ``RowMap`` to ``core``'s rows, or for an
+    IVF an ``InvertedListCodes``). Flat, HNSW, MultiHash: one gather from a zero-copy view of their
+    flat storage; IVF: list by list; Hash: ``UnsupportedOperation``; anything else: faiss's own
+    ``reconstruct``, one distinct id at a time (``UnsupportedOperation`` where faiss has none).
+    """
+    if isinstance(core, faiss.IndexBinaryHash):
+        raise UnsupportedOperation(
+            "faiss IndexBinaryHash keeps codes only inside its hash buckets and cannot return them "
+            "by id; use MultiHash ('IDMap2,BHash4x16' keeps a flat copy) or a flat index"
+        )
+    storage = flat_storage(core)
+    if storage is not None:
+        rows, found = code_map().lookup(ids)
+        return gather(flat_codes(storage), rows, found), found
+    if isinstance(core, faiss.IndexBinaryIVF):
+        return code_map().gather(core, ids)
+    rows, found = code_map().lookup(ids)
+    distinct, inverse = np.unique(rows if found is None else rows[found], return_inverse=True)
+    try:
+        codes = np.stack([core.reconstruct(int(r)) for r in (distinct if distinct.size else [0])])
+    except RuntimeError as exc:
+        raise UnsupportedOperation(f"faiss {type(core).__name__} cannot return stored codes ({first_line(exc)})") from None
+    out = np.zeros((ids.size, codes.shape[1]), np.uint8)
+    out[slice(None) if found is None else found] = codes[inverse]
+    return out, found

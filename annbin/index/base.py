@@ -9,10 +9,13 @@ all validation, result padding and tie ordering once, so every variant behaves t
 - ``range_search(x, radius) -> (lims, D, I)``: every item with distance **<= radius** (faiss's own
   ``range_search`` uses ``< radius``), results of query ``i`` in ``D[lims[i]:lims[i+1]]``, sorted.
 - Codes are always ``(n, d // 8)`` uint8; ``d`` is in bits. A 1-D array is one code.
+- ``get_codes(ids)``: the stored codes of any array of ids (e.g. a search's ``I``), for rescoring;
+  each variant reads them from the storage it already has (see ``_get_codes``).
 """
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -20,8 +23,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
+from annbin.index._rows import RowMap
 
 SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
+#: a variant's ``_get_codes`` answer: codes ``(m, d // 8)`` uint8 (zero where not found) and which ids
+#: were found (bool ``(m,)``, or None when all were)
+CodesResult = tuple[NDArray[np.uint8], NDArray[np.bool_] | None]
 RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
 _PACK_LIMIT = (1 << 32) - 1  # ids below this pack with their distance into one sort key
 
@@ -99,6 +106,8 @@ class BinaryIndex(Described, ABC):
     search_params: ClassVar[tuple[str, ...]] = ()
     #: True when search returns exactly the k nearest distances (flat, MIH)
     exact: ClassVar[bool] = True
+    #: the id -> storage map ``get_codes`` builds on first use; dropped by add, remove_ids, reset
+    _code_map_cache: Any = None
 
     def __init__(self, d: int) -> None:
         self.d = check_d(d)
@@ -136,6 +145,7 @@ class BinaryIndex(Described, ABC):
                     raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
         if n == 0:
             return
+        self._code_map_cache = None
         self._add(codes, new_ids)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
 
@@ -193,10 +203,12 @@ class BinaryIndex(Described, ABC):
         sel = as_id_selection(ids)
         if sel.size == 0 or self.ntotal == 0:
             return 0
+        self._code_map_cache = None
         return int(self._remove_ids(sel))
 
     def reset(self) -> None:
         """Remove everything; the index keeps its parameters."""
+        self._code_map_cache = None
         self._reset()
         self._next_id = 0
 
@@ -208,6 +220,48 @@ class BinaryIndex(Described, ABC):
             raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
         if params:
             self._set_search_params(params)
+
+    def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
+        """The stored codes of ``ids``: uint8 ``ids.shape + (d // 8,)``, bytes exactly as added.
+
+        ``ids``: an integer array of any shape, e.g. ``(n,)`` or a search's ``(nq, k)`` ``I``.
+        An id of ``-1`` (a missing search result) gives an all-zero code; all-zero is also a valid
+        stored code, so test ``ids >= 0`` to tell them apart. Any other id that is not stored
+        raises ``ValueError`` naming up to 5 of them; non-integer ids raise ``TypeError``.
+
+        Codes are gathered from the storage the variant already holds (no copy of the index).
+        The first call after ``add`` / ``remove_ids`` / ``reset`` builds an id -> row map
+        (free when the ids are ``0 .. ntotal-1`` in order, else 4-16 bytes per stored code, counted
+        by ``memory_bytes``; see ``annbin.index._rows``). Per-variant costs are in each class.
+        """
+        ids = _lookup_ids(ids)
+        flat = ids.reshape(-1)
+        result: CodesResult
+        if self.ntotal == 0 or flat.size == 0:
+            result = np.zeros((flat.size, self.code_size), np.uint8), np.zeros(flat.size, bool)
+        else:
+            result = self._get_codes(flat)
+        codes, found = result
+        if found is not None:
+            unknown = flat[~found & (flat != -1)]
+            if unknown.size:
+                unknown = np.unique(unknown)
+                more = f" ({unknown.size} distinct in all)" if unknown.size > 5 else ""
+                raise ValueError(f"ids not in the index: {unknown[:5].tolist()}{more}")
+        return codes.reshape(ids.shape + (self.code_size,))
+
+    def reconstruct(self, id: int) -> NDArray[np.uint8]:
+        """faiss's name: the stored code of one id, uint8 ``(d // 8,)`` (``-1`` gives zeros)."""
+        if isinstance(id, (bool, np.bool_)) or not isinstance(id, numbers.Integral):
+            raise TypeError(f"id must be an int, got {type(id).__name__}")
+        return self.get_codes(np.array([id], np.int64))[0]
+
+    def reconstruct_batch(self, ids: ArrayLike) -> NDArray[np.uint8]:
+        """faiss's name: the stored codes of 1-D ``ids``, uint8 ``(n, d // 8)`` (see ``get_codes``)."""
+        ids = _lookup_ids(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be 1-D, got shape {ids.shape} (get_codes takes any shape)")
+        return self.get_codes(ids)
 
     @abstractmethod
     def get_ids(self) -> NDArray[np.int64]:
@@ -244,6 +298,27 @@ class BinaryIndex(Described, ABC):
         """Which of ``ids`` are stored already (a variant may answer without listing all ids)."""
         return ids[np.isin(ids, self.get_ids())]
 
+    def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
+        """Codes of 1-D ids (``ntotal > 0``, ``ids`` non-empty; -1 and unknown ids not found)."""
+        raise UnsupportedOperation(f"{self.variant!r} index cannot return its stored codes")
+
+    def _code_map(self) -> Any:
+        """``_build_code_map()``'s map, cached until the index changes (or its ``ntotal`` does:
+        a faiss index shared with ``from_faiss`` may grow from outside)."""
+        cached = self._code_map_cache
+        if cached is None or cached.ntotal != self.ntotal:
+            cached = self._code_map_cache = self._build_code_map()
+        return cached
+
+    def _build_code_map(self) -> Any:
+        """An object with ``ntotal``, ``nbytes`` and ``lookup(ids) -> (rows, found)``: by default
+        ids to rows of ``get_ids()``'s order, which is storage order."""
+        return RowMap(self.get_ids())
+
+    def _code_map_bytes(self) -> int:
+        """RAM held by the cached ``get_codes`` map (0 until it is built)."""
+        return int(self._code_map_cache.nbytes) if self._code_map_cache is not None else 0
+
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         raise UnsupportedOperation(f"{self.variant!r} index does not support range_search")
 
@@ -276,3 +351,13 @@ class BinaryIndex(Described, ABC):
     def _pop_params(self, saved: dict[str, Any] | None) -> None:
         if saved is not None:
             self._set_search_params(saved)
+
+
+def _lookup_ids(ids: Any) -> NDArray[np.int64]:
+    """Ids to look up, any shape, as int64; non-integer ids are a ``TypeError``."""
+    x = ids if isinstance(ids, np.ndarray) else np.asarray(ids)
+    if x.size and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"ids must be integers, got dtype {x.dtype}")
+    if x.dtype == np.uint64 and x.size and int(x.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"ids not in the index: ids are int64, got {int(x.max())}")
+    return x.astype(np.int64, copy=False)

@@ -32,8 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import INT32_MAX, as_codes, check_d, check_int
-from annbin.index._faiss import faiss_range_search
-from annbin.index.base import BinaryIndex, RangeResult, SearchResult, UnsupportedOperation
+from annbin.index._faiss import InvertedListCodes, faiss_range_search, first_line, ivf_ids, read_codes
+from annbin.index._rows import RowMap
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation
 
 #: k-means sample size per inverted list when an IVF trains itself (faiss warns under 39)
 TRAIN_POINTS_PER_LIST = 64
@@ -47,13 +48,6 @@ _REV_MAP_BYTES = 32
 _FACTORY = re.compile(r"^\s*(IDMap2?\s*,\s*)?B(Flat|HNSW|IVF|Hash)")
 
 __all__ = ["FaissIndex", "from_faiss", "is_faiss_factory", "make_faiss_index", "read_faiss_file", "train_on_sample"]
-
-
-def _first_line(exc: BaseException) -> str:
-    """faiss's message without its C++ location prefix ("Error in <signature> at file:line: ")."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return re.sub(r"^Error in .* at \S+:\d+: ", "", text)
 
 
 def _core(index: Any) -> tuple[Any, str | None]:
@@ -113,7 +107,7 @@ def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None
     try:
         index.train(codes)
     except RuntimeError as exc:
-        raise ValueError(f"faiss could not train the index: {_first_line(exc)}") from None
+        raise ValueError(f"faiss could not train the index: {first_line(exc)}") from None
 
 
 def _train_cap(index: Any) -> int | None:
@@ -217,7 +211,7 @@ class FaissIndex(BinaryIndex):
         if self._idmap is not None:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
         if isinstance(self._core, faiss.IndexBinaryIVF):
-            return _ivf_ids(self._core)
+            return ivf_ids(self._core)
         return np.arange(self.ntotal, dtype=np.int64)
 
     def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
@@ -234,7 +228,7 @@ class FaissIndex(BinaryIndex):
             else:
                 self._index.add(codes)
         except RuntimeError as exc:
-            raise ValueError(f"faiss could not add to {type(self._core).__name__}: {_first_line(exc)}") from None
+            raise ValueError(f"faiss could not add to {type(self._core).__name__}: {first_line(exc)}") from None
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         hnsw = getattr(self._core, "hnsw", None)
@@ -255,7 +249,7 @@ class FaissIndex(BinaryIndex):
             return faiss_range_search(self._index, x, radius)
         except RuntimeError as exc:
             raise UnsupportedOperation(
-                f"faiss {type(self._core).__name__} does not support range_search ({_first_line(exc)})"
+                f"faiss {type(self._core).__name__} does not support range_search ({first_line(exc)})"
             ) from None
 
     def _remove_ids(self, ids: NDArray[np.int64]) -> int:
@@ -277,11 +271,22 @@ class FaissIndex(BinaryIndex):
             return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
         except RuntimeError as exc:
             raise UnsupportedOperation(
-                f"faiss {type(self._core).__name__} does not support remove_ids ({_first_line(exc)})"
+                f"faiss {type(self._core).__name__} does not support remove_ids ({first_line(exc)})"
             ) from None
 
     def _reset(self) -> None:
         self._index.reset()
+
+    def _build_code_map(self) -> Any:
+        if not isinstance(self._core, faiss.IndexBinaryIVF):
+            return RowMap(self.get_ids())
+        ids = ivf_ids(self._core)
+        if self._idmap is not None:  # the IVF then holds positions in the IDMap's id list
+            ids = self.get_ids()[ids]
+        return InvertedListCodes(self._core, ids)
+
+    def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
+        return read_codes(self._core, self._code_map, ids)
 
     def memory_bytes(self) -> int:
         """Estimate of RAM held: codes, ids, graph / hash tables / centroids."""
@@ -300,7 +305,7 @@ class FaissIndex(BinaryIndex):
             total += n * 8
         if self._idmap == "IDMap2,":
             total += n * _REV_MAP_BYTES
-        return int(total)
+        return int(total) + self._code_map_bytes()
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {"faiss": faiss.serialize_index_binary(self._index)}
@@ -310,7 +315,7 @@ class FaissIndex(BinaryIndex):
         try:
             index = faiss.deserialize_index_binary(arrays["faiss"])
         except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"faiss could not read the stored index: {_first_line(exc)}") from None
+            raise ValueError(f"faiss could not read the stored index: {first_line(exc)}") from None
         return cls._wrap(index, d)
 
     @classmethod
@@ -321,18 +326,6 @@ class FaissIndex(BinaryIndex):
         return obj
 
 
-def _ivf_ids(ivf: Any) -> NDArray[np.int64]:
-    """All ids stored in an IVF's inverted lists, list by list."""
-    invlists, parts = ivf.invlists, []
-    for lst in range(ivf.nlist):
-        size = invlists.list_size(lst)
-        if size:
-            ptr = invlists.get_ids(lst)
-            parts.append(faiss.rev_swig_ptr(ptr, size).copy())
-            invlists.release_ids(lst, ptr)
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
-
-
 def _build_factory(factory: str, d: int) -> Any:
     if not isinstance(factory, str) or not factory.strip():
         raise ValueError(f"faiss factory string must be a non-empty str, got {factory!r}")
@@ -340,7 +333,7 @@ def _build_factory(factory: str, d: int) -> Any:
     try:
         index = faiss.index_binary_factory(d, factory)
     except RuntimeError as exc:
-        raise ValueError(f"bad faiss binary factory string {factory!r}: {_first_line(exc)}") from None
+        raise ValueError(f"bad faiss binary factory string {factory!r}: {first_line(exc)}") from None
     # faiss's parser is lenient ("BHash4x" builds BHash4, "BHash99" a 99-bit hash of 64-bit
     # codes, "BIVF0" zero lists): accept a string only if it reads back as itself and is sane
     core, _ = _core(index)
@@ -403,6 +396,6 @@ def read_faiss_file(path: str | os.PathLike[str]) -> FaissIndex:
     except RuntimeError as exc:
         raise ValueError(
             f"{str(path)!r} is not an annbin index (bad magic bytes) and faiss cannot read it as a "
-            f"binary index either: {_first_line(exc)}"
+            f"binary index either: {first_line(exc)}"
         ) from None
     return FaissIndex._wrap(index)

@@ -14,7 +14,8 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
   fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
   occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
   sorted by substring, and a copy of the codes as uint64 words in that order, so verifying a
-  bucket reads contiguous memory. ``memory_bytes()`` counts all of it.
+  bucket reads contiguous memory. ``memory_bytes()`` counts all of it. ``get_codes`` gathers
+  from a zero-copy view of the flat index's codes.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
   each query stops by the pigeonhole bound (see ``_mih_search``).
 - **add / remove_ids**: both only append to / compact the stored codes and mark the tables stale;
@@ -42,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import as_ids
+from annbin.index._faiss import flat_codes
 from annbin.index._mih_search import COSTS, expected_step_costs, knn_search, range_search
 from annbin.index._mih_tables import (
     MIHTable,
@@ -52,7 +54,8 @@ from annbin.index._mih_tables import (
     substring_layout,
     to_words,
 )
-from annbin.index.base import BinaryIndex, RangeResult, SearchResult
+from annbin.index._rows import gather
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult
 
 FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
@@ -140,6 +143,10 @@ class MIHIndex(BinaryIndex):
         self._tables = self._layout = None
         return removed
 
+    def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
+        rows, found = self._code_map().lookup(ids)
+        return gather(flat_codes(self._flat), rows, found), found
+
     def _reset(self) -> None:
         self._flat.reset()
         self._id_chunks = []
@@ -164,7 +171,8 @@ class MIHIndex(BinaryIndex):
         """Codes, ids and hash tables (building pending tables first, so the figure is what a search uses)."""
         tables = self._build() if self.ntotal else []
         shared = {id(t.words): t.words.nbytes for t in tables if t.shared}
-        return self.ntotal * self.code_size + self._ids.nbytes + sum(t.nbytes for t in tables) + sum(shared.values())
+        held = self.ntotal * self.code_size + self._ids.nbytes + sum(t.nbytes for t in tables) + sum(shared.values())
+        return held + self._code_map_bytes()
 
     # --- parameters ----------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
