@@ -35,14 +35,14 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _int_list(values: tuple[str, ...]) -> list[int]:
+def _int_list(values: tuple[str, ...], option: str = "--rescore") -> list[int]:
     out = []
     for value in values:
         for part in filter(None, value.split(",")):
             try:
                 out.append(int(part))
             except ValueError:
-                raise ValueError(f"--rescore takes integers (e.g. 1,2,4,10), got {part!r}") from None
+                raise ValueError(f"{option} takes integers (e.g. 1,2,4,10), got {part!r}") from None
     return out
 
 
@@ -57,10 +57,14 @@ def main() -> None:
 @click.option("--index", "-i", "indexes", multiple=True, help='Index spec, repeatable; "|" lists sweep values: "hnsw:M=16|32,ef_search=16|64".')
 @click.option("--k", "-k", type=int, default=None, help="Neighbours per query (default 10).")
 @click.option("--rescore", multiple=True, help="Oversample factors for float rescoring, e.g. 1,2,4,10 (binary indexes only).")
+@click.option("--rerank", multiple=True, help="Asymmetric rerank: float vectors kept per result (e.g. 2,3) out of each --rescore factor's candidates.")
+@click.option("--rotation", type=click.Choice(["none", "random", "itq"]), default=None, help="Rotate floats before the sign bit (itq learns it; default none).")
+@click.option("--rerank-bits", type=click.Choice(["1", "2"]), default=None, help="Bits per dimension the asymmetric rerank reads (2 keeps a second plane).")
+@click.option("--qb", type=int, default=None, help="Query bits of the asymmetric rerank (0 = float query; default 4).")
 @click.option("--vectors", type=click.Choice(["ram", "mmap"]), default=None, help="Rescoring reads float vectors from RAM or a memory-mapped .npy.")
 @click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default=None, help="Precision of the rescoring vectors (float16 halves their bytes).")
 @click.option("--bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
-@click.option("--thresholds", type=click.Choice(["zero", "median"]), default=None, help="Bit = x > 0 (zero) or x > per-dimension median.")
+@click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default=None, help="Bit = x > 0 (zero), x > per-dimension median, or x > mean (centring).")
 @click.option("--threads", type=int, default=None, help="Search threads (faiss OpenMP, hnswlib). Default 1.")
 @click.option("--runs", type=int, default=None, help="Batch-search repeats; queries/s uses the median (default 3).")
 @click.option("--latency-queries", type=int, default=None, help="Queries timed one at a time for p50/p95/p99 (default 200).")
@@ -70,7 +74,8 @@ def main() -> None:
 @click.option("--plot/--no-plot", default=False, help="Write recall-vs-queries/s PNG(s) into --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
-def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], vectors: str | None, vector_dtype: str | None, bits: int | None,
+def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], rerank: tuple[str, ...], rotation: str | None,
+          rerank_bits: str | None, qb: int | None, vectors: str | None, vector_dtype: str | None, bits: int | None,
           thresholds: str | None, threads: int | None, runs: int | None, latency_queries: int | None, max_queries: int | None,
           config_path: str | None, out: str | None, plot: bool, progress: bool | None) -> None:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
@@ -83,7 +88,8 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     given = {
         "dataset": dataset, "k": k, "vectors": vectors, "vector_dtype": vector_dtype, "bits": bits, "thresholds": thresholds, "threads": threads,
         "runs": runs, "latency_queries": latency_queries, "max_queries": max_queries,
-        "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None,
+        "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None, "rerank": _int_list(rerank, "--rerank") or None,
+        "rotation": None if rotation in (None, "none") else rotation, "rerank_bits": None if rerank_bits is None else int(rerank_bits), "qb": qb,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
     if "indexes" not in settings and "rescore" not in settings and settings.get("bits") is None:
