@@ -20,8 +20,9 @@ hnswlib cannot return more than ``ef`` results).
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -201,26 +202,49 @@ class FloatHNSW(FloatIndex):
         return int(self._index.index_file_size())
 
 
-FLOAT_VARIANTS: dict[str, type[FloatIndex]] = {cls.variant: cls for cls in (FloatFlat, FloatHNSW)}
+_BASELINES: dict[str, type[FloatIndex]] = {cls.variant: cls for cls in (FloatFlat, FloatHNSW)}
+
+
+@functools.cache
+def _float_variants() -> dict[str, type[FloatIndex]]:
+    # annbin.rabitq subclasses FloatIndex, so it imports this module; it is reached from here only
+    # on first lookup, never at import time, so either module can be imported first.
+    from annbin.rabitq import RABITQ_VARIANTS
+
+    return {**_BASELINES, **RABITQ_VARIANTS}
+
+
+if TYPE_CHECKING:
+    FLOAT_VARIANTS: dict[str, type[FloatIndex]]
+
+
+def __getattr__(name: str) -> Any:
+    # FLOAT_VARIANTS (baselines and annbin.rabitq's variants) is built on first access (PEP 562)
+    if name == "FLOAT_VARIANTS":
+        return _float_variants()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_float_spec(spec: Any) -> bool:
-    """True if ``spec`` names a float baseline (``"float-flat"``, ``"float-hnsw:..."``)."""
-    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in FLOAT_VARIANTS
+    """True if ``spec`` names a float-in index (``"float-flat"``, ``"float-hnsw:..."``, ``"rabitq"``,
+    ``"ivf-rabitq:..."``, ``"rabitq-hnsw:..."``)."""
+    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in _float_variants()
 
 
 def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
     """Build an empty float baseline from a spec string for ``dim``-dimensional vectors.
 
     ``"float-flat"``; ``"float-hnsw"`` with ``M``, ``ef_construction``, ``seed`` (build) and
-    ``ef`` (search), e.g. ``"float-hnsw:M=16,ef_construction=200,ef=64"``.
+    ``ef`` (search), e.g. ``"float-hnsw:M=16,ef_construction=200,ef=64"``; the RaBitQ variants
+    ``"rabitq"``, ``"ivf-rabitq"``, ``"rabitq-hnsw"`` (see ``annbin.rabitq``).
     """
     from annbin.index.registry import parse_spec
 
     name, params = parse_spec(spec)
-    cls = FLOAT_VARIANTS.get(name)
+    variants = _float_variants()
+    cls = variants.get(name)
     if cls is None:
-        raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(FLOAT_VARIANTS))}")
+        raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(variants))}")
     unknown = sorted(set(params) - set(cls.build_params) - set(cls.search_params))
     if unknown:
         allowed = ", ".join(cls.build_params + cls.search_params) or "none"

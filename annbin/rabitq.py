@@ -1,0 +1,383 @@
+"""faiss's RaBitQ family under the float-in interface of ``annbin.baselines``.
+
+Float vectors in, float queries in, faiss's float convention out (see ``annbin.baselines``):
+``D`` float32 ``(nq, k)``, *estimated* inner products descending (``"ip"``) or estimated squared
+L2 ascending (``"l2"``); ``I`` int64; missing results ``I = -1``, ``D = -inf`` / ``+inf``.
+Vectors are stored as 1-bit RaBitQ codes plus per-vector factors; a query is quantized to ``qb``
+bits (``qb=0``: kept as floats, ~80x slower in faiss 1.15.1: flat scan of 20k x 384 on one thread
+18 vs 1,464 q/s at qb=4, recall@10 0.731 vs 0.725). Variants, built with ``make_float_index``:
+
+- ``"rabitq:qb=4"``: ``RaBitQFlat``, a scan of all codes (``faiss.IndexRaBitQ``).
+- ``"ivf-rabitq:nlist=256,nprobe=16,qb=4,fastscan=false"``: ``RaBitQIVF`` (``IndexIVFRaBitQ`` /
+  ``IndexIVFRaBitQFastScan``), codes of residuals in inverted lists.
+- ``"rabitq-hnsw:M=16,ef_construction=100,build=float,ef_search=64,qb=4"``: ``RaBitQHNSW``, an HNSW
+  graph walked with the RaBitQ estimate (``IndexHNSWRaBitQ``).
+
+faiss does the metric itself where it can: ``IndexRaBitQ`` and ``IndexIVFRaBitQ`` take
+``METRIC_INNER_PRODUCT``; ``IndexHNSWRaBitQ`` is L2-only (see ``RaBitQHNSW``). faiss's RaBitQ has no
+random rotation; wrapping one in measured no gain on ``minilm_wordnet`` (recall@10 0.725 either
+way at qb=4) and halved the flat scan's q/s, so there is none. Every variant trains on its first
+``add`` (the codes' centroid; IVF's k-means), so give it a representative first batch. Threads
+follow ``faiss.omp_set_num_threads``. ``save`` / ``load_float_index`` use annbin's checksummed file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from annbin._checks import check_int
+from annbin._io import read_index_file, write_index_file
+from annbin.baselines import FloatIndex, FloatResult
+from annbin.index.faiss_wrap import TRAIN_POINTS_PER_LIST
+from annbin.index.ivf import default_nlist
+
+__all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_float_index"]
+
+_TRAIN_SEED = 1234
+_UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-stored embeddings pass)
+# Search parameters of the search call in progress (per thread), so that ``params=`` never
+# writes to the index: one index can serve concurrent searches with different settings.
+_CALL_PARAMS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_CALL_PARAMS", default=None)
+
+
+def _check_qb(qb: Any) -> int:
+    qb = check_int(qb, "qb", minimum=0)
+    if qb > 8:
+        raise ValueError(f"qb (query bits) must be in 0..8, got {qb}")
+    return qb
+
+
+def _faiss_metric(metric: str) -> int:
+    return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+
+
+class _RaBitQIndex(FloatIndex):
+    """Shared plumbing: training on the first add, per-call params, save, memory."""
+
+    exact = False
+    _faiss_type: ClassVar[str] = ""  # class name of the faiss index a saved file must hold
+
+    def __init__(self, dim: int, *, metric: str = "ip") -> None:
+        super().__init__(dim, metric=metric)
+        self._index: Any = None  # the faiss index; None until it can be made (IVF: nlist known)
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        """False until the first ``add`` trained the index (``bench`` then adds everything at once)."""
+        return self._index is not None and bool(self._index.is_trained)
+
+    def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
+        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``; ``params`` apply to
+        this call only and change nothing on the index."""
+        call = {**self.get_search_params(), **self._checked_search_params(params or {})}
+        token = _CALL_PARAMS.set(call)
+        try:
+            return super().search(x, k)
+        finally:
+            _CALL_PARAMS.reset(token)
+
+    def _checked_search_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - set(self.search_params))
+        if unknown:
+            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {', '.join(self.search_params)}")
+        return {name: self._check_search_value(name, value) for name, value in params.items()}
+
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        if name == "qb":
+            return _check_qb(value)
+        return check_int(value, name, minimum=1)
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        for name, value in self._checked_search_params(params).items():
+            setattr(self, name, value)
+
+    def get_search_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.search_params}
+
+    def _call(self) -> dict[str, Any]:
+        return _CALL_PARAMS.get() or self.get_search_params()
+
+    def _add(self, x: NDArray[np.float32]) -> None:
+        if not self.is_trained:
+            self._train(x)
+        self._index.add(x)
+
+    def _train(self, x: NDArray[np.float32]) -> None:
+        self._index.train(x)  # IndexRaBitQ: the centroid of the codes (a mean: all rows are cheap)
+
+    def _state(self) -> Any:
+        """The faiss index to serialize, or None when there is nothing trained to keep."""
+        return self._index if self.is_trained else None
+
+    def memory_bytes(self) -> int:
+        """faiss's serialized size: codes with their factors, ids and centroids (IVF), graph links
+        (HNSW). A slight lower bound on RAM (allocator slack, search scratch are not counted)."""
+        state = self._state()
+        return 0 if state is None else int(faiss.serialize_index(state).size)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically to ``path`` (annbin's format; the faiss index as its serialized bytes)."""
+        state = self._state()
+        blob = np.zeros(0, np.uint8) if state is None else faiss.serialize_index(state)
+        header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
+                  "params": self.get_params(), "search_params": self.get_search_params()}
+        write_index_file(path, header, {"faiss": blob})
+
+    def _adopt(self, index: Any) -> None:
+        """Take a deserialized faiss index as this one's (``ValueError`` if it does not fit)."""
+        expected = (self._expected_type(), self.dim, self._metric_type())
+        got = (type(index).__name__, int(index.d), int(index.metric_type))
+        if got != expected:
+            raise ValueError(f"stored faiss index is (type, d, metric) {got}, expected {expected}")
+        self._index = index
+
+    def _expected_type(self) -> str:
+        return self._faiss_type
+
+    def _metric_type(self) -> int:
+        return _faiss_metric(self.metric)
+
+
+class RaBitQFlat(_RaBitQIndex):
+    """Scan of all 1-bit RaBitQ codes (``faiss.IndexRaBitQ``, ``"ip"`` native). ``qb``: query bits
+    (search parameter, 0..8, 0 = float query)."""
+
+    variant = "rabitq"
+    search_params = ("qb",)
+    _faiss_type = "IndexRaBitQ"
+
+    def __init__(self, dim: int, *, metric: str = "ip", qb: int = 4) -> None:
+        super().__init__(dim, metric=metric)
+        self.qb = _check_qb(qb)
+        self._index = faiss.IndexRaBitQ(self.dim, _faiss_metric(self.metric))
+
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
+        params = faiss.RaBitQSearchParameters()
+        params.qb = self._call()["qb"]
+        D, I = self._index.search(q, k, params=params)
+        return D, I.astype(np.int64, copy=False)
+
+
+class RaBitQIVF(_RaBitQIndex):
+    """Inverted lists of RaBitQ codes of residuals (``IndexIVFRaBitQ``, ``"ip"`` native).
+
+    Build: ``nlist`` lists (``None``: ``annbin.index.ivf.default_nlist`` of the first add, about
+    ``4 * sqrt(n)``); ``fastscan`` picks ``IndexIVFRaBitQFastScan`` (its 4-bit-LUT SIMD scan needs
+    ``qb >= 1``). Search: ``nprobe`` lists visited, ``qb``. The first add trains k-means on a seeded
+    sample of at most ``64 * nlist`` of its rows and must hold at least ``nlist``; later adds are
+    only assigned.
+    """
+
+    variant = "ivf-rabitq"
+    build_params = ("nlist", "fastscan")
+    search_params = ("nprobe", "qb")
+
+    # fastscan off by default: on minilm_wordnet (20k x 384, nlist=256, qb=4, 1 thread, median CPU
+    # q/s, benchmarks/rabitq_variants.py) the plain scan is faster at equal recall: nprobe=8 31.7k
+    # vs 28.9k (recall 0.675 / 0.676), nprobe=16 18.5k vs 9.2k (0.701 both), nprobe=32 10.9k vs 4.6k.
+    def __init__(self, dim: int, *, metric: str = "ip", nlist: int | None = None, fastscan: bool = False,
+                 nprobe: int = 16, qb: int = 4) -> None:
+        super().__init__(dim, metric=metric)
+        self.nlist = None if nlist is None else check_int(nlist, "nlist", minimum=1)
+        if not isinstance(fastscan, (bool, np.bool_)):
+            raise TypeError(f"fastscan must be a bool, got {type(fastscan).__name__}")
+        self.fastscan = bool(fastscan)
+        self.set_search_params(nprobe=nprobe, qb=qb)
+
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        value = super()._check_search_value(name, value)
+        if name == "qb" and value == 0 and self.fastscan:
+            # faiss's fast-scan reads qb=0 as "use the index default" (8 bits), not float queries
+            raise ValueError("ivf-rabitq with fastscan=true needs qb in 1..8 (fast-scan quantizes the query)")
+        return value
+
+    def get_params(self) -> dict[str, Any]:
+        return {"nlist": self.nlist, "fastscan": self.fastscan}
+
+    def _expected_type(self) -> str:
+        return "IndexIVFRaBitQFastScan" if self.fastscan else "IndexIVFRaBitQ"
+
+    def _train(self, x: NDArray[np.float32]) -> None:
+        nlist = self.nlist or default_nlist(x.shape[0])
+        if x.shape[0] < nlist:
+            raise ValueError(f"ivf-rabitq trains k-means on its first add: it needs at least nlist={nlist} vectors, got {x.shape[0]}; add more at once or lower nlist")
+        cap = nlist * TRAIN_POINTS_PER_LIST
+        if x.shape[0] > cap:  # k-means cost grows with the sample; 64 per list is plenty
+            rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(x.shape[0], cap, replace=False))
+            x = x[rows]
+        quantizer: Any = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        cls = faiss.IndexIVFRaBitQFastScan if self.fastscan else faiss.IndexIVFRaBitQ
+        index = cls(quantizer, self.dim, nlist, _faiss_metric(self.metric))
+        index.own_fields = True  # faiss's Python layer keeps no reference to this quantizer
+        quantizer.this.disown()
+        index.train(x)
+        self._index, self.nlist = index, nlist
+
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
+        call = self._call()
+        params = faiss.IVFRaBitQSearchParameters()
+        params.nprobe, params.qb = call["nprobe"], call["qb"]
+        D, I = self._index.search(q, k, params=params)
+        return D, I.astype(np.int64, copy=False)
+
+    def _adopt(self, index: Any) -> None:
+        super()._adopt(index)
+        if int(index.nlist) != self.nlist:
+            raise ValueError(f"stored faiss index has nlist={index.nlist}, header says {self.nlist}")
+
+
+class RaBitQHNSW(_RaBitQIndex):
+    """HNSW over 1-bit RaBitQ codes, walked with the asymmetric RaBitQ estimate (``IndexHNSWRaBitQ``).
+
+    Build: ``M`` (graph degree), ``ef_construction``, ``build``:
+
+    - ``"float"`` (default): the graph is built by ``faiss.IndexHNSWFlat`` on the float vectors, then
+      kept over the codes and the floats dropped. The vectors of all adds are held until the
+      first ``search`` or ``save``, which builds the graph once; an ``add`` after that raises
+      ``ValueError`` (the floats to link new nodes are gone; the graph is never patched).
+    - ``"codes"``: faiss builds the graph itself from the codes (symmetric RaBitQ distances,
+      slightly lower recall); every ``add`` inserts into it.
+
+    Search: ``ef_search`` (per call, ``SearchParametersHNSW``; at least ``k`` in faiss) and ``qb``.
+    faiss ignores ``RaBitQSearchParameters`` here, so ``qb`` is set on the graph's storage for
+    each search, under a lock: searches of one index run one at a time (each is OpenMP-parallel).
+
+    faiss's ``IndexHNSWRaBitQ`` is L2-only. For ``metric="ip"`` the stored vectors must be unit
+    norm (checked, ``ValueError``): L2 order is then inner-product order, and the score returned
+    is ``(|q|^2 + 1 - l2_est) / 2``, which is the RaBitQ inner-product estimate itself, except that
+    faiss clamps a negative L2 estimate to 0: near-duplicates then score ``(|q|^2 + 1) / 2`` and tie.
+    """
+
+    variant = "rabitq-hnsw"
+    build_params = ("M", "ef_construction", "build")
+    search_params = ("ef_search", "qb")
+    _faiss_type = "IndexHNSWRaBitQ"
+
+    def __init__(self, dim: int, *, metric: str = "ip", M: int = 16, ef_construction: int = 100,
+                 build: str = "float", ef_search: int = 64, qb: int = 4) -> None:
+        super().__init__(dim, metric=metric)
+        self.M = check_int(M, "M", minimum=2)
+        self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
+        if build not in ("float", "codes"):
+            raise ValueError(f"build must be 'float' or 'codes', got {build!r}")
+        self.build = build
+        self.set_search_params(ef_search=ef_search, qb=qb)
+        self._pending: list[NDArray[np.float32]] = []  # build="float": vectors until the graph is built
+        self._lock = threading.Lock()
+        if build == "codes":
+            self._index = self._new()
+
+    def _new(self) -> Any:
+        index = faiss.IndexHNSWRaBitQ(self.dim, self.M)  # (d, M, nb_bits=1, metric=L2 only)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    @property
+    def ntotal(self) -> int:
+        return super().ntotal + sum(v.shape[0] for v in self._pending)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._pending) or super().is_trained
+
+    def get_params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "build": self.build}
+
+    def _add(self, x: NDArray[np.float32]) -> None:
+        if self.metric == "ip":
+            norms = np.linalg.norm(x, axis=1)
+            bad = int(np.count_nonzero(np.abs(norms - 1) > _UNIT_TOL))
+            if bad:
+                raise ValueError(f"rabitq-hnsw with metric='ip' needs unit-norm vectors (faiss's IndexHNSWRaBitQ is L2-only); {bad} of {x.shape[0]} are not: normalize them")
+        if self.build == "codes":
+            super()._add(x)
+        elif self._index is not None:
+            raise ValueError("rabitq-hnsw:build=float builds its graph once, from every vector added before the first search or save, and this one is built; add all vectors first, or use build=codes to add later")
+        else:
+            self._pending.append(x.copy())  # the caller may change its array before the build
+
+    def _build_graph(self) -> None:
+        """build="float": HNSW on the held floats, then the same graph over RaBitQ codes."""
+        if not self._pending:
+            return
+        x = np.concatenate(self._pending)
+        graph = faiss.IndexHNSWFlat(self.dim, self.M, faiss.METRIC_L2)
+        graph.hnsw.efConstruction = self.ef_construction
+        graph.add(x)
+        index = self._new()
+        storage = faiss.downcast_index(index.storage)
+        storage.train(x)
+        storage.add(x)
+        index.hnsw = graph.hnsw  # a C++ copy: dropping `graph` frees the float vectors
+        index.ntotal, index.is_trained = x.shape[0], True  # faiss's reader checks is_trained
+        self._index, self._pending = index, []
+
+    def _state(self) -> Any:
+        with self._lock:
+            self._build_graph()
+        return super()._state()
+
+    def memory_bytes(self) -> int:
+        """Held floats (``4 * n * dim``) until the graph is built; then faiss's serialized size."""
+        if self._pending:
+            return sum(v.nbytes for v in self._pending)
+        return super().memory_bytes()
+
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
+        call = self._call()
+        with self._lock:
+            self._build_graph()
+            storage: Any = faiss.downcast_index(self._index.storage)
+            storage.qb = call["qb"]
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # absent from faiss's stubs
+            params.efSearch = call["ef_search"]
+            D, I = self._index.search(q, k, params=params)
+        if self.metric == "ip":
+            D = (np.einsum("ij,ij->i", q, q)[:, None] + 1.0 - D) * 0.5
+        return D.astype(np.float32, copy=False), I.astype(np.int64, copy=False)
+
+    def _metric_type(self) -> int:
+        return faiss.METRIC_L2  # for both metrics (see the class docstring)
+
+    def _adopt(self, index: Any) -> None:
+        super()._adopt(index)
+        if int(index.hnsw.nb_neighbors(0)) != 2 * self.M:
+            raise ValueError(f"stored graph has {index.hnsw.nb_neighbors(0)} level-0 links, expected 2 * M = {2 * self.M}")
+
+
+RABITQ_VARIANTS: dict[str, type[_RaBitQIndex]] = {cls.variant: cls for cls in (RaBitQFlat, RaBitQIVF, RaBitQHNSW)}
+
+
+def load_float_index(path: str | os.PathLike[str]) -> FloatIndex:
+    """Load an index written by ``save`` of a RaBitQ variant; ``ValueError`` for a file that is
+    missing, corrupted (checksum), of another kind, or inconsistent."""
+    header, arrays = read_index_file(path)
+    try:
+        cls = RABITQ_VARIANTS[header["variant"]]
+        index = cls(int(header["dim"]), metric=header["metric"], **header["params"])
+        ntotal, blob, search = int(header["ntotal"]), arrays["faiss"], dict(header["search_params"])
+    except KeyError as exc:
+        raise ValueError(f"{str(path)!r} is not a saved RaBitQ float index (missing or unknown {exc})") from None
+    except TypeError as exc:
+        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
+    if blob.size:
+        try:
+            stored = faiss.deserialize_index(blob)
+        except RuntimeError as exc:
+            raise ValueError(f"{str(path)!r}: faiss cannot read the stored index: {str(exc).splitlines()[0]}") from None
+        index._adopt(stored)
+    if index.ntotal != ntotal:
+        raise ValueError(f"{str(path)!r} is inconsistent: header says {ntotal} vectors, payload has {index.ntotal}")
+    index.set_search_params(**search)
+    return index
