@@ -20,95 +20,16 @@ hnswlib cannot return more than ``ef`` results).
 
 from __future__ import annotations
 
-import functools
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from annbin._checks import as_floats, check_int, check_k
-from annbin.index.base import Described
+from annbin._checks import check_int
+from annbin.float_base import METRICS, FloatIndex, FloatResult
+from annbin.rabitq import RABITQ_VARIANTS
 
-FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
-METRICS: tuple[str, ...] = ("ip", "l2")
-
-__all__ = ["FloatIndex", "FloatFlat", "FloatHNSW", "FLOAT_VARIANTS", "make_float_index", "is_float_spec"]
-
-
-class FloatIndex(Described, ABC):
-    """Common shape of the float baselines: validation, padding of missing results, params."""
-
-    build_params: ClassVar[tuple[str, ...]] = ()
-    search_params: ClassVar[tuple[str, ...]] = ()
-    exact: ClassVar[bool] = True
-    #: threads for add and search where the library takes them per call (hnswlib; -1 = all
-    #: cores); faiss-backed baselines follow ``faiss.omp_set_num_threads`` instead
-    num_threads: int = -1
-
-    def __init__(self, dim: int, *, metric: str = "ip") -> None:
-        self.dim = check_int(dim, "dim", minimum=1)
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        self.metric = metric
-
-    @property
-    @abstractmethod
-    def ntotal(self) -> int:
-        """Number of vectors stored."""
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec} dim={self.dim} metric={self.metric} ntotal={self.ntotal}>"
-
-    def set_search_params(self, **params: Any) -> None:
-        """Set search parameters by name (see ``search_params``); unknown names raise."""
-        unknown = sorted(set(params) - set(self.search_params))
-        if unknown:
-            allowed = ", ".join(self.search_params) or "none"
-            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
-        self._set_search_params(params)
-
-    def _set_search_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def add(self, x: ArrayLike) -> None:
-        """Add float vectors ``(n, dim)`` (stored as float32); ids continue from ``ntotal``."""
-        v = np.ascontiguousarray(as_floats(x, self.dim, name="vectors"), dtype=np.float32)
-        if v.shape[0]:
-            self._add(v)
-
-    def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
-        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``, see module docstring."""
-        q = np.ascontiguousarray(as_floats(x, self.dim, name="queries"), dtype=np.float32)
-        k = check_k(k)
-        worst = -np.inf if self.metric == "ip" else np.inf
-        D = np.full((q.shape[0], k), worst, np.float32)
-        I = np.full((q.shape[0], k), -1, np.int64)
-        kk = min(k, self.ntotal)
-        if kk == 0 or q.shape[0] == 0:
-            return D, I
-        saved = None
-        if params:
-            saved = self.get_search_params()
-            self.set_search_params(**params)
-        try:
-            d_, i_ = self._search(q, kk)
-        finally:
-            if saved is not None:
-                self._set_search_params(saved)
-        I[:, :kk] = i_
-        D[:, :kk] = np.where(i_ >= 0, d_, worst)
-        return D, I
-
-    @abstractmethod
-    def _add(self, x: NDArray[np.float32]) -> None: ...
-
-    @abstractmethod
-    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult: ...
-
-    @abstractmethod
-    def memory_bytes(self) -> int:
-        """Bytes held in RAM for the stored vectors and graph."""
+__all__ = ["FLOAT_VARIANTS", "METRICS", "FloatFlat", "FloatHNSW", "FloatIndex", "FloatResult", "is_float_spec", "make_float_index"]
 
 
 class FloatFlat(FloatIndex):
@@ -202,33 +123,16 @@ class FloatHNSW(FloatIndex):
         return int(self._index.index_file_size())
 
 
-_BASELINES: dict[str, type[FloatIndex]] = {cls.variant: cls for cls in (FloatFlat, FloatHNSW)}
-
-
-@functools.cache
-def _float_variants() -> dict[str, type[FloatIndex]]:
-    # annbin.rabitq subclasses FloatIndex, so it imports this module; it is reached from here only
-    # on first lookup, never at import time, so either module can be imported first.
-    from annbin.rabitq import RABITQ_VARIANTS
-
-    return {**_BASELINES, **RABITQ_VARIANTS}
-
-
-if TYPE_CHECKING:
-    FLOAT_VARIANTS: dict[str, type[FloatIndex]]
-
-
-def __getattr__(name: str) -> Any:
-    # FLOAT_VARIANTS (baselines and annbin.rabitq's variants) is built on first access (PEP 562)
-    if name == "FLOAT_VARIANTS":
-        return _float_variants()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+FLOAT_VARIANTS: dict[str, type[FloatIndex]] = {
+    **{cls.variant: cls for cls in (FloatFlat, FloatHNSW)},
+    **RABITQ_VARIANTS,
+}
 
 
 def is_float_spec(spec: Any) -> bool:
     """True if ``spec`` names a float-in index (``"float-flat"``, ``"float-hnsw:..."``, ``"rabitq"``,
     ``"ivf-rabitq:..."``, ``"rabitq-hnsw:..."``)."""
-    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in _float_variants()
+    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in FLOAT_VARIANTS
 
 
 def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
@@ -241,7 +145,7 @@ def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
     from annbin.index.registry import parse_spec
 
     name, params = parse_spec(spec)
-    variants = _float_variants()
+    variants = FLOAT_VARIANTS
     cls = variants.get(name)
     if cls is None:
         raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(variants))}")

@@ -1,6 +1,6 @@
-"""faiss's RaBitQ family under the float-in interface of ``annbin.baselines``.
+"""faiss's RaBitQ family under the float-in interface (``annbin.float_base``).
 
-Float vectors in, float queries in, faiss's float convention out (see ``annbin.baselines``):
+Float vectors in, float queries in, faiss's float convention out (see ``annbin.float_base``):
 ``D`` float32 ``(nq, k)``, *estimated* inner products descending (``"ip"``) or estimated squared
 L2 ascending (``"l2"``); ``I`` int64; missing results ``I = -1``, ``D = -inf`` / ``+inf``.
 Vectors are stored as 1-bit RaBitQ codes plus per-vector factors; a query is quantized to ``qb``
@@ -34,7 +34,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import check_int
 from annbin._io import read_index_file, write_index_file
-from annbin.baselines import FloatIndex, FloatResult
+from annbin.asymmetric import check_qb
+from annbin.float_base import FloatIndex, FloatResult
 from annbin.index.faiss_wrap import TRAIN_POINTS_PER_LIST
 from annbin.index.ivf import default_nlist
 
@@ -45,13 +46,6 @@ _UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-sto
 # Search parameters of the search call in progress (per thread), so that ``params=`` never
 # writes to the index: one index can serve concurrent searches with different settings.
 _CALL_PARAMS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_CALL_PARAMS", default=None)
-
-
-def _check_qb(qb: Any) -> int:
-    qb = check_int(qb, "qb", minimum=0)
-    if qb > 8:
-        raise ValueError(f"qb (query bits) must be in 0..8, got {qb}")
-    return qb
 
 
 def _faiss_metric(metric: str) -> int:
@@ -95,7 +89,7 @@ class _RaBitQIndex(FloatIndex):
 
     def _check_search_value(self, name: str, value: Any) -> Any:
         if name == "qb":
-            return _check_qb(value)
+            return check_qb(value)
         return check_int(value, name, minimum=1)
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
@@ -159,7 +153,7 @@ class RaBitQFlat(_RaBitQIndex):
 
     def __init__(self, dim: int, *, metric: str = "ip", qb: int = 4) -> None:
         super().__init__(dim, metric=metric)
-        self.qb = _check_qb(qb)
+        self.qb = check_qb(qb)
         self._index = faiss.IndexRaBitQ(self.dim, _faiss_metric(self.metric))
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:

@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from annbin._checks import as_codes, as_floats, check_int, check_k
 from annbin.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.encoder import Encoded, Encoder
+from annbin.float_base import FloatIndex
 from annbin.index.base import BinaryIndex
 from annbin.quantize import binarize, code_size_for
 
@@ -136,8 +137,6 @@ class RescoredIndex:
         qb: int = 4,
         dim: int | None = None,
     ) -> None:
-        from annbin.baselines import FloatIndex
-
         if not isinstance(inner, (BinaryIndex, FloatIndex)):
             raise TypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones) or a float-in "
                             f"index (annbin.rabitq), got {type(inner).__name__}")

@@ -1,0 +1,96 @@
+"""The float-in index interface: float vectors in, float queries in, faiss's float convention out.
+
+``FloatIndex`` is shared by the float baselines (``annbin.baselines``) and faiss's RaBitQ family
+(``annbin.rabitq``); it lives below both so that neither imports the other's module to subclass it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from annbin._checks import as_floats, check_int, check_k
+from annbin.index.base import Described
+
+FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
+METRICS: tuple[str, ...] = ("ip", "l2")
+
+__all__ = ["METRICS", "FloatIndex", "FloatResult"]
+
+
+class FloatIndex(Described, ABC):
+    """Common shape of the float baselines: validation, padding of missing results, params."""
+
+    build_params: ClassVar[tuple[str, ...]] = ()
+    search_params: ClassVar[tuple[str, ...]] = ()
+    exact: ClassVar[bool] = True
+    #: threads for add and search where the library takes them per call (hnswlib; -1 = all
+    #: cores); faiss-backed baselines follow ``faiss.omp_set_num_threads`` instead
+    num_threads: int = -1
+
+    def __init__(self, dim: int, *, metric: str = "ip") -> None:
+        self.dim = check_int(dim, "dim", minimum=1)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int:
+        """Number of vectors stored."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} dim={self.dim} metric={self.metric} ntotal={self.ntotal}>"
+
+    def set_search_params(self, **params: Any) -> None:
+        """Set search parameters by name (see ``search_params``); unknown names raise."""
+        unknown = sorted(set(params) - set(self.search_params))
+        if unknown:
+            allowed = ", ".join(self.search_params) or "none"
+            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
+        self._set_search_params(params)
+
+    def _set_search_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def add(self, x: ArrayLike) -> None:
+        """Add float vectors ``(n, dim)`` (stored as float32); ids continue from ``ntotal``."""
+        v = np.ascontiguousarray(as_floats(x, self.dim, name="vectors"), dtype=np.float32)
+        if v.shape[0]:
+            self._add(v)
+
+    def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
+        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``, see module docstring."""
+        q = np.ascontiguousarray(as_floats(x, self.dim, name="queries"), dtype=np.float32)
+        k = check_k(k)
+        worst = -np.inf if self.metric == "ip" else np.inf
+        D = np.full((q.shape[0], k), worst, np.float32)
+        I = np.full((q.shape[0], k), -1, np.int64)
+        kk = min(k, self.ntotal)
+        if kk == 0 or q.shape[0] == 0:
+            return D, I
+        saved = None
+        if params:
+            saved = self.get_search_params()
+            self.set_search_params(**params)
+        try:
+            d_, i_ = self._search(q, kk)
+        finally:
+            if saved is not None:
+                self._set_search_params(saved)
+        I[:, :kk] = i_
+        D[:, :kk] = np.where(i_ >= 0, d_, worst)
+        return D, I
+
+    @abstractmethod
+    def _add(self, x: NDArray[np.float32]) -> None: ...
+
+    @abstractmethod
+    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult: ...
+
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """Bytes held in RAM for the stored vectors and graph."""
