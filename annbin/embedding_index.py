@@ -154,7 +154,8 @@ class BinaryEmbeddingIndex:
         offset: Any = "zero" if thresholds is None else thresholds
         self.encoder = Encoder(self.dim, rotation=rotation, offset=offset, bits=rerank_bits, seed=seed)
         self.index: Any = None
-        self._ids = np.empty(0, np.int64)
+        self._ids: NDArray[np.int64] | None = None  # row -> user id; None while ids are the rows 0..n-1
+        self._n = 0
         self._vectors: np.ndarray | None = None
         self._encoded: Encoded | None = None
         self._next_id = 0
@@ -164,7 +165,7 @@ class BinaryEmbeddingIndex:
     # --- properties ------------------------------------------------------------------------
     @property
     def ntotal(self) -> int:
-        return int(self._ids.size)
+        return self._n
 
     def __len__(self) -> int:
         return self.ntotal
@@ -174,6 +175,10 @@ class BinaryEmbeddingIndex:
         """The code offset per (rotated) dimension, once known."""
         return self.encoder.offset
 
+    def get_ids(self) -> NDArray[np.int64]:
+        """User ids of the stored vectors, int64 ``(ntotal,)``, in storage (row) order."""
+        return np.arange(self._n, dtype=np.int64) if self._ids is None else self._ids
+
     def __repr__(self) -> str:
         return (f"<BinaryEmbeddingIndex {self.spec!r} rerank={self.rerank} rescore={self.rescore} "
                 f"dim={self.dim} ntotal={self.ntotal}>")
@@ -181,7 +186,8 @@ class BinaryEmbeddingIndex:
     def memory_bytes(self) -> int:
         """RAM held: first-stage index, row -> id map, per-vector factors, encoder, in-RAM vectors
         (memory-mapped vectors count 0)."""
-        total = (self.index.memory_bytes() if self.index is not None else 0) + self._ids.nbytes + self.encoder.memory_bytes()
+        ids = 0 if self._ids is None else self._ids.nbytes
+        total = (self.index.memory_bytes() if self.index is not None else 0) + ids + self.encoder.memory_bytes()
         if self._encoded is not None:
             total += sum(int(getattr(self._encoded, f).nbytes) for f in _ENCODED if getattr(self._encoded, f) is not None)
         if self._vectors is not None and not isinstance(self._vectors, np.memmap):
@@ -201,7 +207,7 @@ class BinaryEmbeddingIndex:
             new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         else:
             new_ids = as_ids(ids, n)
-            clash = np.isin(new_ids, self._ids)
+            clash = np.isin(new_ids, self.get_ids())
             if clash.any():
                 raise ValueError(f"ids already in the index: {new_ids[clash][:5].tolist()}")
         if n == 0:
@@ -225,7 +231,9 @@ class BinaryEmbeddingIndex:
                 self.index, self.dim, self.encoder = before
             raise
         self._commit_vectors(staged)
-        self._ids = np.concatenate([self._ids, new_ids])
+        if self._ids is not None or not np.array_equal(new_ids, np.arange(self._n, self._n + n)):
+            self._ids = np.concatenate([self.get_ids(), new_ids])  # user ids: keep the map (8 B a vector)
+        self._n += n
         if self.rerank and encoded is not None:
             self._append_encoded(encoded)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
@@ -336,7 +344,7 @@ class BinaryEmbeddingIndex:
         else:
             S, rows = self.index.search(self.encoder.encode_codes(q), k, params=params)
             self.last_search_stats = {"candidates_per_query": float(k), "vectors_read_per_query": 0.0}
-        return S, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
+        return S, rows if self._ids is None else np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
 
     def _missing(self, nq: int, k: int) -> tuple[np.ndarray, NDArray[np.int64]]:
         ids = np.full((nq, k), -1, np.int64)
@@ -358,7 +366,7 @@ class BinaryEmbeddingIndex:
             "next_id": self._next_id, "encoder": self.encoder.get_params(), "disk": self._disk is not None,
             "vectors": self._keep_vectors, "started": self.index is not None,
         }
-        arrays: dict[str, np.ndarray] = {"ids": self._ids}
+        arrays: dict[str, np.ndarray] = {"ids": self.get_ids()}
         arrays.update({f"encoder.{key}": value for key, value in self.encoder.state_arrays().items()})
         if self._encoded is not None:
             arrays.update({f"encoded.{f}": getattr(self._encoded, f) for f in _ENCODED if getattr(self._encoded, f) is not None})
@@ -395,7 +403,9 @@ class BinaryEmbeddingIndex:
                       store_vectors=store, dim=header["dim"], rerank_bits=int(enc.get("bits", 1)))
             obj._next_id = int(header["next_id"])
             obj.encoder = Encoder.from_state(enc, {key[8:]: v for key, v in arrays.items() if key.startswith("encoder.")})
-            obj._ids = arrays["ids"]
+            ids = arrays["ids"]
+            obj._n = int(ids.size)
+            obj._ids = None if np.array_equal(ids, np.arange(ids.size)) else ids
             parts = {key[8:]: v for key, v in arrays.items() if key.startswith("encoded.")}
             if parts:
                 obj._encoded = Encoded(np.empty((0, 0), np.uint8), parts["factors"], parts.get("sqnorms"),

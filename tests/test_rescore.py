@@ -372,3 +372,19 @@ def test_embedding_index_load_errors(data, tmp_path):
     (tmp_path / "s" / "embedding.annbin").write_bytes(b"garbage" * 10)
     with pytest.raises(ValueError, match="not an annbin index"):
         annbin.BinaryEmbeddingIndex.load(tmp_path / "s")
+
+
+def test_embedding_index_keeps_no_id_map_while_ids_are_rows(data):
+    base, queries = data
+    index = annbin.BinaryEmbeddingIndex("flat", oversample=4)
+    index.add(base[:1000])
+    index.add(base[1000:1500])
+    assert index._ids is None and index.ntotal == 1500
+    assert index.memory_bytes() == index.index.memory_bytes() + 1500 * DIM * 4 + index.encoder.memory_bytes()
+    _, I = index.search(queries, 5)
+    index.add(base[1500:], ids=np.arange(500) + 10_000)  # user ids: the map appears
+    assert index._ids is not None and np.array_equal(index.get_ids()[:1500], np.arange(1500))
+    _, I2 = index.search(queries, 5)
+    assert ((I2 < 1500) | (I2 >= 10_000)).all() and np.isin(I2, index.get_ids()).all()
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(base[:1], ids=np.array([3]))
