@@ -8,14 +8,15 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index._faiss import FaissBackedIndex, faiss_range_search
-from annbin.index.base import RangeResult
+from annbin.index._faiss import FaissBackedIndex, exact_knn, faiss_range_search
+from annbin.index.base import RangeResult, SearchResult
 
 
 class FlatIndex(FaissBackedIndex):
     """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap``).
 
-    ``d`` is the code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    ``d`` is the code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8. Ties: at
+    the k-th distance the smallest ids win, whatever order they were added in (``exact_knn``).
     """
 
     variant = "flat"
@@ -26,6 +27,9 @@ class FlatIndex(FaissBackedIndex):
 
     def _new_inner(self) -> Any:
         return faiss.IndexBinaryFlat(self.d)
+
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
+        return exact_knn(self._index, x, k)
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         return faiss_range_search(self._index, x, radius)
