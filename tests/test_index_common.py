@@ -5,13 +5,24 @@ import os
 import faiss
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import annbin
 from annbin._checks import INT32_MAX
 from tests.conftest import clustered_codes, popcount_knn
 
-SPECS = ["flat", "hnsw:M=16,ef_search=64", "mih"]
-EXACT = ["flat", "mih"]
+# "mih" answers indexes this small by the flat scan (its cost model says a scan is cheaper);
+# "mih:fallback=never" runs multi-index hashing itself, and its tests check that it did
+SPECS = ["flat", "hnsw:M=16,ef_search=64", "mih", "mih:fallback=never"]
+EXACT = ["flat", "mih", "mih:fallback=never"]
+
+
+def check_own_work(spec: str, index: annbin.BinaryIndex) -> None:
+    """For ``mih:fallback=never``: the last search made bucket lookups and used no scan."""
+    if spec == "mih:fallback=never":
+        stats = index.last_search_stats
+        assert stats["fallback_queries"] == 0 and stats.get("lookups", 1) > 0, stats
 
 
 @pytest.fixture(params=SPECS)
@@ -53,6 +64,7 @@ def test_exact_variants_match_faiss_flat(spec_, data):
     ref.add(base)
     for k in (1, 10, 600, 605):
         D, I = index.search(queries, k)
+        check_own_work(spec_, index)
         Dref, _ = ref.search(queries, min(k, 600))
         assert np.array_equal(D[:, : min(k, 600)], Dref)
         assert np.array_equal(D, popcount_knn(base, queries, k))
@@ -102,6 +114,7 @@ def test_save_load_round_trip(spec, data, tmp_path):
     assert back.get_search_params() == index.get_search_params()
     assert back.get_params() == index.get_params()
     D2, I2 = back.search(queries, 10)
+    check_own_work(spec, back)
     assert np.array_equal(D, D2) and np.array_equal(I, I2)
     back.add(base[:1])
     assert int(back.get_ids().max()) == 599 * 7 + 1
@@ -283,3 +296,92 @@ def test_sort_results_packed_and_lexsort_paths_agree(rng):
     for drow, irow in zip(*packed):
         pairs = list(zip(drow.tolist(), irow.tolist()))
         assert pairs[:-3] == sorted(pairs[:-3]) and pairs[-3:] == [(INT32_MAX, -1)] * 3
+
+
+# --- one tie rule for every exact index ----------------------------------------------------------
+def tie_rule(codes: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: each row's k smallest (distance, id) pairs in that order, padded with (INT32_MAX, -1)."""
+    dist = np.bitwise_count(queries[:, None, :] ^ codes[None]).sum(-1)
+    kk = min(k, len(codes))
+    order = np.lexsort((np.broadcast_to(ids, dist.shape), dist), axis=1)[:, :kk]
+    D = np.full((len(queries), k), INT32_MAX, np.int32)
+    I = np.full((len(queries), k), -1, np.int64)
+    D[:, :kk], I[:, :kk] = np.take_along_axis(dist, order, axis=1), ids[order]
+    return D, I
+
+
+@st.composite
+def tie_heavy(draw):
+    """A few distinct codes (lightly varied), many duplicates; ids shuffled, some removed, more added."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, 400))
+    pool = rng.integers(0, 256, (draw(st.integers(1, 5)), 8), dtype=np.uint8)
+    flips = np.packbits(rng.random((n, 64)) < draw(st.sampled_from([0.0, 0.01, 0.03])), axis=1)
+    codes = pool[rng.integers(0, len(pool), n)] ^ flips
+    ids = rng.choice(10 * n + 10, n, replace=False).astype(np.int64)
+    removed = rng.random(n) < draw(st.sampled_from([0.0, 0.3]))
+    more = pool[rng.integers(0, len(pool), draw(st.integers(0, 50)))]
+    more_ids = np.arange(len(more), dtype=np.int64) * 7 + 10 * n + 11  # above every other id, added last
+    queries = np.concatenate([pool, codes[:3], rng.integers(0, 256, (2, 8), dtype=np.uint8)])
+    return codes, ids, removed, more, more_ids, queries, draw(st.integers(1, n + 5))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tie_heavy())
+def test_exact_indexes_agree_on_ties(case):
+    """Flat and MIH (scan or lookups) return the same (D, I): at the k-th distance the smallest ids
+    win, rows ordered by (distance, id); range search returns every match in that order."""
+    codes, ids, removed, more, more_ids, queries, k = case
+    kept_codes = np.concatenate([codes[~removed], more])
+    kept_ids = np.concatenate([ids[~removed], more_ids])
+    want = tie_rule(kept_codes, kept_ids, queries, k)
+    full = np.bitwise_count(queries[:, None, :] ^ kept_codes[None]).sum(-1)
+    for spec in EXACT:
+        index = annbin.make_index(spec, d=64)
+        index.add(codes, ids=ids)
+        index.remove_ids(ids[removed])
+        index.add(more, ids=more_ids)
+        D, I = index.search(queries, k)
+        assert np.array_equal(D, want[0]) and np.array_equal(I, want[1]), spec
+        if kept_ids.size:
+            check_own_work(spec, index)
+        lims, Dr, Ir = index.range_search(queries, 3)
+        for q in range(len(queries)):
+            got = list(zip(Dr[lims[q]:lims[q + 1]].tolist(), Ir[lims[q]:lims[q + 1]].tolist()))
+            assert got == sorted(zip(full[q][full[q] <= 3].tolist(), kept_ids[full[q] <= 3].tolist())), spec
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 22])
+def test_flat_completes_ties_past_the_searched_margin(chunk, monkeypatch):
+    """500 equal codes with shuffled ids: every result is tied at the end of faiss's 2k + 32 list,
+    so each row is completed by a range search (one query at a time with ``chunk`` = 1)."""
+    import annbin.index._faiss as faiss_module
+
+    monkeypatch.setattr(faiss_module, "_COMPLETION_RESULTS", chunk)
+    rng = np.random.default_rng(21)
+    codes = np.repeat(rng.integers(0, 256, (2, 8), dtype=np.uint8), 250, axis=0)
+    ids = rng.permutation(5000)[:500].astype(np.int64)
+    queries = np.concatenate([codes[:1], codes[-1:], rng.integers(0, 256, (3, 8), dtype=np.uint8)])
+    calls = []
+    index = annbin.FlatIndex(64)
+    index.add(codes, ids=ids)
+    index._index = SpyIndex(index._index, calls)
+    for k in (1, 5, 40, 499):
+        D, I = index.search(queries, k)
+        want = tie_rule(codes, ids, queries, k)
+        assert np.array_equal(D, want[0]) and np.array_equal(I, want[1])
+    assert max(calls) == (1 if chunk == 1 else len(queries))
+
+
+class SpyIndex:
+    """Forwards to a faiss index, recording how many queries each range_search got."""
+
+    def __init__(self, inner, calls):
+        self.inner, self.calls = inner, calls
+
+    def range_search(self, x, radius):
+        self.calls.append(len(x))
+        return self.inner.range_search(x, radius)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from unittest import mock
 
 import faiss
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import annbin
 from annbin import MIHIndex
 from annbin._checks import INT32_MAX
+from annbin.index._mih_search import CostModel
 from annbin.index._mih_tables import (
     MAX_SUBSTRING_BITS,
     default_m,
@@ -109,6 +113,52 @@ def check_range(lims: np.ndarray, D: np.ndarray, I: np.ndarray, codes: np.ndarra
         assert lims[row + 1] - lims[row] == len(got)  # no duplicates
 
 
+def tie_rule_knn(codes: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tie rule by brute force: each row's min(k, n) smallest (distance, id) pairs, in order."""
+    dist = hamming(q, codes)
+    kk = min(k, len(codes))
+    order = np.lexsort((np.broadcast_to(ids, dist.shape), dist), axis=1)[:, :kk]
+    return np.take_along_axis(dist, order, axis=1).astype(np.int32), ids[order]
+
+
+def reference_mih(codes: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Plain multi-index hashing, the oracle for the optimised one: ``m`` substring tables (a dict
+    per table), step ``s = r * m + j`` probes table ``j`` at substring radius ``r``, and a query stops
+    once its k-th distance is ``<= s`` (every code that close, ties included, has been seen).
+    Returns (D, I) of the first min(k, n) results by (distance, id), and the bucket probes made."""
+    d, kk = codes.shape[1] * 8, min(k, len(codes))
+    starts, lengths = substring_layout(d, m)
+
+    def subs(x: np.ndarray) -> list[list[int]]:
+        bits = np.unpackbits(x, axis=1).astype(np.int64)
+        return [[int(v) for v in bits[:, a : a + ln] @ (1 << np.arange(ln - 1, -1, -1))] for a, ln in zip(starts, lengths)]
+
+    tables: list[dict[int, list[int]]] = [{} for _ in range(m)]
+    for j, column in enumerate(subs(codes)):
+        for row, value in enumerate(column):
+            tables[j].setdefault(value, []).append(row)
+    dist, qsubs = hamming(q, codes), subs(q)
+    D, I, probes = np.zeros((len(q), kk), np.int32), np.zeros((len(q), kk), np.int64), 0
+    for i in range(len(q)):
+        seen: set[int] = set()
+        for step in itertools.count():
+            r, j = divmod(step, m)
+            for flips in itertools.combinations(range(lengths[j]), r):  # none when r > length
+                seen.update(tables[j].get(qsubs[j][i] ^ sum(1 << b for b in flips), ()))
+                probes += 1
+            best = sorted((int(dist[i, row]), int(ids[row])) for row in seen)[:kk]
+            if len(best) == kk and best[-1][0] <= step:
+                break
+        D[i], I[i] = [b[0] for b in best], [b[1] for b in best]
+    return D, I, probes
+
+
+def assert_did_its_own_work(index: MIHIndex) -> None:
+    """The last search ran MIH's lookups and sent no query to the flat scan."""
+    stats = index.last_search_stats
+    assert stats["lookups"] > 0 and stats["fallback_queries"] == 0, stats
+
+
 @st.composite
 def problems(draw: st.DrawFn, dims: list[int] = DIMS) -> tuple[int, str, np.ndarray, np.ndarray, int]:
     d = draw(st.sampled_from(dims))
@@ -172,6 +222,253 @@ def test_knn_results_lie_inside_range_results(problem):
         kth = int(D[row, min(k, len(codes)) - 1])
         lims, _, rI = index.range_search(q[row : row + 1], kth)
         assert set(I[row][I[row] >= 0].tolist()) <= set(rI.tolist())
+
+
+@st.composite
+def small_problems(draw: st.DrawFn) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Up to 300 codes of <= 64 bits, ids not in insertion order, m with substrings <= 12 bits
+    (the reference probes buckets one by one in Python)."""
+    d = draw(st.sampled_from([8, 16, 24, 32, 64]))
+    kind = draw(st.sampled_from(KINDS))
+    n = draw(st.integers(1, 300))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    codes = make_codes(kind, n, d, rng)
+    q = make_queries(codes, kind, draw(st.integers(1, 5)), d, rng)
+    ids = rng.permutation(3 * n)[:n].astype(np.int64)
+    m = draw(st.integers(-(-d // 12), min(d, -(-d // 12) + 3)))
+    return d, m, codes, ids, q, draw(st.integers(1, n + 3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=small_problems())
+def test_matches_the_reference_mih_and_the_tie_rule(problem):
+    d, m, codes, ids, q, k = problem
+    index = MIHIndex(d, m=m, fallback="never")
+    index.add(codes, ids=ids)
+    D, I = index.search(q, k)
+    rD, rI, probes = reference_mih(codes, ids, q, k, m)
+    kk = rD.shape[1]
+    np.testing.assert_array_equal(D[:, :kk], rD)
+    np.testing.assert_array_equal(I[:, :kk], rI)
+    np.testing.assert_array_equal(D[:, :kk], faiss_distances(codes, q, kk))
+    tD, tI = tie_rule_knn(codes, ids, q, k)
+    np.testing.assert_array_equal(I[:, :kk], tI)
+    assert_did_its_own_work(index)
+    assert index.last_search_stats["lookups"] >= probes  # it never stops before the plain rule does
+
+
+#: bucket probes are the only cost: a query's cost is the same number of probes as the reference's
+LOOKUPS_ONLY = CostModel(lookup=1.0, candidate=0.0, candidate_word=0.0, step=0.0)
+
+
+def mixing_index(d: int, m: int, n: int, **kwargs: object) -> MIHIndex:
+    """An ``auto`` index (injected cost model: probes only) whose budget lies between the radius-0
+    round (``m`` probes) and the first radius-1 step: a query with k-th distance ``>= m`` goes to the
+    scan at step ``m``, any other is finished by MIH before, so a batch mixes both paths at will."""
+    first = int(substring_layout(d, m)[1][0])
+    assert first > m, "the first radius-1 step must cost more probes than the radius-0 round"
+    budget = (3 * m + first) / 4  # >= m: the radius-0 round fits; 2 * budget < m + first: step m does not
+    return MIHIndex(d, m=m, fallback_ratio=budget / LOOKUPS_ONLY.flat_cost(n, d), cost_model=LOOKUPS_ONLY, **kwargs)
+
+
+@st.composite
+def mixed_problems(draw: st.DrawFn) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A query with k copies of itself stored (k-th distance 0: MIH) and its complement (far: the
+    scan), among others; ids not in insertion order."""
+    d, m = draw(st.sampled_from([(16, 2), (16, 3), (24, 2), (24, 3), (64, 3), (64, 4), (64, 5)]))
+    kind = draw(st.sampled_from(KINDS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k = draw(st.integers(1, 12))
+    base = make_codes(kind, draw(st.integers(1, 1500)), d, rng)
+    codes = np.concatenate([base, np.repeat(base[:1], k, axis=0)])[rng.permutation(len(base) + k)]
+    q = np.concatenate([base[:1], ~base[:1], make_queries(base, kind, draw(st.integers(0, 8)), d, rng)])
+    ids = rng.permutation(2 * len(codes))[: len(codes)].astype(np.int64)
+    return d, m, codes, ids, q[rng.permutation(len(q))], k
+
+
+@PROPERTY
+@given(problem=mixed_problems(), threads=st.sampled_from([1, 2, 3]), block=st.sampled_from([1, 3, 4096]))
+def test_mixed_batches_of_mih_and_fallback_queries(problem, threads, block):
+    """One batch, some queries finished by MIH and some by the scan (split over blocks and threads):
+    the tie rule's (D, I) either way, and exactly the queries the cost model sends away fall back."""
+    import annbin.index.mih as mih_module
+
+    d, m, codes, ids, q, k = problem
+    index = mixing_index(d, m, len(codes), num_threads=threads)
+    index.add(codes, ids=ids)
+    with mock.patch.object(mih_module, "QUERY_BLOCK", block), mock.patch.object(mih_module, "MIN_THREAD_BLOCK", 1):
+        D, I = index.search(q, k)
+    tD, tI = tie_rule_knn(codes, ids, q, k)
+    np.testing.assert_array_equal(D, tD)
+    np.testing.assert_array_equal(I, tI)
+    far = int((tD[:, -1] >= m).sum())
+    event("mixed batch" if far else "MIH only (the complement has k neighbours within m - 1 bits)")
+    assert index.last_search_stats["fallback_queries"] == far < len(q)  # the query stored k times stays
+    assert index.last_search_stats["lookups"] > 0
+
+
+def test_more_queries_than_a_block():
+    """QUERY_BLOCK + 300 queries: two blocks (more with threads), MIH only and mixed with the scan."""
+    from annbin.index.mih import QUERY_BLOCK
+
+    rng = np.random.default_rng(15)
+    codes = make_codes("clustered", 2000, 64, rng)
+    ids = rng.permutation(10**6)[:2000].astype(np.int64)
+    q = make_queries(codes, "clustered", QUERY_BLOCK + 300, 64, rng)
+    q[::7] = ~q[::7]  # far from every cluster: these go to the scan in the mixed index
+    flat = annbin.FlatIndex(64)
+    flat.add(codes, ids=ids)
+    fD, fI = flat.search(q, 10)
+    np.testing.assert_array_equal(fD, faiss_distances(codes, q, 10))
+    for threads in (1, 2):
+        never = MIHIndex(64, m=4, fallback="never", num_threads=threads)
+        never.add(codes, ids=ids)
+        D, I = never.search(q, 10)
+        np.testing.assert_array_equal(D, fD)
+        np.testing.assert_array_equal(I, fI)
+        assert_did_its_own_work(never)
+        mixed = mixing_index(64, 4, 2000, num_threads=threads)
+        mixed.add(codes, ids=ids)
+        D, I = mixed.search(q, 10)
+        np.testing.assert_array_equal(D, fD)
+        np.testing.assert_array_equal(I, fI)
+        assert mixed.last_search_stats["fallback_queries"] == int((fD[:, -1] >= 4).sum())
+        assert 0 < mixed.last_search_stats["fallback_queries"] < len(q)
+
+
+def test_ties_do_not_depend_on_discovery_order():
+    """The issue's case: ids 0 and 11 both at distance 1, m=4. Id 11 differs in substring 1, so
+    step 0 (table 0) finds it; id 0 differs in substring 0 and is found at step 1. Id 0 wins."""
+    query = np.array([[0b00000000]], np.uint8)
+    codes = np.full((12, 1), 0b11111111, np.uint8)  # ids 1..10 at distance 8
+    codes[0] = 0b10000000  # substring 0 (bits 0-1) differs
+    codes[11] = 0b00100000  # substring 1 (bits 2-3) differs
+    for fallback in ("never", "always"):
+        index = MIHIndex(8, m=4, fallback=fallback)
+        index.add(codes)
+        D, I = index.search(query, 1)
+        assert (D[0, 0], I[0, 0]) == (1, 0)
+        D, I = index.search(query, 3)
+        assert D[0].tolist() == [1, 1, 8] and I[0].tolist() == [0, 11, 1]
+    assert index.last_search_stats["fallback_queries"] == 1
+
+
+def test_ties_follow_ids_not_insertion_order():
+    """Ids added in descending order, some removed, more added: the tables are built in id order."""
+    rng = np.random.default_rng(16)
+    codes = make_codes("duplicates", 3000, 64, rng)
+    ids = np.arange(3000, dtype=np.int64)[::-1] * 3
+    q = make_queries(codes, "duplicates", 40, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes, ids=ids)
+    ascending = MIHIndex(64, m=4)
+    ascending.add(codes[::-1], ids=ids[::-1])
+    assert index.memory_bytes() == ascending.memory_bytes() + 3000 * 8  # the ids in table order
+    keep = np.ones(3000, bool)
+    keep[rng.choice(3000, 500, replace=False)] = False
+    index.remove_ids(ids[~keep])
+    extra = make_codes("duplicates", 200, 64, rng)
+    index.add(extra, ids=np.arange(200) * 3 + 1)
+    all_codes, all_ids = np.concatenate([codes[keep], extra]), np.concatenate([ids[keep], np.arange(200) * 3 + 1])
+    for k in (1, 7, 50):
+        D, I = index.search(q, k)
+        tD, tI = tie_rule_knn(all_codes, all_ids, q, k)
+        np.testing.assert_array_equal(D, tD)
+        np.testing.assert_array_equal(I, tI)
+        assert_did_its_own_work(index)
+    lims, rD, rI = index.range_search(q, 6)
+    for row in range(len(q)):
+        pairs = list(zip(rD[lims[row] : lims[row + 1]].tolist(), rI[lims[row] : lims[row + 1]].tolist()))
+        assert pairs == sorted(pairs)
+    check_range(lims, rD, rI, all_codes, all_ids, q, 6)
+
+
+# --- threads ---------------------------------------------------------------------------------
+def test_threads_give_identical_results(monkeypatch):
+    import annbin.index.mih as mih_module
+
+    monkeypatch.setattr(mih_module, "MIN_THREAD_BLOCK", 16)
+    rng = np.random.default_rng(17)
+    codes = make_codes("clustered", 4000, 64, rng)
+    q = make_queries(codes, "clustered", 300, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never", num_threads=1)
+    index.add(codes)
+    index.record_steps = True
+    D1, I1 = index.search(q, 10)
+    lims1, rD1, rI1 = index.range_search(q, 6)
+    for threads in (2, 3, 8):
+        D, I = index.search(q, 10, params={"num_threads": threads})
+        np.testing.assert_array_equal(D, D1)
+        np.testing.assert_array_equal(I, I1)
+        stats = index.last_search_stats
+        assert_did_its_own_work(index)
+        blocks = sum(s["step"] == 0 for s in stats["steps"])  # one trace per block, block after block
+        assert blocks == min(threads, 300 // 16) and sum(s["active"] for s in stats["steps"] if s["step"] == 0) == 300
+        assert sum(s["lookups"] for s in stats["steps"]) == stats["lookups"]
+        index.set_search_params(num_threads=threads)  # range search takes no per-call params
+        lims, rD, rI = index.range_search(q, 6)
+        index.set_search_params(num_threads=1)
+        np.testing.assert_array_equal(lims, lims1)
+        np.testing.assert_array_equal(rD, rD1)
+        np.testing.assert_array_equal(rI, rI1)
+
+
+def test_query_blocks_split_evenly_over_threads(monkeypatch):
+    import annbin.index.mih as mih_module
+
+    monkeypatch.setattr(mih_module, "MIN_THREAD_BLOCK", 256)
+    blocks = MIHIndex._blocks
+    assert blocks(1000, 4096, 1) == [(0, 1000)]
+    assert blocks(1000, 4096, 2) == [(0, 500), (500, 1000)]
+    assert blocks(300, 4096, 2) == [(0, 300)]  # two blocks would hold fewer than MIN_THREAD_BLOCK
+    assert blocks(1000, 4096, 8) == [(0, 334), (334, 668), (668, 1000)]
+    assert blocks(9000, 4096, 2) == [(0, 2250), (2250, 4500), (4500, 6750), (6750, 9000)]
+    assert blocks(9000, 4096, 1) == [(0, 3000), (3000, 6000), (6000, 9000)]
+    for nq, cap, threads in itertools.product((1, 255, 256, 513, 5000), (1, 7, 4096), (1, 2, 3)):
+        got = blocks(nq, cap, threads)
+        assert got[0][0] == 0 and got[-1][1] == nq and all(a[1] == b[0] for a, b in zip(got, got[1:]))
+        assert all(0 < b - a <= cap for a, b in got)
+
+
+def test_fallback_scan_runs_on_num_threads(monkeypatch):
+    import annbin.index.mih as mih_module
+
+    seen = []
+    real = mih_module.exact_knn
+    monkeypatch.setattr(mih_module, "exact_knn", lambda *a, **kw: seen.append(faiss.omp_get_max_threads()) or real(*a, **kw))
+    rng = np.random.default_rng(18)
+    codes = make_codes("random", 500, 64, rng)
+    index = MIHIndex(64, fallback="always")
+    index.add(codes)
+    before = faiss.omp_get_max_threads()
+    for threads in (1, 3):
+        D, _ = index.search(codes[:5], 4, params={"num_threads": threads})
+        np.testing.assert_array_equal(D, faiss_distances(codes, codes[:5], 4))
+    index.search(codes[:5], 4)
+    assert seen == [1, 3, os.cpu_count()] and faiss.omp_get_max_threads() == before  # restored
+
+
+def test_num_threads_parameter():
+    index = MIHIndex(64, num_threads=2)
+    assert index.num_threads == 2 and index.spec == "mih:fallback=auto,fallback_ratio=1.0,num_threads=2"
+    assert MIHIndex(64).num_threads is None and MIHIndex(64).spec == "mih:fallback=auto,fallback_ratio=1.0"
+    spec = annbin.make_index("mih:m=4,num_threads=3", 64)
+    assert spec.num_threads == 3 and spec.m == 4
+    rng = np.random.default_rng(19)
+    codes = make_codes("clustered", 600, 64, rng)
+    index.add(codes)
+    index.search(codes[:3], 2, params={"num_threads": 1})  # per call: not kept
+    assert index.num_threads == 2
+    index.set_search_params(num_threads=None)
+    assert index.get_search_params()["num_threads"] is None
+    for bad, exc in ((0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="num_threads must"):
+            MIHIndex(64, num_threads=bad)
+        with pytest.raises(exc, match="num_threads must"):
+            index.search(codes[:3], 2, params={"num_threads": bad})
+    with pytest.raises(TypeError, match="cost_model must be a CostModel"):
+        MIHIndex(64, cost_model={"lookup": 1.0})
+    assert index.num_threads is None
 
 
 @pytest.mark.parametrize("d", DIMS)
@@ -433,9 +730,10 @@ def test_step_trace_accounts_for_the_work_and_follows_the_pigeonhole_order():
     assert sum(s["lookups"] for s in steps) == stats["lookups"]
     assert sum(s["candidates"] for s in steps) == stats["candidates"]
     assert steps[0]["active"] == len(q) and all(a["active"] >= b["active"] for a, b in zip(steps, steps[1:]))
-    # a query stops after step s once its k-th distance is <= s + 1, by step k-th distance at the latest
+    # a query stops after step s once its k-th distance is <= s (the tie rule: codes at the k-th
+    # distance are found by then), so the farthest query runs steps 0..k-th distance
     worst = int(D[:, -1].max())
-    assert max(worst, 1) <= len(steps) <= worst + 1
+    assert len(steps) == worst + 1
     assert all(s["seconds"] >= 0 for s in steps)
 
 
@@ -534,7 +832,7 @@ def test_bad_search_params_raise():
         index.set_search_params(fallback_ratio="1")
     with pytest.raises(ValueError, match="unknown search parameter"):
         index.set_search_params(ef_search=3)
-    assert index.get_search_params() == {"fallback": "auto", "fallback_ratio": 1.0}
+    assert index.get_search_params() == {"fallback": "auto", "fallback_ratio": 1.0, "num_threads": None}
 
 
 def test_spec_strings_and_memory():

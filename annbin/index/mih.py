@@ -30,21 +30,31 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
   1,000 queries costs far less per query than one query alone (about 0.1 ms of overhead per step,
   0.6-0.7 ms per single-query search on the development box: at 1M codes about what a flat scan
   costs).
+- **Ties**: at the k-th distance the smallest ids win, as in ``FlatIndex``: the tables are built
+  over the codes in id order, so a table row is an id's rank and the search's (distance, row)
+  order is (distance, id) order; the fallback scan uses ``exact_knn``.
+- **Threads**: ``num_threads`` (default ``None``: ``os.cpu_count()``) splits a batch into query
+  blocks searched on a thread pool (numpy releases the GIL in its heavy calls; blocks are
+  independent, so results do not depend on the count), and runs the fallback scan with as many
+  OpenMP threads.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import as_ids
-from annbin.index._faiss import flat_codes
-from annbin.index._mih_search import COSTS, expected_step_costs, knn_search, range_search
+from annbin._checks import as_ids, check_int
+from annbin.index._faiss import exact_knn, flat_codes, omp_threads
+from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
 from annbin.index._mih_tables import (
     MIHTable,
     build_tables,
@@ -60,6 +70,10 @@ from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResul
 FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
 QUERY_BLOCK = 4096
+#: Fewest queries a block is cut to when spreading a batch over threads: a step's fixed numpy
+#: overhead (~0.1 ms, mostly holding the GIL) would dominate smaller blocks.
+MIN_THREAD_BLOCK = 256
+_T = TypeVar("_T")
 
 
 class MIHIndex(BinaryIndex):
@@ -70,32 +84,41 @@ class MIHIndex(BinaryIndex):
     build. An explicit ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
 
     Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
-    query by a brute-force scan) and ``fallback_ratio`` (``auto`` falls back when MIH's predicted
-    cost exceeds this multiple of a scan's, default 1.0).
+    query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
+    cost exceeds this multiple of a scan's, default 1.0) and ``num_threads`` (threads for one
+    search, MIH and fallback scan alike; ``None``, the default: ``os.cpu_count()``).
+    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: the measured constants).
     """
 
     variant = "mih"
     exact = True
     build_params = ("m",)
-    search_params = ("fallback", "fallback_ratio")
+    search_params = ("fallback", "fallback_ratio", "num_threads")
 
-    def __init__(self, d: int, *, m: int | None = None, fallback: str = "auto", fallback_ratio: float = 1.0) -> None:
+    def __init__(self, d: int, *, m: int | None = None, fallback: str = "auto", fallback_ratio: float = 1.0,
+                 num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
         super().__init__(d)
         self.m = None if m is None else check_m(m, self.d)
         self.fallback = "auto"
         self.fallback_ratio = 1.0
+        self.num_threads: int | None = None
+        if cost_model is not None and not isinstance(cost_model, CostModel):
+            raise TypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
+        self.cost_model = COSTS if cost_model is None else cost_model
         self._flat = faiss.IndexBinaryFlat(self.d)
         self._id_chunks: list[NDArray[np.int64]] = []
         self._ids_array = np.empty(0, dtype=np.int64)
         self._tables: list[MIHTable] | None = None
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        #: ids in the tables' row order (ascending: the tie rule), set by each build
+        self._table_ids = np.empty(0, dtype=np.int64)
         #: work done by the last search: queries, bucket lookups and candidates verified (kNN), and
         #: how many queries went to the flat scan
         self.last_search_stats: dict[str, Any] | None = None
         #: profiling: when True, kNN searches add ``"steps"`` to ``last_search_stats``, one record per
         #: search step and query block (radius, table, active queries, lookups, candidates, seconds)
         self.record_steps = False
-        self.set_search_params(fallback=fallback, fallback_ratio=fallback_ratio)
+        self.set_search_params(fallback=fallback, fallback_ratio=fallback_ratio, num_threads=num_threads)
 
     # --- storage -------------------------------------------------------------------------
     @property
@@ -154,12 +177,20 @@ class MIHIndex(BinaryIndex):
         self._tables = self._layout = None
 
     def _build(self) -> list[MIHTable]:
-        """(Re)build the tables from the stored codes if they are stale."""
+        """(Re)build the tables from the stored codes if they are stale.
+
+        The tables hold the codes in ascending id order (a row is an id's rank), so the search's
+        tie rule on rows is the tie rule on ids; in insertion order as long as ids only grew.
+        """
         if self._tables is None:
             m = self.m if self.m is not None else default_m(self.d, self.ntotal)
             starts, lengths = substring_layout(self.d, m)
-            codes = self._codes()
+            codes, ids = self._codes(), self._ids
+            if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
+                order = np.argsort(ids)
+                codes, ids = codes[order], ids[order]
             self._tables = build_tables(to_words(codes), extract_substrings(codes, starts, lengths), lengths)
+            self._table_ids = ids
             self._layout = (starts, lengths)
         return self._tables
 
@@ -172,6 +203,8 @@ class MIHIndex(BinaryIndex):
         tables = self._build() if self.ntotal else []
         shared = {id(t.words): t.words.nbytes for t in tables if t.shared}
         held = self.ntotal * self.code_size + self._ids.nbytes + sum(t.nbytes for t in tables) + sum(shared.values())
+        if tables and self._table_ids is not self._ids_array:  # ids not ascending: a sorted copy
+            held += self._table_ids.nbytes
         return held + self._code_map_bytes()
 
     # --- parameters ----------------------------------------------------------------------
@@ -179,7 +212,7 @@ class MIHIndex(BinaryIndex):
         return {"m": self.m}
 
     def get_search_params(self) -> dict[str, Any]:
-        return {"fallback": self.fallback, "fallback_ratio": self.fallback_ratio}
+        return {"fallback": self.fallback, "fallback_ratio": self.fallback_ratio, "num_threads": self.num_threads}
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
         if "fallback" in params:
@@ -194,77 +227,120 @@ class MIHIndex(BinaryIndex):
             if not ratio > 0:
                 raise ValueError(f"fallback_ratio must be > 0, got {ratio}")
             self.fallback_ratio = float(ratio)
+        if "num_threads" in params:
+            threads = params["num_threads"]
+            self.num_threads = None if threads is None else check_int(threads, "num_threads", minimum=1)
 
     # --- search --------------------------------------------------------------------------
+    def _threads(self) -> int:
+        """Threads for one search: ``num_threads``, or every core."""
+        return self.num_threads if self.num_threads is not None else os.cpu_count() or 1
+
     def _budget(self) -> float:
         """Per-query cost (ns) above which a query goes to the flat scan."""
         if self.fallback == "never":
             return math.inf
         if self.fallback == "always":
             return -math.inf
-        return self.fallback_ratio * COSTS.flat_cost(self.ntotal, self.d)
+        return self.fallback_ratio * self.cost_model.flat_cost(self.ntotal, self.d)
 
     def _queries(self, x: NDArray[np.uint8]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         if self._layout is None:
             raise RuntimeError("tables not built")
         return to_words(x), extract_substrings(x, *self._layout)
 
+    @staticmethod
+    def _blocks(nq: int, cap: int, threads: int) -> list[tuple[int, int]]:
+        """Query blocks ``[a, b)`` of at most ``cap`` queries; with threads, at least one per thread
+        (while each keeps ``MIN_THREAD_BLOCK`` queries) and a multiple of them, of equal size."""
+        count = -(-nq // cap)
+        if threads > 1:
+            count = max(count, min(threads, nq // MIN_THREAD_BLOCK))
+            if count > threads:
+                count = -(-count // threads) * threads
+        size = -(-nq // count)
+        return [(a, min(nq, a + size)) for a in range(0, nq, size)]
+
+    @staticmethod
+    def _map_blocks(fn: Callable[[int, int], _T], blocks: list[tuple[int, int]], threads: int) -> list[_T]:
+        """``fn(a, b)`` for each block, in order, on up to ``threads`` threads."""
+        if threads == 1 or len(blocks) == 1:
+            return [fn(a, b) for a, b in blocks]
+        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
+            return list(pool.map(lambda ab: fn(*ab), blocks))
+
+    def _scan(self, x: NDArray[np.uint8], k: int, threads: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Exact kNN (ids, tie rule) by the faiss scan, on ``threads`` OpenMP threads."""
+        with omp_threads(threads):
+            return exact_knn(self._flat, x, k, ids=self._ids)
+
+    def _range_scan(self, x: NDArray[np.uint8], radius: int, threads: int) -> RangeResult:
+        """Range search (ids) by the faiss scan, on ``threads`` OpenMP threads."""
+        with omp_threads(threads):
+            lims, D, rows = self._flat.range_search(x, radius + 1)  # faiss keeps distance < radius
+        return lims.astype(np.int64), D.astype(np.int32), self._ids[rows]
+
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         tables = self._build()
         nq = x.shape[0]
-        budget = self._budget()
+        budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # the first round of exact-match probes alone would cost more than a scan: scan everything
-        if budget < len(tables) * (COSTS.step / nq + COSTS.lookup):
-            D, rows = self._flat.search(x, k)
+        if budget < len(tables) * (costs.step / nq + costs.lookup):
             self.last_search_stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": nq}
-            return D.astype(np.int32), self._ids[rows]
+            return self._scan(x, k, threads)
         xw, xs = self._queries(x)
-        D = np.empty((nq, k), dtype=np.int32)
-        rows = np.empty((nq, k), dtype=np.int64)
-        fallback = np.zeros(nq, dtype=bool)
+        record = self.record_steps
+
+        def block(a: int, b: int) -> tuple[Any, ...]:
+            stats: dict[str, int] = {}
+            steps: list[dict[str, float]] | None = [] if record else None
+            out = knn_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], k, budget, costs, stats=stats, steps=steps)
+            return (*out, stats, steps)
+
         # top-k state is (block, k) int64 keys that also hold the query's index in the block
-        block = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
-        stats: dict[str, Any] = {"queries": nq, "lookups": 0, "candidates": 0}
-        steps: list[dict[str, float]] | None = [] if self.record_steps else None
-        for a in range(0, nq, block):
-            b = min(nq, a + block)
-            D[a:b], rows[a:b], fallback[a:b] = knn_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], k, budget,
-                                                          stats=stats, steps=steps)
-        if steps is not None:
-            stats["steps"] = steps
+        cap = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
+        parts = self._map_blocks(block, self._blocks(nq, cap, threads), threads)
+        D = np.concatenate([p[0] for p in parts])
+        I = self._table_ids[np.concatenate([p[1] for p in parts])]
+        fallback = np.concatenate([p[2] for p in parts])
+        stats: dict[str, Any] = {"queries": nq, "lookups": sum(p[3]["lookups"] for p in parts),
+                                 "candidates": sum(p[3]["candidates"] for p in parts)}
+        if record:  # one record per step and block, block after block
+            stats["steps"] = [step for p in parts for step in p[4]]
         if fallback.any():
-            D[fallback], rows[fallback] = self._flat.search(x[fallback], k)
+            D[fallback], I[fallback] = self._scan(x[fallback], k, threads)
         stats["fallback_queries"] = int(fallback.sum())
         self.last_search_stats = stats
-        return D, self._ids[rows]
+        return D, I
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         tables = self._build()
         nq = x.shape[0]
         radius = min(radius, self.d)
-        budget = self._budget()
+        budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # every step 0..radius is needed: predict their cost on uniform buckets
         steps = radius + 1
-        expected = expected_step_costs(tables, self.ntotal, -(-self.d // 64), steps).sum() + steps * COSTS.step / nq
+        expected = expected_step_costs(tables, self.ntotal, -(-self.d // 64), steps, costs).sum() + steps * costs.step / nq
         if expected > budget:
-            lims, D, rows = self._flat.range_search(x, radius + 1)  # faiss keeps distance < radius
-            lims = lims.astype(np.int64)
             self.last_search_stats = {"queries": nq, "fallback_queries": nq}
-            return lims, D, self._ids[rows]
+            return self._range_scan(x, radius, threads)
         xw, xs = self._queries(x)
-        lims, D, rows, fallback = range_search(tables, self.ntotal, self.d, xw, xs, radius, budget)
+        parts = self._map_blocks(lambda a, b: range_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], radius, budget, costs),
+                                 self._blocks(nq, nq, threads), threads)
+        sizes = np.concatenate([np.diff(p[0]) for p in parts])
+        D = np.concatenate([p[1] for p in parts])
+        I = self._table_ids[np.concatenate([p[2] for p in parts])]
+        fallback = np.concatenate([p[3] for p in parts])
         self.last_search_stats = {"queries": nq, "fallback_queries": int(fallback.sum())}
         if fallback.any():  # skewed buckets: those queries by brute force, spliced back in query order
-            flims, fD, frows = self._flat.range_search(x[fallback], radius + 1)
-            sizes = np.diff(lims)
-            sizes[fallback] = np.diff(flims.astype(np.int64))
+            flims, fD, fI = self._range_scan(x[fallback], radius, threads)
+            sizes[fallback] = np.diff(flims)
             qid = np.concatenate([np.repeat(np.flatnonzero(~fallback), sizes[~fallback]),
                                   np.repeat(np.flatnonzero(fallback), sizes[fallback])])
             order = np.argsort(qid, kind="stable")
-            D = np.concatenate([D, fD.astype(np.int32)])[order]
-            rows = np.concatenate([rows, frows.astype(np.int64)])[order]
-            lims = np.concatenate([[0], np.cumsum(sizes)])
-        return lims, D, self._ids[rows]
+            D = np.concatenate([D, fD])[order]
+            I = np.concatenate([I, fI])[order]
+        return np.concatenate([[0], np.cumsum(sizes)]), D, I
 
     # --- persistence ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
