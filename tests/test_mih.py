@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from unittest import mock
 
 import faiss
@@ -444,8 +443,13 @@ def test_fallback_scan_runs_on_num_threads(monkeypatch):
     for threads in (1, 3):
         D, _ = index.search(codes[:5], 4, params={"num_threads": threads})
         np.testing.assert_array_equal(D, faiss_distances(codes, codes[:5], 4))
-    index.search(codes[:5], 4)
-    assert seen == [1, 3, os.cpu_count()] and faiss.omp_get_max_threads() == before  # restored
+    index.search(codes[:5], 4)  # num_threads=None: faiss's own setting
+    faiss.omp_set_num_threads(1)
+    try:
+        index.search(codes[:5], 4)
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert seen == [1, 3, before, 1] and faiss.omp_get_max_threads() == before  # restored after each
 
 
 def test_num_threads_parameter():

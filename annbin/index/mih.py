@@ -33,17 +33,18 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **Ties**: at the k-th distance the smallest ids win, as in ``FlatIndex``: the tables are built
   over the codes in id order, so a table row is an id's rank and the search's (distance, row)
   order is (distance, id) order; the fallback scan uses ``exact_knn``.
-- **Threads**: ``num_threads`` (default ``None``: ``os.cpu_count()``) splits a batch into query
-  blocks searched on a thread pool (numpy releases the GIL in its heavy calls; blocks are
-  independent, so results do not depend on the count), and runs the fallback scan with as many
-  OpenMP threads.
+- **Threads**: ``num_threads`` splits a batch into query blocks searched on a thread pool (numpy
+  releases the GIL in its heavy calls; blocks are independent, so results do not depend on the
+  count), and runs the fallback scan with as many OpenMP threads. The default, ``None``, follows
+  faiss's OpenMP setting: every core unless ``OMP_NUM_THREADS`` or ``faiss.omp_set_num_threads``
+  says otherwise, so code that pins faiss to one thread (``annbin bench --threads 1``, a Ray
+  actor with one CPU) pins MIH too.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -86,7 +87,8 @@ class MIHIndex(BinaryIndex):
     Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
     query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
     cost exceeds this multiple of a scan's, default 1.0) and ``num_threads`` (threads for one
-    search, MIH and fallback scan alike; ``None``, the default: ``os.cpu_count()``).
+    search, MIH and fallback scan alike; ``None``, the default: ``faiss.omp_get_max_threads()``,
+    all cores unless OpenMP was told otherwise).
     ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: the measured constants).
     """
 
@@ -233,8 +235,8 @@ class MIHIndex(BinaryIndex):
 
     # --- search --------------------------------------------------------------------------
     def _threads(self) -> int:
-        """Threads for one search: ``num_threads``, or every core."""
-        return self.num_threads if self.num_threads is not None else os.cpu_count() or 1
+        """Threads for one search: ``num_threads``, or faiss's OpenMP thread count (all cores by default)."""
+        return self.num_threads if self.num_threads is not None else max(1, faiss.omp_get_max_threads())
 
     def _budget(self) -> float:
         """Per-query cost (ns) above which a query goes to the flat scan."""
