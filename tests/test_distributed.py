@@ -23,7 +23,8 @@ from tests.conftest import clustered_codes, popcount_knn
 
 D_BITS = 64
 CS = D_BITS // 8
-EXACT = ["flat", "mih"]
+# "mih" answers shards this small by the flat scan; "mih:fallback=never" runs its own lookups
+EXACT = ["flat", "mih", "mih:fallback=never"]
 
 
 # --- no Ray needed -------------------------------------------------------------------------------
@@ -110,6 +111,14 @@ def _single(index: ShardedIndex) -> annbin.BinaryIndex:
     return annbin.make_index(index.inner_spec, D_BITS)
 
 
+def _check_own_work(index: ShardedIndex) -> None:
+    """For a sharded ``mih:fallback=never``: every shard's last kNN search made bucket lookups and
+    sent no query to the flat scan."""
+    if index.get_search_params().get("fallback") == "never":
+        stats = index.search_stats()
+        assert stats and all(s["lookups"] > 0 and s["fallback_queries"] == 0 for s in stats.values()), stats
+
+
 def _check_valid(base, ids, queries, D, I):
     """Ids exist, lie at the reported distances, no duplicates, rows sorted by (distance, id)."""
     lookup = {int(i): row for row, i in enumerate(ids)}
@@ -142,9 +151,8 @@ def test_sharded_equals_unsharded(fresh, kind):
         assert np.array_equal(D, Ds)  # exact: the very same distances
         assert np.array_equal(D, popcount_knn(base, queries, k))
         _check_valid(base, np.arange(3000), queries, D, I)
-        for drow, irow, srow in zip(D, I, Is):  # below the k-th distance the ids are the same set
-            below = drow < drow[-1]
-            assert set(irow[below].tolist()) == set(srow[below].tolist())
+        _check_own_work(fresh)
+        assert np.array_equal(I, Is)  # one tie rule: the very same ids
     lims, D, I = fresh.range_search(queries, 20)
     lims_s, D_s, I_s = single.range_search(queries, 20)
     assert np.array_equal(lims, lims_s) and np.array_equal(D, D_s) and np.array_equal(I, I_s)
@@ -163,6 +171,28 @@ def test_heavy_ties_and_padding(fresh):
     assert np.array_equal(D, Ds) and np.array_equal(I, Is)  # ties are all returned: ids agree too
     assert (I[:, 21:] == -1).all() and (D[:, 21:] == INT32_MAX).all()
     _check_valid(base, np.arange(21), base[::7], D, I)
+
+
+def test_ties_are_the_unsharded_ties(fresh):
+    """Tie-heavy codes, ids shuffled, some removed, more added: exactly FlatIndex's (D, I), so at
+    the k-th distance the smallest ids win whichever shard holds them; range search agrees too."""
+    rng = np.random.default_rng(17)
+    pool = rng.integers(0, 256, (3, CS), dtype=np.uint8)
+    base = pool[rng.integers(0, 3, 600)] ^ np.packbits(rng.random((600, D_BITS)) < 0.01, axis=1)
+    ids = rng.choice(np.arange(10, 10**6), 600, replace=False).astype(np.int64)
+    queries = np.concatenate([pool, base[:5], rng.integers(0, 256, (2, CS), dtype=np.uint8)])
+    flat = annbin.FlatIndex(D_BITS)
+    for index in (fresh, flat):
+        index.add(base, ids=ids)
+        index.remove_ids(ids[::4])
+        index.add(pool, ids=np.array([5, 3, 1]))  # smaller than every other id, added last
+    for k in (1, 7, 60):
+        D, I = fresh.search(queries, k)
+        Df, If = flat.search(queries, k)
+        assert np.array_equal(D, Df) and np.array_equal(I, If)
+        _check_own_work(fresh)
+    for a, b in zip(fresh.range_search(queries, 2), flat.range_search(queries, 2)):
+        assert np.array_equal(a, b)
 
 
 def test_user_ids_kept_and_removed(fresh):

@@ -66,6 +66,10 @@ class ShardServer:
     def search(self, x: NDArray[np.uint8], k: int, params: dict[str, Any] | None) -> SearchResult:
         return self.index.search(x, k, params=params)
 
+    def search_stats(self) -> dict[str, Any] | None:
+        """The index's ``last_search_stats`` (an MIH index's work counters), None where it keeps none."""
+        return getattr(self.index, "last_search_stats", None)
+
     def range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         return self.index.range_search(x, radius)
 

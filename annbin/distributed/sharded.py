@@ -3,8 +3,9 @@
 Each shard is a Ray actor holding an ordinary annbin index in memory (``_shard.ShardServer``).
 Codes go to the shard that owns their id (``splitmix64(id) % shards``, see ``_layout``); a batch
 of queries is put into Ray's object store once and each shard searches it in one call; the
-driver merges the per-shard top-k by (distance, id). Each shard returns its exact top-k, so the
-merge of exact shards is exact: sharded flat or MIH returns exactly the unsharded distances.
+driver merges the per-shard top-k by (distance, id). Each exact shard returns its k smallest
+(distance, id) pairs, so the merge's k smallest pairs are the whole index's: sharded flat or MIH
+returns exactly the unsharded (D, I), ties included.
 A shard whose actor dies is restarted from its saved file and the call retried once, or the call
 raises ``ShardError`` naming it (see ``_group``); a partial result is never returned.
 """
@@ -31,7 +32,7 @@ from annbin.distributed._layout import (
     shard_of,
     write_manifest,
 )
-from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
 
 
 class ShardedIndex(BinaryIndex):
@@ -145,6 +146,11 @@ class ShardedIndex(BinaryIndex):
         parts = self._group.call("get_ids", {s: () for s in live})
         return np.concatenate([np.asarray(parts[s], np.int64) for s in live]) if live else np.empty(0, np.int64)
 
+    def search_stats(self) -> dict[int, dict[str, Any] | None]:
+        """Each live shard's ``last_search_stats`` by shard number (an MIH shard's work counters
+        for its last search; None where the variant keeps none): one call to each shard."""
+        return self._group.call("search_stats", {s: () for s in self._live()})
+
     def memory_bytes(self) -> int:
         """Bytes held by all shards together (the driver holds no codes)."""
         return int(sum(self._group.call("memory_bytes").values()))
@@ -248,12 +254,8 @@ class ShardedIndex(BinaryIndex):
         xref = import_ray().put(x)  # once: every shard reads the same object
         live, counts, params = self._live(), self._group.counts, self._call_params
         parts = self._group.call("search", {s: (xref, int(min(k, counts[s])), params) for s in live})
-        D = np.concatenate([parts[s][0] for s in live], axis=1)
-        I = np.concatenate([parts[s][1] for s in live], axis=1)
-        if D.shape[1] > k:
-            order = np.lexsort((I, D), axis=-1)[:, :k]
-            D, I = np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
-        return D, I
+        D, I = sort_results(np.concatenate([parts[s][0] for s in live], axis=1), np.concatenate([parts[s][1] for s in live], axis=1))
+        return D[:, :k], I[:, :k]  # the tie rule: k smallest (distance, id) pairs of all shards
 
     def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
         """One call per shard holding any of ``ids``, each asked only for the ids it owns."""
