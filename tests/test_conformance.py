@@ -5,7 +5,9 @@ test_binary_hashindex.py, test_binary_io.py): an empty index answers -1 / INT32_
 distances are the true distances of the ids returned (and the exact k smallest for exact
 indexes); range search agrees with kNN search; no duplicate ids; sorted results; recall never
 falls as the search budget grows; serialization round-trips. Written for annbin: its ``<=``
-radius, its tie order (smaller id first) and both file formats.
+radius, its tie rule (annbin's exact indexes return each row's k smallest (distance, id) pairs)
+and both file formats. On 1,500 codes ``mih`` answers by the flat scan (its cost model's choice);
+``mih:fallback=never`` runs multi-index hashing, and the tests check that it did.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ CS = D_BITS // 8
 VARIANTS = {
     "flat": (True, None, None),
     "mih": (True, None, None),
+    "mih:fallback=never": (True, None, None),
     "hnsw:M=8,ef_search=4": (False, "ef_search", [4, 8, 16, 32, 64, 128]),
     "ivf:nlist=16,nprobe=1": (False, "nprobe", [1, 2, 4, 8, 16]),
     "BFlat": (True, None, None),
@@ -46,6 +49,27 @@ EXHAUSTIVE = {"nprobe": 16, "nflip": 12}
 # kinds whose budget only ever adds candidates (lists, buckets), so every query's k-th distance can
 # only improve; HNSW's beam is checked in aggregate
 SUPERSET_BUDGET = {"nprobe", "nflip"}
+
+
+#: annbin's own exact variants: the tie rule holds for the ids too (faiss's wrapped kinds keep
+#: whichever tied ids faiss keeps)
+TIE_RULE = ["flat", "mih", "mih:fallback=never"]
+
+
+def check_own_work(spec: str, index: annbin.BinaryIndex) -> None:
+    """For ``mih:fallback=never``: the last search made bucket lookups (kNN) and used no scan."""
+    if spec == "mih:fallback=never":
+        stats = index.last_search_stats
+        assert stats["fallback_queries"] == 0 and stats.get("lookups", 1) > 0, stats
+
+
+def check_tie_rule(base: np.ndarray, ids: np.ndarray, queries: np.ndarray, D: np.ndarray, I: np.ndarray) -> None:
+    """Each row is the k smallest (distance, id) pairs of the stored codes, in that order."""
+    dist = np.bitwise_count(queries[:, None, :] ^ base[None]).sum(-1)
+    kk = min(D.shape[1], len(base))
+    for q in range(len(queries)):
+        want = sorted(zip(dist[q].tolist(), ids.tolist()))[:kk]
+        assert list(zip(D[q, :kk].tolist(), I[q, :kk].tolist())) == want
 
 
 def with_ids(spec: str) -> bool:
@@ -107,11 +131,14 @@ def test_distances_are_true_and_exact_where_promised(spec, data):
     assert index.exact == exact
     for k in (1, 10, 1505):
         D, I = index.search(queries, k)
+        check_own_work(spec, index)
         check_result_shape(D, I, k)
         assert np.array_equal(D, true_dist(lambda i: base[i], queries, I))
         ref = popcount_knn(base, queries, k)
         if exact:
             assert np.array_equal(D, ref)
+            if spec in TIE_RULE:
+                check_tie_rule(base, np.arange(len(base)), queries, D, I)
         else:
             # the r-th best found can never beat the true r-th best
             assert (D >= ref).all()
@@ -124,6 +151,7 @@ def test_exhaustive_budget_is_exact(spec, data):
     index = build(spec, base)
     params = {param: EXHAUSTIVE[param]} if param else None
     D, _ = index.search(queries, 10, params=params)
+    check_own_work(spec, index)
     assert np.array_equal(D, popcount_knn(base, queries, 10))
 
 
@@ -140,6 +168,7 @@ def test_range_search_consistent_with_search(spec, data):
     full = np.bitwise_count(queries[:, None, :] ^ base[None]).sum(-1)
     radius = int(np.median(popcount_knn(base, queries, 10)[:, -1]))
     lims, Dr, Ir = index.range_search(queries, radius)
+    check_own_work(spec, index)
     assert lims.dtype == np.int64 and Dr.dtype == np.int32 and Ir.dtype == np.int64
     assert lims[0] == 0 and (np.diff(lims) >= 0).all() and lims[-1] == Dr.size == Ir.size
     below = above = 0
@@ -202,11 +231,12 @@ def test_annbin_file_round_trip(spec, data, tmp_path):
     back = annbin.load_index(tmp_path / "x.annbin")
     assert type(back) is type(index) and back.spec == index.spec and back.ntotal == 1500
     D2, I2 = back.search(queries, 10)
+    check_own_work(spec, back)
     assert np.array_equal(D, D2) and np.array_equal(I, I2)
     assert np.array_equal(np.sort(back.get_ids()), np.sort(index.get_ids()))
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s != "mih"])
+@pytest.mark.parametrize("spec", [s for s in SPECS if not s.startswith("mih")])
 def test_faiss_file_round_trip(spec, data, tmp_path):
     base, queries = data
     ids = np.arange(1500, dtype=np.int64) * 5 if with_ids(spec) else None
@@ -231,7 +261,7 @@ def test_remove_ids_where_supported(spec, data):
     base, queries = data
     index = build(spec, base)
     gone = np.arange(0, 1500, 3, dtype=np.int64)
-    supported = spec in ("flat", "mih", "ivf:nlist=16,nprobe=1", "IDMap2,BFlat", "BIVF16")
+    supported = spec in ("flat", "mih", "mih:fallback=never", "ivf:nlist=16,nprobe=1", "IDMap2,BFlat", "BIVF16")
     if not supported:
         with pytest.raises(annbin.UnsupportedOperation, match="remove"):
             index.remove_ids(gone)
@@ -243,9 +273,12 @@ def test_remove_ids_where_supported(spec, data):
     assert not np.isin(index.get_ids(), gone).any()
     _, param, _ = VARIANTS[spec]
     D, I = index.search(queries, 20, params={param: EXHAUSTIVE[param]} if param else None)
+    check_own_work(spec, index)
     assert not np.isin(I, gone).any()
     keep = np.setdiff1d(np.arange(1500), gone)
     assert np.array_equal(D, popcount_knn(base[keep], queries, 20))
+    if spec in TIE_RULE:
+        check_tie_rule(base[keep], keep, queries, D, I)
     assert np.array_equal(D, true_dist(lambda i: base[i], queries, I))
 
 
@@ -298,4 +331,7 @@ def test_exact_on_adversarial_codes(spec, case):
     check_result_shape(D, I, k)
     assert np.array_equal(D, popcount_knn(base, queries, k))
     if base.shape[0]:
+        check_own_work(spec, index)
         assert np.array_equal(D, true_dist(lambda i: base[i], queries, I))
+        if spec in TIE_RULE:
+            check_tie_rule(base, np.arange(len(base)), queries, D, I)

@@ -21,6 +21,7 @@ SPECS = {
     "flat": (True, True),
     "hnsw:M=16": (True, False),
     "mih": (True, True),
+    "mih:fallback=never": (True, True),  # "mih" answers 900 codes by the scan; this runs MIH's lookups
     "ivf:nlist=8": (True, True),
     "BFlat": (False, False),
     "IDMap2,BFlat": (True, True),
@@ -68,6 +69,15 @@ def _check(index: annbin.BinaryIndex, oracle: Oracle, rng: np.random.Generator) 
     one = int(stored[stored.size // 2])
     assert np.array_equal(index.reconstruct(one), oracle.codes[one])
     assert np.array_equal(index.reconstruct_batch(stored[:7]), oracle.expect(stored[:7]))
+    # rescoring's use: the codes of a search's ids are the codes at the distances it reported
+    queries = oracle.expect(stored[:5]) ^ np.uint8(1)
+    D, I = index.search(queries, 4)
+    codes = index.get_codes(I)
+    assert np.array_equal(codes, oracle.expect(I))
+    assert np.array_equal(np.where(I >= 0, np.bitwise_count(codes ^ queries[:, None]).sum(-1), D), D)
+    if index.spec.startswith("mih:fallback=never"):
+        stats = index.last_search_stats
+        assert stats["lookups"] > 0 and stats["fallback_queries"] == 0, stats
 
 
 @pytest.mark.parametrize("spec", list(SPECS))
