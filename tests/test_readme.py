@@ -15,6 +15,11 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     exec(BLOCKS[0], scope)
     assert scope["D"].shape == (5, 10) and scope["D"].dtype == np.int32
     assert np.array_equal(scope["same"].search(scope["annbin"].binarize(scope["q"]), 10)[0], scope["D"])
+    # 384-bit codes: MIH answers by the scan; with the scan off it runs its own lookups, same (D, I)
+    codes_q = scope["annbin"].binarize(scope["q"])
+    D, I = scope["same"].search(codes_q, 10, params={"fallback": "never"})
+    assert_did_its_own_work(scope["same"])
+    assert np.array_equal(D, scope["D"]) and np.array_equal(I, scope["I"])
     np.save("emb.npy", scope["emb"])
     scope["index"] = scope["same"]
     exec(BLOCKS[1], scope)  # rescoring
@@ -34,3 +39,15 @@ def test_faiss_swap_gives_the_same_distances(rng):
     assert np.array_equal(faiss_run["D"], annbin_run["D"])
     assert np.array_equal(np.sort(faiss_run["Dr"]), np.sort(annbin_run["Dr"]))
     assert faiss_run["index"].ntotal == annbin_run["index"].ntotal == 1998
+    mih = annbin_run["index"]  # 2,000 random codes: "auto" scans; "never" runs multi-index hashing
+    D, I = mih.search(queries, 10, params={"fallback": "never"})
+    assert_did_its_own_work(mih)
+    assert np.array_equal(D, faiss_run["index"].search(queries, 10)[0])
+    D2, I2 = mih.search(queries, 10)
+    assert np.array_equal(D2, D) and np.array_equal(I2, I)  # one tie rule: the same ids either way
+
+
+def assert_did_its_own_work(index) -> None:
+    """The last search of an MIH index made bucket lookups and sent no query to the flat scan."""
+    stats = index.last_search_stats
+    assert stats["lookups"] > 0 and stats["fallback_queries"] == 0, stats
