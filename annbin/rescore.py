@@ -123,7 +123,7 @@ class RescoredIndex:
 
     def __init__(
         self,
-        inner: BinaryIndex,
+        inner: BinaryIndex | FloatIndex,
         *,
         oversample: int = 4,
         vectors: ArrayLike | str | os.PathLike[str] | None = None,

@@ -40,17 +40,26 @@ from annbin.datasets import get_dataset  # noqa: E402
 DEFAULT_METHODS = (
     # name, spec, options, search-parameter sweep
     ("rabitq-hnsw itq", "rabitq-hnsw:M=16,ef_construction=100,build=float",
-     {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64)]),
+     {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
+    ("rabitq-hnsw M=12 itq", "rabitq-hnsw:M=12,ef_construction=100,build=float",
+     {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (24, 32, 48, 64, 96)]),
     ("rabitq-hnsw", "rabitq-hnsw:M=16,ef_construction=100,build=float",
      {"oversample": 3}, [{"ef_search": e} for e in (32, 48, 64)]),
     ("flat+asym itq", "flat", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric",
                                "oversample": 20, "rerank_oversample": 3}, [{}]),
     ("flat+asym", "flat", {"rerank": "asymmetric", "oversample": 20, "rerank_oversample": 3}, [{}]),
+    ("flat+asym 2-bit itq", "flat", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric", "rerank_bits": 2,
+                                     "oversample": 20, "rerank_oversample": 3}, [{}]),
+    ("flat+rescore (Hamming top 3k)", "flat", {"oversample": 3}, [{}]),
+    ("flat codes only itq", "flat", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric", "rescore": None,
+                                     "oversample": 20}, [{}]),
+    ("flat codes only 2-bit itq", "flat", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric", "rescore": None,
+                                           "rerank_bits": 2, "oversample": 20}, [{}]),
     ("hnsw+asym itq", "hnsw:M=16,ef_construction=100", {"rotation": "itq", "thresholds": "mean", "rerank": "asymmetric",
                                                         "oversample": 10, "rerank_oversample": 3},
      [{"ef_search": e} for e in (100, 200)]),
 )
-HNSWLIB_EF = (10, 12, 16, 20, 24, 32, 40, 48, 64)
+HNSWLIB_EF = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128)
 
 
 def recall(I: np.ndarray, ref: np.ndarray) -> float:
@@ -65,21 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--only", default=None, help="comma-separated method names to run (default all)")
+    ap.add_argument("--dims", type=int, default=None,
+                    help="keep the first N dimensions (renormalized): a smaller model from a Matryoshka / PCA-ordered one")
+    ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1, help="threads for building (searches use 1)")
     args = ap.parse_args(argv)
-    faiss.omp_set_num_threads(1)
-
     ds = get_dataset(args.dataset)
     base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
     queries = np.ascontiguousarray(ds.get_queries()[: args.max_queries], dtype=np.float32)
+    if args.dims:
+        from annbin.datasets import ArrayDataset
+
+        ds = ArrayDataset(base[:, : args.dims], queries[:, : args.dims], metric=ds.metric, normalize=True,
+                          name=f"{ds.name}[:{args.dims}]").load()
+        base, queries = ds.get_database(), ds.get_queries()
     _, gt = ds.get_groundtruth(args.k)
     gt = gt[: len(queries), : args.k]
     n, dim = base.shape
     k = args.k
     configs: list[tuple[str, str, Any, dict[str, Any], float, float]] = []  # name, setting, fn, stats, bytes/vec, build s
     with tempfile.TemporaryDirectory() as tmp:
+        faiss.omp_set_num_threads(args.build_threads)  # builds on every core; searches on one (below)
         t0 = time.perf_counter()
-        hl = FloatHNSW(dim, metric=ds.metric, M=16, ef_construction=200, num_threads=1)
+        hl = FloatHNSW(dim, metric=ds.metric, M=16, ef_construction=200, num_threads=args.build_threads)
         hl.add(base)
+        hl.num_threads = 1
         hl_build = time.perf_counter() - t0
         for ef in HNSWLIB_EF:
             configs.append(("hnswlib M=16", f"ef={ef}", lambda q, ef=ef: hl.search(q, k, params={"ef": ef}), {},
@@ -88,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         for i, (name, spec, options, sweep) in enumerate(DEFAULT_METHODS):
             if wanted and name not in wanted:
                 continue
+            faiss.omp_set_num_threads(args.build_threads)
             t0 = time.perf_counter()
-            index = annbin.BinaryEmbeddingIndex(spec, metric=ds.metric, store_vectors=Path(tmp) / f"v{i}.npy", **options)
+            store = None if "rescore" in options and options["rescore"] is None else Path(tmp) / f"v{i}.npy"
+            index = annbin.BinaryEmbeddingIndex(spec, metric=ds.metric, store_vectors=store, **options)
             index.add(base)
             index.search(queries[:1], 1)
             build = time.perf_counter() - t0
+            faiss.omp_set_num_threads(1)
             for params in sweep:
                 setting = ",".join(f"{key}={v}" for key, v in {**{o: options[o] for o in ("oversample", "rerank_oversample") if o in options}, **params}.items())
                 index.search(queries, k, params=params)
