@@ -24,15 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, as_floats, as_ids, check_int, check_k
+from annbin._vectors import commit_vectors, save_vectors, stage_vectors
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoded, Encoder
 from annbin.quantize import code_size_for
@@ -218,7 +217,7 @@ class BinaryEmbeddingIndex:
             index = self.index if self.index is not None else self._start(x)
             rows = np.arange(self.ntotal, self.ntotal + n, dtype=np.int64)
             encoded = None if self._float_in else self.encoder.encode(x)
-            staged = self._stage_vectors(x) if self._keep_vectors else None
+            staged = stage_vectors(self._vectors, x, self._disk) if self._keep_vectors else None
             if self._float_in:
                 index.add(self.encoder.rotate(x))  # the rotation (ITQ) also sharpens RaBitQ's codes
             else:
@@ -230,7 +229,9 @@ class BinaryEmbeddingIndex:
             if before[0] is None:  # a failed first add leaves the object as it was
                 self.index, self.dim, self.encoder = before
             raise
-        self._commit_vectors(staged)
+        if staged is not None:
+            self._vectors = None  # drop an old map before its file is replaced
+            self._vectors = commit_vectors(staged, self._disk)
         if self._ids is not None or not np.array_equal(new_ids, np.arange(self._n, self._n + n)):
             self._ids = np.concatenate([self.get_ids(), new_ids])  # user ids: keep the map (8 B a vector)
         self._n += n
@@ -263,34 +264,6 @@ class BinaryEmbeddingIndex:
         else:
             self.index = make_index(self.spec, code_size_for(x.shape[1]) * 8)
         return self.index
-
-    def _stage_vectors(self, x: NDArray[np.floating]) -> Path | np.ndarray:
-        """The grown store, not yet visible: a temp .npy beside the target, or a new RAM array."""
-        old = self._vectors
-        if self._disk is None:
-            new = x.astype(np.float32)
-            return new if old is None else np.concatenate([old, new])
-        self._disk.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._disk.name}.", suffix=".tmp", dir=self._disk.parent)
-        os.close(fd)
-        n_old = 0 if old is None else old.shape[0]
-        out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_old + x.shape[0], x.shape[1]))
-        if old is not None:
-            out[:n_old] = old
-        out[n_old:] = x
-        out.flush()
-        del out
-        return Path(tmp)
-
-    def _commit_vectors(self, staged: Path | np.ndarray | None) -> None:
-        if staged is None:
-            return
-        if isinstance(staged, Path) and self._disk is not None:
-            self._vectors = None  # drop the old map before replacing its file
-            os.replace(staged, self._disk)
-            self._vectors = np.load(self._disk, mmap_mode="r")
-        else:
-            self._vectors = staged
 
     def _rebuild_rescorer(self) -> None:
         if self.index is None or (self.rescore is None and self.rerank is None):
@@ -373,12 +346,7 @@ class BinaryEmbeddingIndex:
         if self.index is not None:
             self.index.save(str(root / "index.annbin"))
         if self._vectors is not None:
-            target = root / "vectors.npy"
-            if self._disk is None or self._disk.resolve() != target.resolve():
-                fd, tmp = tempfile.mkstemp(prefix=".vectors.", suffix=".npy", dir=root)
-                os.close(fd)
-                np.save(tmp, np.asarray(self._vectors))
-                os.replace(tmp, target)
+            save_vectors(self._vectors, root / "vectors.npy", self._disk)
         write_index_file(root / "embedding.annbin", header, arrays)
 
     @classmethod
