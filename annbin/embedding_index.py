@@ -285,8 +285,9 @@ class BinaryEmbeddingIndex:
     def set_search_params(self, **params: Any) -> None:
         """``oversample``, ``rerank_oversample``, ``qb`` (with rescoring / rerank) and the first
         stage's search parameters (``ef_search``, ``nprobe``, ...)."""
-        own = {k: v for k, v in params.items() if k in ("oversample", "rerank_oversample", "qb")}
-        wrong = sorted(set(own) - set(self._own_params))
+        own = {k: v for k, v in params.items() if k in self._own_params}
+        inner_names = set(self.index.search_params) if self.index is not None else set()
+        wrong = sorted(set(params) & {"oversample", "rerank_oversample", "qb"} - set(own) - inner_names)
         if wrong:
             raise ValueError(f"{wrong} need{'s' if len(wrong) == 1 else ''} rescoring or a rerank stage "
                              "(rescore='float' or rerank='asymmetric')")

@@ -255,3 +255,38 @@ def test_embedding_index_three_stages_save_load(rotation, bits, data, tmp_path):
     assert index.last_search_stats == {"candidates_per_query": 40.0, "vectors_read_per_query": 10.0}
     with pytest.raises(ValueError, match="needs rescoring or a rerank"):
         annbin.BinaryEmbeddingIndex("flat", rescore=None).set_search_params(rerank_oversample=2)
+
+
+@pytest.mark.parametrize("spec", ["rabitq-hnsw:M=8,ef_search=32", "rabitq-hnsw:M=8,build=codes", "ivf-rabitq:nlist=16,nprobe=16", "rabitq"])
+def test_embedding_index_float_in_first_stage(spec, data, tmp_path):
+    base, queries = data
+    index = annbin.BinaryEmbeddingIndex(spec, oversample=3, rotation="random", store_vectors=tmp_path / "v.npy")
+    index.add(base)
+    S, I = index.search(queries, 10)
+    assert index.last_search_stats == {"candidates_per_query": 30.0, "vectors_read_per_query": 30.0}
+    exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I.tolist(), exact.tolist())]) > 0.6
+    np.testing.assert_allclose(S, np.einsum("qd,qkd->qk", queries, base[I]), rtol=1e-5, atol=1e-6)  # float scores
+    inner = index.index.search_params
+    index.set_search_params(oversample=2, qb=8)  # qb is the RaBitQ variant's own search parameter here
+    assert index.get_search_params()["qb"] == 8 and "qb" in inner
+    index.search(queries, 10)
+    assert index.last_search_stats["vectors_read_per_query"] == 20.0
+    index.save(tmp_path / "saved")
+    back = annbin.BinaryEmbeddingIndex.load(tmp_path / "saved")
+    assert np.array_equal(back.search(queries, 10)[1], index.search(queries, 10)[1])
+    assert back.get_search_params() == index.get_search_params()
+    # the first stage holds codes, the floats stay on disk
+    assert index.memory_bytes() == index.index.memory_bytes() + index.encoder.memory_bytes()
+    assert index.disk_bytes() == base.nbytes
+
+
+def test_float_in_first_stage_bad_options():
+    with pytest.raises(ValueError, match="ranks its candidates asymmetrically already"):
+        annbin.BinaryEmbeddingIndex("rabitq-hnsw", rerank="asymmetric")
+    with pytest.raises(ValueError, match="use rescore='float'"):
+        annbin.BinaryEmbeddingIndex("rabitq", rescore=None, store_vectors=None)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        annbin.BinaryEmbeddingIndex("rabitq-hnsw:efs=3")
+    with pytest.raises(ValueError, match="needs rescoring or a rerank"):
+        annbin.BinaryEmbeddingIndex("flat").set_search_params(rerank_oversample=2)
