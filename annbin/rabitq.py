@@ -234,7 +234,9 @@ class RaBitQIVF(_RaBitQIndex):
 class RaBitQHNSW(_RaBitQIndex):
     """HNSW over 1-bit RaBitQ codes, walked with the asymmetric RaBitQ estimate (``IndexHNSWRaBitQ``).
 
-    Build: ``M`` (graph degree), ``ef_construction``, ``build``:
+    Build: ``M`` (graph degree), ``ef_construction``, ``nb_bits`` (bits a dimension of the codes:
+    1, or more for faiss's extended RaBitQ, a sharper estimate during the walk for
+    ``nb_bits * dim / 8`` more bytes a vector), ``build``:
 
     - ``"float"`` (default): the graph is built by ``faiss.IndexHNSWFlat`` on the float vectors, then
       kept over the codes and the floats dropped. The vectors of all adds are held until the
@@ -254,14 +256,17 @@ class RaBitQHNSW(_RaBitQIndex):
     """
 
     variant = "rabitq-hnsw"
-    build_params = ("M", "ef_construction", "build")
+    build_params = ("M", "ef_construction", "nb_bits", "build")
     search_params = ("ef_search", "qb")
     _faiss_type = "IndexHNSWRaBitQ"
 
-    def __init__(self, dim: int, *, metric: str = "ip", M: int = 16, ef_construction: int = 100,
+    def __init__(self, dim: int, *, metric: str = "ip", M: int = 16, ef_construction: int = 100, nb_bits: int = 1,
                  build: str = "float", ef_search: int = 64, qb: int = 4) -> None:
         super().__init__(dim, metric=metric)
         self.M = check_int(M, "M", minimum=2)
+        self.nb_bits = check_int(nb_bits, "nb_bits", minimum=1)
+        if self.nb_bits > 9:
+            raise ValueError(f"nb_bits must be in 1..9 (faiss's RaBitQ), got {nb_bits}")
         self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
         if build not in ("float", "codes"):
             raise ValueError(f"build must be 'float' or 'codes', got {build!r}")
@@ -273,7 +278,7 @@ class RaBitQHNSW(_RaBitQIndex):
             self._index = self._new()
 
     def _new(self) -> Any:
-        index = faiss.IndexHNSWRaBitQ(self.dim, self.M)  # (d, M, nb_bits=1, metric=L2 only)
+        index = faiss.IndexHNSWRaBitQ(self.dim, self.M, self.nb_bits)  # (d, M, nb_bits, metric=L2 only)
         index.hnsw.efConstruction = self.ef_construction
         return index
 
@@ -286,7 +291,7 @@ class RaBitQHNSW(_RaBitQIndex):
         return bool(self._pending) or super().is_trained
 
     def get_params(self) -> dict[str, Any]:
-        return {"M": self.M, "ef_construction": self.ef_construction, "build": self.build}
+        return {"M": self.M, "ef_construction": self.ef_construction, "nb_bits": self.nb_bits, "build": self.build}
 
     def _add(self, x: NDArray[np.float32]) -> None:
         if self.metric == "ip":
@@ -346,6 +351,9 @@ class RaBitQHNSW(_RaBitQIndex):
 
     def _adopt(self, index: Any) -> None:
         super()._adopt(index)
+        bits = int(faiss.downcast_index(index.storage).rabitq.nb_bits)
+        if bits != self.nb_bits:
+            raise ValueError(f"stored codes have nb_bits={bits}, header says {self.nb_bits}")
         if int(index.hnsw.nb_neighbors(0)) != 2 * self.M:
             raise ValueError(f"stored graph has {index.hnsw.nb_neighbors(0)} level-0 links, expected 2 * M = {2 * self.M}")
 

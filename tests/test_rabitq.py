@@ -170,7 +170,7 @@ def test_spec_round_trip(spec, data, one_thread):
 def test_spec_values():
     assert annbin.make_float_index("rabitq", DIM).spec == "rabitq:qb=4"
     assert annbin.make_float_index("ivf-rabitq:nlist=256,nprobe=16,qb=4", DIM).spec == "ivf-rabitq:nlist=256,fastscan=False,nprobe=16,qb=4"
-    assert annbin.make_float_index("rabitq-hnsw", DIM).spec == "rabitq-hnsw:M=16,ef_construction=100,build=float,ef_search=64,qb=4"
+    assert annbin.make_float_index("rabitq-hnsw", DIM).spec == "rabitq-hnsw:M=16,ef_construction=100,nb_bits=1,build=float,ef_search=64,qb=4"
 
 
 def test_ivf_default_nlist_and_training(data):
@@ -317,6 +317,8 @@ def test_bad_input(call, error, match, data):
     ("ivf-rabitq:fastscan=true,qb=0", "ip", ValueError, "needs qb in 1..8"),
     ("rabitq-hnsw:build=gpu", "ip", ValueError, "build must be"),
     ("rabitq-hnsw:M=1", "ip", ValueError, "M must be >= 2"),
+    ("rabitq-hnsw:nb_bits=0", "ip", ValueError, "nb_bits must be >= 1"),
+    ("rabitq-hnsw:nb_bits=10", "ip", ValueError, "nb_bits must be in 1..9"),
     ("rabitq-hnsw:ef_search=0", "ip", ValueError, "ef_search must be >= 1"),
     ("rabitq", "cosine", ValueError, "metric must be one of"),
 ])
@@ -348,3 +350,18 @@ def test_cli_bench_runs_rabitq_variants(tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == ["ivf-rabitq", "ivf-rabitq", "rabitq-hnsw", "rabitq"]
     assert all(r["recall_float"] >= 0.4 and r["recall_hamming"] is None and 0 < r["bytes_per_vector"] < 128 * 4 for r in rows)
+
+
+@pytest.mark.parametrize("build", ["float", "codes"])
+def test_more_bits_estimate_better_and_survive_save(build, data, truth, tmp_path):
+    base, queries = data
+    got = {}
+    for bits in (1, 2):
+        index = built(f"rabitq-hnsw:build={build},nb_bits={bits},ef_search=64", data)
+        got[bits] = recall(index.search(queries, 10)[1], truth)
+        if bits == 2:
+            index.save(tmp_path / "two.annbin")
+            back = load_float_index(tmp_path / "two.annbin")
+            assert back.get_params()["nb_bits"] == 2
+            assert np.array_equal(back.search(queries, 10)[1], index.search(queries, 10)[1])
+    assert got[2] > got[1] + 0.05
