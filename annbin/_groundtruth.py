@@ -29,13 +29,15 @@ def cache_dir() -> Path:
 
 
 def float_knn(base: NDArray[np.float32], queries: NDArray[np.float32], k: int, metric: str, *,
-              query_block: int = 4096, base_block: int = 1 << 18, progress: bool = False
+              query_block: int = 4096, base_block: int = 1 << 16, progress: bool = False
               ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exact kNN by faiss ``IndexFlatIP``/``IndexFlatL2``: ``(D, I)``, ``(nq, k)`` float32/int64.
 
     ``base`` ``(n, dim)`` and ``queries`` ``(nq, dim)`` are float32. Blocked over queries and,
-    past ``base_block`` rows, over the database (merged with ``faiss.ResultHeap``), so extra
-    memory stays ``O(query_block * k)``. ``ip``: D descending; ``l2``: squared distances ascending.
+    past ``base_block`` rows, over the database (each block's results merged with
+    ``faiss.ResultHeap``), so extra memory stays ``O(base_block * dim + nq * k)``. ``ip``: D
+    descending; ``l2``: squared distances ascending. ``progress``: a tqdm bar (with ETA) that
+    advances per query block of each database block.
     """
     import faiss
 
@@ -46,31 +48,34 @@ def float_knn(base: NDArray[np.float32], queries: NDArray[np.float32], k: int, m
         raise ValueError(f"k must be in 1..{n} (the database size), got {k}")
     base = np.ascontiguousarray(base, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    D = np.empty((nq, k), dtype=np.float32)
-    I = np.empty((nq, k), dtype=np.int64)
-    starts: Any = range(0, nq, query_block)
+    make = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
+    blocks = range(0, n, base_block)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="ground truth", unit="block")
-    make = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
-    whole = None
-    if n <= base_block:
-        whole = make(base.shape[1])
-        whole.add(base)
-    for s in starts:
-        q = queries[s:s + query_block]
-        if whole is not None:
-            D[s:s + q.shape[0]], I[s:s + q.shape[0]] = whole.search(q, k)
-            continue
-        heap = faiss.ResultHeap(q.shape[0], k, keep_max=metric == "ip")
-        for b in range(0, n, base_block):
+        bar = tqdm(total=nq * len(blocks), desc=f"ground truth ({n:,} x {nq:,}, exact {metric})", unit="q", unit_scale=True)
+    heap = faiss.ResultHeap(nq, k, keep_max=metric == "ip") if len(blocks) > 1 else None
+    try:
+        for b in blocks:  # database blocks outside: each is copied into faiss once
             index = make(base.shape[1])
             index.add(base[b:b + base_block])
-            bd, bi = index.search(q, min(k, index.ntotal))
-            heap.add_result(bd, np.where(bi >= 0, bi + b, -1))
-        heap.finalize()
-        D[s:s + q.shape[0]], I[s:s + q.shape[0]] = heap.D, heap.I
-    return D, I
+            kk = min(k, index.ntotal)
+            D = np.empty((nq, kk), dtype=np.float32)
+            I = np.empty((nq, kk), dtype=np.int64)
+            for s in range(0, nq, query_block):
+                e = min(nq, s + query_block)
+                D[s:e], I[s:e] = index.search(queries[s:e], kk)
+                if bar is not None:
+                    bar.update(e - s)
+            if heap is not None:
+                heap.add_result(D, np.where(I >= 0, I + b, -1))
+    finally:
+        if bar is not None:
+            bar.close()
+    if heap is None:
+        return D, I
+    heap.finalize()
+    return heap.D, heap.I
 
 
 def scores_for_ids(base: NDArray[np.float32], queries: NDArray[np.float32], ids: NDArray[np.integer],
