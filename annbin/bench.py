@@ -12,7 +12,6 @@ Build parameters (the variant's ``build_params``) multiply builds; search parame
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import platform
@@ -26,13 +25,15 @@ from typing import Any
 import numpy as np
 
 from annbin._checks import check_int, check_k
-from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
-from annbin.index.registry import VARIANTS, make_index, parse_spec, parse_value
+from annbin._machine import machine_facts
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoder
+from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.index.registry import make_index
+from annbin.sweep import describe_spec, expand_spec
 
+# A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
-DEFAULT_RESCORE = (4, 10)  # the plain `annbin bench` also shows what float rescoring wins back
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 
 
@@ -123,91 +124,50 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _index_class(name: str) -> Any:
-    from annbin.baselines import FLOAT_VARIANTS
-
-    cls = VARIANTS.get(name) or FLOAT_VARIANTS.get(name)
-    if cls is None:
-        known = sorted(VARIANTS) + sorted(FLOAT_VARIANTS)
-        raise ValueError(f"unknown index spec {name!r}; known: {', '.join(known)}")
-    return cls
-
-
-def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Sweep spec to ``[(build_spec, [search_params, ...]), ...]``.
-
-    ``sharded:OPTIONS:INNER`` sweeps INNER and keeps the sharding prefix on every build spec.
-    """
-    from annbin.distributed import is_sharded_spec, parse_sharded_spec  # Ray-free helpers
-
-    if is_sharded_spec(spec):
-        inner, options = parse_sharded_spec(spec)
-        opts = ",".join(f"{k}={v}" for k, v in options.items())
-        prefix = f"sharded:{opts}:" if opts else "sharded:"
-        return [(prefix + build, searches) for build, searches in expand_spec(inner)]
-    from annbin.index.faiss_wrap import is_faiss_factory
-
-    name, _, body = spec.strip().partition(":")
-    if is_faiss_factory(spec):
-        # A faiss factory string is one build; what follows ":" can only be search parameters,
-        # which the built index checks against its own type (nprobe, ef_search, nflip).
-        searches = _sweep(body, spec)
-        return [(name.strip(), [dict(zip(searches, c)) for c in itertools.product(*searches.values())])]
-    cls = _index_class(name.strip().lower())
-    build: dict[str, list[Any]] = {}
-    search: dict[str, list[Any]] = {}
-    for key, options in _sweep(body, spec).items():
-        if key in cls.search_params:
-            search[key] = options
-        elif key in cls.build_params:
-            build[key] = options
-        else:
-            allowed = ", ".join(cls.build_params + cls.search_params) or "none"
-            raise ValueError(f"unknown parameter {key!r} for {name!r} in {spec!r}; expected: {allowed}")
-    out = []
-    for combo in itertools.product(*build.values()):
-        body_ = ",".join(f"{k}={v}" for k, v in zip(build, combo))
-        build_spec = f"{name}:{body_}" if body_ else name
-        searches = [dict(zip(search, c)) for c in itertools.product(*search.values())]
-        out.append((build_spec, searches))
-    return out
-
-
-def _sweep(body: str, spec: str) -> dict[str, list[Any]]:
-    """``"M=16|32,ef_search=16"`` -> ``{"M": [16, 32], "ef_search": [16]}``."""
-    out: dict[str, list[Any]] = {}
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, values = item.partition("=")
-        if not eq or not key.strip() or not values.strip():
-            raise ValueError(f"bad parameter {item!r} in {spec!r}; expected key=value or key=v1|v2")
-        out[key.strip()] = [parse_value(v) for v in values.split("|")]
-    return out
-
-
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="q" if "query" in desc else "it")
 
 
+@dataclass
+class BenchData:
+    """A dataset's float vectors and exact float ground truth, loaded once for every config of a
+    run (``load_data``): the configs of the default plan share it."""
+
+    ds: Any
+    base: np.ndarray  # (n, dim) float32
+    queries: np.ndarray  # (nq, dim) float32, the first max_queries
+    gt_scores: np.ndarray  # (nq, depth) float32
+    gt_ids: np.ndarray  # (nq, depth) int64
+
+
+def load_data(cfg: BenchConfig, progress: bool = False) -> BenchData:
+    """Load ``cfg.dataset`` (default: the shipped real set) and its float ground truth, deep enough
+    for ``cfg.k`` and the Kendall tau over each query's top ``KENDALL_TOP``."""
+    from annbin.datasets import get_dataset
+
+    ds = get_dataset(cfg.dataset) if cfg.dataset else get_dataset(_default_dataset())
+    base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
+    queries = ds.get_queries()
+    queries = np.ascontiguousarray(queries[: cfg.max_queries] if cfg.max_queries else queries, dtype=np.float32)
+    if cfg.k > base.shape[0]:
+        raise ValueError(f"k={cfg.k} is larger than the dataset ({base.shape[0]} vectors)")
+    depth = min(max(cfg.k, KENDALL_TOP), base.shape[0])
+    scores, ids = ds.get_groundtruth(depth, progress=progress)
+    nq = queries.shape[0]
+    return BenchData(ds, base, queries, scores[:nq], ids[:nq])
+
+
 class _Prepared:
-    """The dataset, its codes and both ground truths, computed once per bench run."""
+    """The dataset, its codes and both ground truths, computed once per bench config."""
 
-    def __init__(self, cfg: BenchConfig, progress: bool) -> None:
-        from annbin.datasets import get_dataset
-
-        self.ds = get_dataset(cfg.dataset) if cfg.dataset else get_dataset(_default_dataset())
-        self.base = np.ascontiguousarray(self.ds.get_database(), dtype=np.float32)
-        queries = self.ds.get_queries()
-        self.queries = np.ascontiguousarray(queries[: cfg.max_queries] if cfg.max_queries else queries, dtype=np.float32)
-        nq = self.queries.shape[0]
-        if cfg.k > self.base.shape[0]:
-            raise ValueError(f"k={cfg.k} is larger than the dataset ({self.base.shape[0]} vectors)")
-        depth = min(max(cfg.k, KENDALL_TOP), self.base.shape[0])
-        with _progress(1, "float ground truth", progress) as bar:
-            scores, ids = self.ds.get_groundtruth(depth)
-            bar.update(1)
-        self.gt_scores, self.gt_ids = scores[:nq], ids[:nq]
+    def __init__(self, cfg: BenchConfig, progress: bool, data: BenchData) -> None:
+        self.ds, self.base, self.queries = data.ds, data.base, data.queries
+        self.gt_scores, self.gt_ids = data.gt_scores, data.gt_ids
+        depth = self.gt_ids.shape[1]
+        if cfg.k > depth:
+            raise ValueError(f"k={cfg.k} is deeper than the loaded ground truth ({depth}): load_data with this config")
         self.metric = self.ds.metric
         self.projection = None
         feats_b, feats_q = self.base, self.queries
@@ -240,13 +200,18 @@ def _default_dataset() -> str:
     return DEFAULT_DATASET
 
 
-def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run every index spec of ``cfg``; returns the result rows (also passed to ``on_row``)."""
+def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dict[str, Any]], None] | None = None,
+              data: BenchData | None = None) -> list[dict[str, Any]]:
+    """Run every index spec of ``cfg``; returns the result rows (also passed to ``on_row``).
+
+    ``data``: what ``load_data`` returned for a config of the same dataset, k and max_queries
+    (default: loaded here).
+    """
     import faiss
 
     cfg.validate()
     faiss.omp_set_num_threads(cfg.threads)
-    prep = _Prepared(cfg, progress)
+    prep = _Prepared(cfg, progress, data if data is not None else load_data(cfg, progress))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="annbin-bench-") as tmp:
         vectors: Any = prep.base.astype(cfg.vector_dtype, copy=False)
@@ -318,7 +283,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         lat = time_per_query(lambda i: searcher.search(qs[i : i + 1], k), nlat, bar)
     row: dict[str, Any] = {
         "dataset": prep.ds.name,
-        **_describe(build_spec),
+        **describe_spec(build_spec),
         "spec": build_spec,
         "rescore": factor,
         "rerank": rerank,
@@ -327,6 +292,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         "n": int(prep.base.shape[0]),
         "nq": int(nq),
         "dim": int(prep.base.shape[1]),
+        "metric": prep.metric,
         "bits": None if is_float else prep.d,
         "recall_float": recall_ids(I, prep.gt_ids, k),
         "recall_hamming": None,
@@ -356,23 +322,8 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         row["recall_hamming_ids"] = recall_ids(I, prep.ham_I, k)
     row["params"] = {**row["params"], **params}
     row["host"] = platform.node()
+    row["machine"] = dict(machine_facts())
     return row
-
-
-def _describe(build_spec: str) -> dict[str, Any]:
-    """Row fields ``index`` and ``params`` for a build spec (sharded specs name their inner variant)."""
-    from annbin.distributed import is_sharded_spec, parse_sharded_spec
-
-    if is_sharded_spec(build_spec):
-        inner, options = parse_sharded_spec(build_spec)
-        name, params = parse_spec(inner)
-        return {"index": f"sharded-{name}", "params": {**options, **params}}
-    from annbin.index.faiss_wrap import is_faiss_factory
-
-    if is_faiss_factory(build_spec):
-        return {"index": build_spec.partition(":")[0].strip(), "params": {}}
-    name, params = parse_spec(build_spec)
-    return {"index": name, "params": params}
 
 
 def _pct(lat: np.ndarray, q: float) -> float | None:
