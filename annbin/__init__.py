@@ -12,6 +12,7 @@ from annbin.index.mih import MIHIndex
 from annbin.index.registry import load_index, make_index
 from annbin.quantize import PACKINGS, binarize, fit_thresholds, from_packing, to_packing, unpack
 from annbin.rescore import RescoredIndex
+from annbin.tune import TuneResult, tune
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "MIHIndex",
     "PACKINGS",
     "RescoredIndex",
+    "TuneResult",
     "UnsupportedOperation",
     "binarize",
     "fit_thresholds",
@@ -39,6 +41,7 @@ __all__ = [
     "make_float_index",
     "make_index",
     "to_packing",
+    "tune",
     "unpack",
     "__version__",
 ]

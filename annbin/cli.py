@@ -1,4 +1,5 @@
-"""The ``annbin`` command line: a thin click layer over ``annbin.bench`` and ``annbin.datasets``.
+"""The ``annbin`` command line: a thin click layer over ``annbin.bench``, ``annbin.tune_run``,
+``annbin.report`` and ``annbin.datasets``.
 
 Bad input (unknown dataset or spec, unreadable file, k out of range) prints one line on stderr and
 exits with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback instead.
@@ -81,8 +82,9 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
     from rich.console import Console
 
-    from annbin.bench import DEFAULT_RESCORE, BenchConfig, append_rows, load_config, run_bench
-    from annbin.report import plot_recall_qps, results_table
+    from annbin.bench import BenchConfig, append_rows, load_config
+    from annbin.default_run import plan_settings, run_plan
+    from annbin.report import plot_recall_qps, results_table, summary_line
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
@@ -92,21 +94,26 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
         "rotation": None if rotation in (None, "none") else rotation, "rerank_bits": None if rerank_bits is None else int(rerank_bits), "qb": qb,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
-    if "indexes" not in settings and "rescore" not in settings and settings.get("bits") is None:
-        settings["rescore"] = list(DEFAULT_RESCORE)
     out_dir = Path(out) if out else (Path(settings["out"]) if settings.get("out") else None)
     plot = plot or bool(settings.pop("plot", False))
     settings.pop("out", None)
     if plot and out_dir is None:
         raise ValueError("--plot needs --out DIR to write the PNG into")
-    cfg = BenchConfig(**settings)
+    # No index named: the default plan (binary, three-stage and float rows); --bits keeps the binary
+    # default set alone, since projected codes cannot be rescored.
+    parts = plan_settings(settings) if "indexes" not in settings and settings.get("bits") is None else [settings]
+    configs = [BenchConfig(**part) for part in parts]
     show = sys.stderr.isatty() if progress is None else progress
     # Piped output gets a wide table rather than rich's 80-column fallback.
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    rows = run_bench(cfg, progress=show)
+    rows = run_plan(configs, progress=show)
+    cfg = configs[0]
     console.print(results_table(rows, title=f"{rows[0]['dataset']}  n={rows[0]['n']}  nq={rows[0]['nq']}  k={cfg.k}  {cfg.threads} thread(s)"))
     if rows[0].get("kendall_tau") is not None:
         console.print(f"Kendall tau, float vs Hamming order of each query's top-100: {rows[0]['kendall_tau']:.3f}")
+    summary = summary_line(rows)
+    if summary:
+        console.print(summary, soft_wrap=True, markup=False, highlight=False)
     if out_dir is not None:
         append_rows(out_dir / "results.jsonl", rows)
         console.print(f"{len(rows)} rows appended to {out_dir / 'results.jsonl'}")
@@ -122,16 +129,18 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--markdown", is_flag=True, help="Print a Markdown table instead of a terminal table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Also write a recall-vs-queries/s PNG here.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write one self-contained HTML file here (table, plot, dataset and machine facts; opens offline).")
 @click.option("--recall", type=click.Choice(["float", "hamming"]), default="float", help="Which recall the plot's x axis shows.")
 @_one_line_errors
-def report(results: str, markdown: bool, plot_path: str | None, recall: str) -> None:
-    """Tables and plots from a results.jsonl written by `annbin bench --out`."""
+def report(results: str, markdown: bool, plot_path: str | None, html_path: str | None, recall: str) -> None:
+    """Tables, plots and an HTML report from a results.jsonl written by `annbin bench --out` / `annbin tune --out`."""
     import json
 
     from rich.console import Console
 
     from annbin.bench import read_rows
-    from annbin.report import markdown_table, plot_recall_qps, results_table
+    from annbin.report import html_report, markdown_table, plot_recall_qps, results_table
 
     try:
         rows = read_rows(Path(results))
@@ -139,6 +148,8 @@ def report(results: str, markdown: bool, plot_path: str | None, recall: str) -> 
         raise ValueError(f"{results!r} is not JSON Lines: {exc}") from None
     if not rows:
         raise ValueError(f"{results!r} holds no result rows")
+    if not all(isinstance(row, dict) and {"index", "qps"} <= set(row) for row in rows):
+        raise ValueError(f"{results!r} holds lines that are not result rows (each needs at least 'index' and 'qps')")
     if markdown:
         click.echo(markdown_table(rows))
     else:
@@ -146,6 +157,68 @@ def report(results: str, markdown: bool, plot_path: str | None, recall: str) -> 
     if plot_path:
         plot_recall_qps(rows, plot_path, recall_key=f"recall_{recall}")
         click.echo(f"plot written to {plot_path}", err=True)
+    if html_path:
+        html_report(rows, html_path, source=Path(results).name)
+        click.echo(f"HTML report written to {html_path}", err=True)
+
+
+@main.command()
+@click.option("--dataset", "-d", default=None, help="Dataset name or path (as for bench). Default: the shipped real set.")
+@click.option("--index", "-i", "index", required=True, help='One index spec; its search values are where the tuner starts: "hnsw:M=16,ef_search=16".')
+@click.option("--target-recall", type=float, default=0.95, show_default=True, help="recall@k against exact float search to reach.")
+@click.option("--k", "-k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option("--rescore", type=int, default=None, help="Float rescoring on, starting at this oversample (tuned).")
+@click.option("--rerank", type=int, default=None, help="Asymmetric stage on, starting at this rerank_oversample (tuned); needs --rescore.")
+@click.option("--rotation", type=click.Choice(["none", "random", "itq"]), default=None, help="Rotate floats before the sign bit.")
+@click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default="zero", help="Code offset, as for bench.")
+@click.option("--rerank-bits", type=click.Choice(["1", "2"]), default="1", help="Bits per dimension the asymmetric rerank reads.")
+@click.option("--qb", type=int, default=4, show_default=True, help="Starting query bits of the asymmetric rerank (0 = float query, not tuned).")
+@click.option("--vectors", type=click.Choice(["ram", "mmap"]), default="ram", show_default=True, help="Rescoring floats in RAM or memory-mapped.")
+@click.option("--params", "tune_params", default=None, help="Comma-separated search parameters to tune (default: all that apply: ef_search, ef, nprobe, oversample, rerank_oversample, qb).")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Probability of meeting the target on the held-out half: sets the margin a trial must clear (0.5 = none).")
+@click.option("--max-trials", type=int, default=40, show_default=True, help="Cap on measured settings.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Search threads.")
+@click.option("--runs", type=int, default=3, show_default=True, help="Batch timings per trial (median).")
+@click.option("--latency-queries", type=int, default=200, show_default=True, help="Held-out queries timed one at a time for the chosen setting.")
+@click.option("--max-queries", type=int, default=None, help="Use only the first N queries (half tune, half check).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the query split (and of rotations).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Directory for results.jsonl (appended).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
+@_one_line_errors
+def tune(dataset: str | None, index: str, target_recall: float, k: int, rescore: int | None, rerank: int | None, rotation: str | None,
+         thresholds: str, rerank_bits: str, qb: int, vectors: str, tune_params: str | None, confidence: float, max_trials: int, threads: int, runs: int,
+         latency_queries: int, max_queries: int | None, seed: int, out: str | None, progress: bool | None) -> None:
+    """Find the fastest search settings that reach --target-recall on half of the queries; report the other half's recall."""
+    from rich.console import Console
+
+    from annbin.bench import append_rows
+    from annbin.report import results_table
+    from annbin.tune_run import TuneConfig, run_tune
+
+    cfg = TuneConfig(index=index, dataset=dataset or "", target_recall=target_recall, k=k, rescore=rescore, rerank=rerank,
+                     rotation=None if rotation in (None, "none") else rotation, thresholds=thresholds, rerank_bits=int(rerank_bits),
+                     qb=qb, vectors=vectors, params=[p.strip() for p in tune_params.split(",") if p.strip()] if tune_params else None,
+                     confidence=confidence, threads=threads, runs=runs, latency_queries=latency_queries, max_queries=max_queries,
+                     max_trials=max_trials, seed=seed)
+    show = sys.stderr.isatty() if progress is None else progress
+    result, rows = run_tune(cfg, progress=show)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    first = rows[-1]
+    console.print(results_table(rows, title=f"tuning {index} on {first['dataset']}  n={first['n']}  k={k}: "
+                                            f"{len(rows) - 1} trials on {rows[0]['nq']} queries, chosen one on {first['nq']} held out"))
+    settings = ",".join(f"{key}={value}" for key, value in result.params.items())
+    verdict = "meets" if result.met else "does NOT reach"
+    margin = next(t["margin"] for t in result.curve if t["params"] == result.params)
+    console.print(f"tuned {index}: {settings} {verdict} the target {target_recall} on the tuning half (recall {result.recall_tune:.3f}, "
+                  f"margin {margin:.3f}); "
+                  f"held-out half: recall {result.recall_holdout:.3f} at {result.qps:,.0f} q/s, {first['bytes_per_vector']:,.0f} bytes/vector",
+                  soft_wrap=True, markup=False, highlight=False)
+    if out is not None:
+        append_rows(Path(out) / "results.jsonl", rows)
+        console.print(f"{len(rows)} rows appended to {Path(out) / 'results.jsonl'}")
+    if not result.met:
+        sys.exit(1)
 
 
 @main.group(invoke_without_command=True)

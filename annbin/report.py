@@ -1,7 +1,12 @@
-"""Tables and plots made from result rows (the JSON objects ``annbin.bench`` writes)."""
+"""Tables, plots and a self-contained HTML report made from result rows (the JSON objects
+``annbin.bench`` and ``annbin.tune`` write)."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,17 @@ def label(row: dict[str, Any]) -> str:
     """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
     when rescored with floats."""
     return row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
+
+
+TARGET_RECALL = 0.95  # the recall the summary line asks of a binary configuration
+#: index variants that hold the floats themselves (every other variant stores codes)
+FLOAT_BASELINES = ("float-flat", "float-hnsw")
+
+
+def describe(row: dict[str, Any]) -> str:
+    """A row's method and settings in one string, e.g. ``"hnsw+rescore M=16,ef_search=16,oversample=10"``."""
+    params = _fmt("params", row.get("params") or {}, row)
+    return label(row) + ("" if params == "-" else f" {params}")
 
 
 def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
@@ -71,6 +87,44 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _is_binary(row: dict[str, Any]) -> bool:
+    return row["index"] not in FLOAT_BASELINES
+
+
+def _bytes(row: dict[str, Any]) -> str:
+    text = f"{row['bytes_per_vector']:,.0f} bytes/vector"
+    if row.get("disk_bytes_per_vector"):
+        text += f" in RAM (+{row['disk_bytes_per_vector']:,.0f} memory-mapped)"
+    return text
+
+
+def summary_line(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> str | None:
+    """``"binary X: recall R at Q q/s and B bytes/vector vs float HNSW: R' at Q' q/s and B'
+    bytes/vector"`` and which float HNSW row that is; None without binary or hnswlib rows.
+
+    X is the fastest binary row with ``recall_float >= target`` (if none reaches it: the one with
+    the highest recall, and the line says so). The float HNSW row is the fastest hnswlib row with
+    recall >= R, or, if none reaches R, the one closest to it.
+    """
+    binary = [r for r in rows if _is_binary(r) and r.get("recall_float") is not None]
+    hnsw = [r for r in rows if r["index"] == "float-hnsw" and r.get("recall_float") is not None]
+    if not binary or not hnsw:
+        return None
+    good = [r for r in binary if r["recall_float"] >= target]
+    x = max(good, key=lambda r: r["qps"]) if good else max(binary, key=lambda r: (r["recall_float"], r["qps"]))
+    recall = x["recall_float"]
+    reach = [r for r in hnsw if r["recall_float"] >= recall]
+    f = max(reach, key=lambda r: r["qps"]) if reach else min(hnsw, key=lambda r: (abs(r["recall_float"] - recall), -r["qps"]))
+    which = f"the fastest hnswlib row with recall >= {recall:.3f}" if reach else f"no hnswlib row reaches {recall:.3f}: the closest"
+    head = "" if good else f"no binary row reaches recall {target:.2f}; the best: "
+    line = (f"{head}binary {describe(x)}: recall {recall:.3f} at {x['qps']:,.0f} q/s and {_bytes(x)} vs "
+            f"float HNSW ({_fmt('params', f.get('params') or {}, f)}): {f['recall_float']:.3f} at {f['qps']:,.0f} q/s and {_bytes(f)} ({which})")
+    if f["qps"] > 0 and x["bytes_per_vector"] > 0:
+        ram = f["bytes_per_vector"] / x["bytes_per_vector"]
+        line += f"; {x['qps'] / f['qps']:.2f}x its queries/s with " + (f"1/{ram:.1f} of its RAM" if ram >= 1 else f"{1 / ram:.1f}x its RAM")
+    return line
+
+
 def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not beaten in both recall (x) and queries/s (y), sorted by recall."""
     best: list[tuple[float, float]] = []
@@ -80,8 +134,8 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return sorted(best)
 
 
-def plot_recall_qps(rows: list[dict[str, Any]], path: str | Path, *, recall_key: str = "recall_float") -> Path:
-    """Recall (x) vs queries/s (y, log), Pareto frontier per method, as ann-benchmarks draws it."""
+def _figure(rows: list[dict[str, Any]], recall_key: str) -> Any:
+    """The recall (x) vs queries/s (y, log) figure: a Pareto frontier per method, all points faint."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,9 +156,126 @@ def plot_recall_qps(rows: list[dict[str, Any]], path: str | Path, *, recall_key:
     ax.set_yscale("log")
     ax.set_title(f"{first.get('dataset', '')}: recall vs speed ({first.get('threads', 1)} thread(s))")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_recall_qps(rows: list[dict[str, Any]], path: str | Path, *, recall_key: str = "recall_float") -> Path:
+    """Recall (x) vs queries/s (y, log), Pareto frontier per method, as ann-benchmarks draws it."""
+    import matplotlib.pyplot as plt
+
+    fig = _figure(rows, recall_key)
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+# --- the HTML report: one file, nothing fetched when it opens ------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
+.scroll{overflow-x:auto}td.params{white-space:normal;overflow-wrap:anywhere;min-width:10em;max-width:18em}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.88em;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;white-space:nowrap}
+th{background:#f2f2f2;white-space:normal;vertical-align:bottom}td.text,th.text{text-align:left}
+tr.pareto td{background:#eef7ee}
+.summary{background:#f6f8fa;border-left:4px solid #4a7;padding:.6em 1em}
+.note{color:#666;font-size:.9em}img{max-width:100%;border:1px solid #ddd}
+"""
+MACHINE_KEYS = ("cores", "cpu", "os", "python", "annbin", "numpy", "faiss", "hnswlib")
+DATASET_KEYS = ("dataset", "n", "nq", "dim", "metric", "k", "threads")
+
+
+def _png_base64(rows: list[dict[str, Any]], recall_key: str) -> str | None:
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is optional: the report keeps its tables
+        return None
+    fig = _figure(rows, recall_key)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _facts_table(facts: list[dict[str, Any]], keys: tuple[str, ...], table_id: str) -> str:
+    head = "".join(f'<th class="text">{html.escape(k)}</th>' for k in keys)
+    body = "".join("<tr>" + "".join(f'<td class="text">{html.escape(str(f.get(k, "-")))}</td>' for k in keys) + "</tr>" for f in facts)
+    return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
+
+
+def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        seen.setdefault(json.dumps(item, sort_keys=True, default=str), item)
+    return list(seen.values())
+
+
+def _results_html(rows: list[dict[str, Any]]) -> str:
+    """The table, each number cell carrying the row's exact value in ``data-value``."""
+    front = set(pareto_frontier([(r["recall_float"], r["qps"]) for r in rows if r.get("recall_float") is not None]))
+    cols = [*COLUMNS, ("compression_vs_float32", "x float32")]
+    head = "".join(f'<th class="{"text" if k in ("index", "params") else "num"}">{html.escape(h)}</th>' for k, h in cols)
+    out = [f'<div class="scroll"><table id="results"><tr>{head}</tr>']
+    for row in rows:
+        on_front = row.get("recall_float") is not None and (row["recall_float"], row["qps"]) in front
+        cells = []
+        for key, _ in cols:
+            value = row.get(key)
+            text = html.escape(_fmt(key, value, row))
+            if key in ("index", "params"):
+                cells.append(f'<td class="text {key}" data-key="{key}">{text}</td>')
+            else:
+                exact = "" if value is None else html.escape(repr(value))
+                cells.append(f'<td data-key="{key}" data-value="{exact}">{text}</td>')
+        out.append(f'<tr{" class=pareto" if on_front else ""}>{"".join(cells)}</tr>')
+    out.append("</table></div>")
+    return "".join(out)
+
+
+def html_report(rows: list[dict[str, Any]], path: str | Path, *, source: str | None = None) -> Path:
+    """Write one self-contained HTML file: results table (Pareto-optimal rows shaded), recall vs
+    queries/s plot(s) embedded as base64 PNG, bytes per vector, dataset and machine facts.
+
+    Nothing is fetched when it opens (no scripts, fonts or stylesheets from elsewhere). Machine
+    facts come from the rows (``annbin bench`` records them); rows without them are said to be
+    unrecorded and this machine's facts are shown instead.
+    """
+    from annbin import __version__
+    from annbin._machine import machine_facts
+
+    if not rows:
+        raise ValueError("no result rows to report")
+    datasets = _unique([{k: r.get(k) for k in DATASET_KEYS} for r in rows])
+    machines = _unique([{**r["machine"], "host": r.get("host")} for r in rows if r.get("machine")])
+    names = ", ".join(sorted({str(r.get("dataset")) for r in rows}))
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>annbin: {html.escape(names)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>annbin results: {html.escape(names)}</h1>"]
+    summary = summary_line(rows)
+    if summary:
+        parts.append(f'<p class="summary" id="summary">{html.escape(summary)}</p>')
+    parts.append("<h2>Results</h2>" + _results_html(rows))
+    parts.append('<p class="note">Shaded rows are on the Pareto frontier of recall@k (float) and queries/s over all rows. '
+                 "bytes/vec: RAM per vector (codes, ids, graph; memory-mapped floats not counted); x float32: "
+                 "compression against the float32 vectors.</p>")
+    for key, title in (("recall_float", "Recall vs queries/s (exact float ground truth)"),
+                       ("recall_hamming", "Recall vs queries/s (exact Hamming ground truth)")):
+        if not any(r.get(key) is not None for r in rows):
+            continue
+        png = _png_base64(rows, key)
+        parts.append(f"<h2>{title}</h2>" + (f'<img id="plot-{key}" alt="{title}" src="data:image/png;base64,{png}">' if png
+                                            else '<p class="note">matplotlib is not installed: no plot.</p>'))
+    parts.append("<h2>Dataset</h2>" + _facts_table(datasets, DATASET_KEYS, "datasets"))
+    parts.append("<h2>Machine</h2>")
+    if machines:
+        parts.append(_facts_table(machines, (*MACHINE_KEYS, "host"), "machines"))
+    if len(machines) < 1 or any(not r.get("machine") for r in rows):
+        parts.append('<p class="note">Some rows do not record their machine; this report was made on:</p>'
+                     + _facts_table([machine_facts()], MACHINE_KEYS, "report-machine"))
+    made = f"annbin {__version__}, {len(rows)} rows" + (f" of {html.escape(source)}" if source else "")
+    parts.append(f'<p class="note">Made by {made}.</p></body></html>')
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -116,17 +116,43 @@ def test_real_subprocess(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().startswith("annbin: error:")
 
 
-def test_default_run_uses_shipped_data_and_shows_rescoring(tmp_path):
+def test_default_dataset_is_the_shipped_set(tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["bench", "--max-queries", "20", "--runs", "1", "--latency-queries", "2", "--no-progress", "--out", str(out)])
+    result = CliRunner().invoke(main, ["bench", "--index", "flat", "--rescore", "4,10", "--max-queries", "20", "--runs", "1",
+                                       "--latency-queries", "2", "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["dataset"] for r in rows} == {"minilm_wordnet"}
-    assert {r["index"] for r in rows} == {"flat", "hnsw", "mih"}
-    assert {r["rescore"] for r in rows} == {None, 4, 10}
-    flat = {r["rescore"]: r["recall_float"] for r in rows if r["index"] == "flat"}
+    flat = {r["rescore"]: r["recall_float"] for r in rows}
     assert flat[None] < flat[4] <= flat[10]  # rescoring wins back what binarization lost
     assert "Kendall tau" in result.output
+
+
+def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
+    """No --index: the default plan (DEFAULT_PLAN) and the summary line, here on a small set to stay fast."""
+    from annbin.default_run import DEFAULT_PLAN
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--max-queries", "30", "--runs", "1",
+                                       "--latency-queries", "2", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == ["flat"] * 3 + ["hnsw"] * 3 + ["rabitq-hnsw"] * 2 + ["float-flat"] + ["float-hnsw"] * 4
+    assert [r["rescore"] for r in rows[:8]] == [None, 4, 10, None, 4, 10, None, 4]
+    assert [r["params"]["ef"] for r in rows[9:]] == [16, 24, 32, 64]
+    assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["rescore"])  # floats on disk: RAM is codes
+    assert rows[1]["bytes_per_vector"] < 100 < rows[9]["bytes_per_vector"]
+    assert rows[8]["recall_float"] == 1.0 and all(r["metric"] == "ip" and r["machine"]["cores"] for r in rows)
+    assert len(DEFAULT_PLAN) == 3
+    summary = [line for line in result.output.splitlines() if "vs float HNSW" in line]
+    assert len(summary) == 1 and "q/s" in summary[0] and "bytes/vector" in summary[0]
+    # an option the user gives applies to every part of the plan and wins over the plan's own
+    again = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--max-queries", "10", "--runs", "1", "--latency-queries", "0",
+                                      "--rescore", "2", "--vectors", "ram", "--no-progress", "--out", str(tmp_path / "o2")])
+    assert again.exit_code == 0, again.output
+    rows2 = [json.loads(line) for line in (tmp_path / "o2" / "results.jsonl").read_text().splitlines()]
+    assert {r["rescore"] for r in rows2} == {None, 2}
+    assert {r["rescore_vectors"] for r in rows2 if r["rescore"]} == {"ram:float32"}
 
 
 def test_faiss_factory_and_ivf_specs_sweep(tmp_path):
@@ -195,3 +221,89 @@ def test_bench_rerank_rows_read_fewer_floats(tmp_path):
     assert "floats read/q" in result.output and "flat+asym+rescore" in result.output
     bad = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rerank", "2"])
     assert bad.exit_code == 2 and "give --rescore factors too" in bad.output
+
+
+def test_tune_rows_go_to_results_jsonl_like_bench_rows(tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--rescore", "1",
+                                       "--target-recall", "0.8", "--k", "5", "--runs", "1", "--latency-queries", "3",
+                                       "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    bench = CliRunner().invoke(main, ["bench", *FAST, "--index", "hnsw:M=8,ef_search=4", "--rescore", "2", "--out", str(tmp_path / "b")])
+    assert bench.exit_code == 0, bench.output
+    bench_keys = set(json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[1]))
+    for row in rows:
+        assert bench_keys - {"recall_hamming_ids"} <= set(row), bench_keys - set(row)
+        assert row["index"] == "hnsw" and row["params"]["M"] == 8 and row["rescore"] >= 1
+    final = rows[-1]
+    assert final["tune"] == {**final["tune"], "half": "holdout", "chosen": True, "target_recall": 0.8}
+    assert final["recall_float"] >= 0.8 and final["nq"] == 50 and final["latency_p99_ms"] > 0
+    assert f"ef_search={final['params']['ef_search']},oversample={final['rescore']}" in result.output
+    # the report reads tune rows like bench rows
+    rep = CliRunner().invoke(main, ["report", str(out / "results.jsonl"), "--markdown"])
+    assert rep.exit_code == 0 and rep.output.count("| hnsw+rescore |") == len(rows)
+
+
+def test_tune_unreachable_target_exits_1(tmp_path):
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--target-recall", "0.999",
+                                       "--k", "5", "--runs", "1", "--latency-queries", "0", "--max-trials", "4", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "does NOT reach the target 0.999" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--index", "hnsw:M=8|16"], "not a sweep"),
+    (["--index", "lsh"], "unknown index spec"),
+    (["--index", "flat", "--target-recall", "1.5"], "--target-recall must be in (0, 1]"),
+    (["--index", "flat", "--rescore", "2", "--rerank", "0"], "--rerank must be >= 1"),
+    (["--index", "flat", "--rerank", "2"], "give --rescore too"),
+    (["--index", "flat", "--rescore", "2", "--params", "ef"], "cannot tune ['ef']"),
+    (["--index", "flat", "--params", "speed"], "--params: unknown ['speed']"),
+    (["--index", "float-hnsw", "--rotation", "itq"], "need a code first stage"),
+    (["--index", "flat", "--rescore", "2", "--confidence", "1"], "--confidence must be in"),
+    (["--index", "flat", "--dataset", "nope"], "unknown dataset"),
+])
+def test_tune_bad_input_is_one_line_exit_2(args, message):
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--no-progress", "--runs", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_tune_and_report_html_as_real_subprocesses(tmp_path):
+    out = tmp_path / "o"
+    env = {**os.environ, "ANNBIN_CACHE": str(tmp_path / "cache")}
+    run = [sys.executable, "-m", "annbin.cli"]
+    proc = subprocess.run([*run, "tune", "-d", "synthetic-small", "-i", "float-hnsw:M=8,ef=5", "--target-recall", "0.9", "-k", "5",
+                           "--runs", "1", "--latency-queries", "2", "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    final = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert final["index"] == "float-hnsw" and final["recall_float"] >= 0.9 and final["tune"]["chosen"]
+    page = tmp_path / "r.html"
+    proc = subprocess.run([*run, "report", str(out / "results.jsonl"), "--html", str(page)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert page.read_text().startswith("<!DOCTYPE html>") and "HTML report written" in proc.stderr
+    bad = subprocess.run([*run, "tune", "-d", "synthetic-small", "-i", "flat", "--target-recall", "2"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("annbin: error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_report_bad_input_is_one_line_exit_2(tmp_path):
+    (tmp_path / "rows.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    for args, message in ((["rows.jsonl"], "not result rows"), (["empty.jsonl"], "holds no result rows"), (["missing.jsonl"], "missing.jsonl")):
+        result = CliRunner().invoke(main, ["report", *(str(tmp_path / a) for a in args), "--html", str(tmp_path / "x.html")])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_progress_bars_on_ground_truth_and_dataset_build(tmp_path, monkeypatch):
+    """Progress (with ETA) where the time goes: exact float ground truth in `datasets build` and in the bench."""
+    built = CliRunner().invoke(main, ["datasets", "build", "synthetic-small", "--progress"])
+    assert built.exit_code == 0, built.output
+    assert "ground truth (2,000 x 100, exact ip)" in built.stderr and "100/100" in built.stderr
+    monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "fresh"))  # not cached yet: the bench computes it
+    result = CliRunner().invoke(main, ["bench", *FAST[:-1], "--index", "flat", "--progress"])
+    assert result.exit_code == 0, result.output
+    assert "ground truth (2,000 x 100, exact ip)" in result.stderr

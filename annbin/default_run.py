@@ -1,0 +1,53 @@
+"""The plain ``annbin bench``: the comparison a user comes for.
+
+The default run is a plan of bench configs over one dataset (loaded once, ``annbin.bench.load_data``):
+
+1. sign codes, flat and binary HNSW: what binarization loses, and float rescoring of 4 / 10 x k
+   Hamming candidates winning it back;
+2. three stages: an HNSW graph over 1-bit RaBitQ codes, walked with the asymmetric estimate of the
+   float query, the best 4 x k rescored with floats;
+3. the floats a user would otherwise keep: exact ``float-flat`` and hnswlib (``float-hnsw``) with a
+   small ``ef`` sweep.
+
+Rescoring reads the floats memory-mapped from a ``.npy``, so ``bytes/vec`` is what stays in RAM:
+the point of storing bits. Options a user gives (``--vectors``, ``--rescore``, ``--k``, ...) apply
+to every part and win over the plan's.
+
+``annbin.report.summary_line`` then compares the fastest binary row at recall >= 0.95 with hnswlib
+at the same recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DEFAULT_PLAN", "plan_settings", "run_plan"]
+
+DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
+    {"indexes": ["flat", "hnsw:M=16,ef_search=16"], "rescore": [4, 10], "vectors": "mmap"},
+    # 0.964 at 4x (0.947 at 3x); ITQ would reach 0.960 at 3x but its fit costs 6 s of one core on
+    # the shipped set, 40 s when OpenBLAS's two threads share a busy 2-core machine
+    {"indexes": ["rabitq-hnsw:M=12,ef_search=48"], "rescore": [4], "vectors": "mmap"},
+    {"indexes": ["float-flat", "float-hnsw:M=16,ef=16|24|32|64"]},
+)
+
+
+def plan_settings(given: dict[str, Any]) -> list[dict[str, Any]]:
+    """BenchConfig fields for each part of ``DEFAULT_PLAN``, the user's ``given`` settings winning."""
+    return [{**part, **given} for part in DEFAULT_PLAN]
+
+
+def run_plan(configs: list[Any], *, progress: bool = False,
+             on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``annbin.bench.BenchConfig``s of one dataset in turn (its floats and float ground truth
+    loaded once); returns all rows in order."""
+    from annbin.bench import load_data, run_bench
+
+    for cfg in configs:
+        cfg.validate()  # every part's bad input fails before any part spends time
+    data = load_data(configs[0], progress)
+    rows: list[dict[str, Any]] = []
+    for cfg in configs:
+        rows += run_bench(cfg, progress=progress, on_row=on_row, data=data)
+    return rows
