@@ -25,8 +25,9 @@ shipped set, 500 queries at recall 0.95, the margin is about 0.008.)
    the most recall per extra second of search; stop when no step buys recall (ceilings, plateau);
 2. bisect the parameter raised last between its old and new value: the smallest that meets the target;
 3. trim: bisect each parameter in turn down towards its floor while the target stays met;
-4. choose the fastest trial (measured queries/s) that met the target, set it on the index and
-   measure it once on the held-out half.
+4. choose, among the trials that met the target and are not above another such trial in every
+   parameter, the fastest (measured queries/s); set it on the index and measure it once on the
+   held-out half.
 
 At most ``max_trials`` trials (a setting is never measured twice); bisection stops at 5% of the
 value. The result is a local optimum along that path, not the whole Pareto front: for a grid, sweep
@@ -250,7 +251,10 @@ def tune(index: Any, queries: ArrayLike, *, target_recall: float, ground_truth: 
         except _OutOfTrials:
             pass
         good = [t for t in curve if t["met"]]
-        best = max(good, key=lambda t: t["qps"]) if good else max(curve, key=lambda t: (t["recall"], t["qps"]))
+        # Cost is monotone in every parameter: a met setting with another met one <= it everywhere
+        # is not cheaper, whatever a noisy timing says; the fastest of the rest is chosen.
+        minimal = [t for t in good if not any(o is not t and all(o["params"][n] <= t["params"][n] for n in names) for o in good)]
+        best = max(minimal, key=lambda t: t["qps"]) if good else max(curve, key=lambda t: (t["recall"], t["qps"]))
         index.set_search_params(**best["params"])
         seconds, (_, found) = time_batch(lambda: index.search(q_hold, k), runs)
     except BaseException:
