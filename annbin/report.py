@@ -26,8 +26,10 @@ COLUMNS = [
 
 def label(row: dict[str, Any]) -> str:
     """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
-    when rescored with floats."""
-    return row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
+    when rescored with floats; ``annbin tune`` rows end in `` (trial)`` or `` (tuned)``."""
+    name = row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
+    tune = row.get("tune") or {}
+    return name + ({"tune": " (trial)", "holdout": " (tuned)"}.get(tune.get("half"), ""))
 
 
 TARGET_RECALL = 0.95  # the recall the summary line asks of a binary configuration
@@ -106,8 +108,9 @@ def summary_line(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> s
     the highest recall, and the line says so). The float HNSW row is the fastest hnswlib row with
     recall >= R, or, if none reaches R, the one closest to it.
     """
-    binary = [r for r in rows if _is_binary(r) and r.get("recall_float") is not None]
-    hnsw = [r for r in rows if r["index"] == "float-hnsw" and r.get("recall_float") is not None]
+    rows = [r for r in rows if r.get("recall_float") is not None and (r.get("tune") or {}).get("half") != "tune"]  # not tune trials
+    binary = [r for r in rows if _is_binary(r)]
+    hnsw = [r for r in rows if r["index"] == "float-hnsw"]
     if not binary or not hnsw:
         return None
     good = [r for r in binary if r["recall_float"] >= target]

@@ -242,7 +242,8 @@ def test_tune_rows_go_to_results_jsonl_like_bench_rows(tmp_path):
     assert f"ef_search={final['params']['ef_search']},oversample={final['rescore']}" in result.output
     # the report reads tune rows like bench rows
     rep = CliRunner().invoke(main, ["report", str(out / "results.jsonl"), "--markdown"])
-    assert rep.exit_code == 0 and rep.output.count("| hnsw+rescore |") == len(rows)
+    assert rep.exit_code == 0 and rep.output.count("| hnsw+rescore (trial) |") == len(rows) - 1
+    assert rep.output.count("| hnsw+rescore (tuned) |") == 1
 
 
 def test_tune_unreachable_target_exits_1(tmp_path):

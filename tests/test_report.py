@@ -168,4 +168,6 @@ def test_summary_line_picks_fastest_binary_at_target_and_matching_hnsw():
     # no binary row reaches the target: the best, said so
     assert summary_line([rows[2], rows[3]]).startswith("no binary row reaches recall 0.95; the best: binary hnsw+rescore")
     assert summary_line([rows[0], rows[6]]) is None and summary_line(rows[3:]) is None
+    assert summary_line([{**rows[1], "tune": {"half": "tune"}}, rows[4]]) is None  # tuner trials are not results
+    assert summary_line([{**rows[1], "tune": {"half": "holdout"}}, rows[4]]).startswith("binary hnsw+rescore (tuned) M=16")
     assert set(FLOAT_BASELINES) == {"float-flat", "float-hnsw"}
