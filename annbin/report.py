@@ -28,8 +28,8 @@ def label(row: dict[str, Any]) -> str:
     """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
     when rescored with floats; ``annbin tune`` rows end in `` (trial)`` or `` (tuned)``."""
     name = row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
-    tune = row.get("tune") or {}
-    return name + ({"tune": " (trial)", "holdout": " (tuned)"}.get(tune.get("half"), ""))
+    half = str((row.get("tune") or {}).get("half"))
+    return name + {"tune": " (trial)", "holdout": " (tuned)"}.get(half, "")
 
 
 TARGET_RECALL = 0.95  # the recall the summary line asks of a binary configuration

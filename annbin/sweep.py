@@ -43,20 +43,20 @@ def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
     if is_faiss_factory(spec):
         # A faiss factory string is one build; what follows ":" can only be search parameters,
         # which the built index checks against its own type (nprobe, ef_search, nflip).
-        searches = _sweep(body, spec)
-        return [(name.strip(), [dict(zip(searches, c)) for c in itertools.product(*searches.values())])]
+        values = _sweep(body, spec)
+        return [(name.strip(), [dict(zip(values, c)) for c in itertools.product(*values.values())])]
     cls = _index_class(name.strip().lower())
     build: dict[str, list[Any]] = {}
     search: dict[str, list[Any]] = {}
-    for key, options in _sweep(body, spec).items():
+    for key, alternatives in _sweep(body, spec).items():
         if key in cls.search_params:
-            search[key] = options
+            search[key] = alternatives
         elif key in cls.build_params:
-            build[key] = options
+            build[key] = alternatives
         else:
             allowed = ", ".join(cls.build_params + cls.search_params) or "none"
             raise ValueError(f"unknown parameter {key!r} for {name!r} in {spec!r}; expected: {allowed}")
-    out = []
+    out: list[tuple[str, list[dict[str, Any]]]] = []
     for combo in itertools.product(*build.values()):
         body_ = ",".join(f"{k}={v}" for k, v in zip(build, combo))
         build_spec = f"{name}:{body_}" if body_ else name
