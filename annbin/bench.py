@@ -34,6 +34,7 @@ from annbin.sweep import describe_spec, expand_spec
 
 # A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
+_UNROTATED = ("float-flat", "float-hnsw")  # the float baselines search the floats as given: no rotation
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 
 
@@ -277,6 +278,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
              stage: tuple[int | None, int | None], build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
     k, nq = cfg.k, qs.shape[0]
     factor, rerank = stage
+    index_name = build_spec.partition(":")[0].strip().lower()
     batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
     nlat = min(cfg.latency_queries, nq)
     with _progress(nlat, f"latency query {build_spec}", progress) as bar:
@@ -287,7 +289,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         "spec": build_spec,
         "rescore": factor,
         "rerank": rerank,
-        "rotation": cfg.rotation,
+        "rotation": None if index_name in _UNROTATED else cfg.rotation,
         "k": k,
         "n": int(prep.base.shape[0]),
         "nq": int(nq),
