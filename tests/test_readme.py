@@ -20,9 +20,20 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     D, I = scope["same"].search(codes_q, 10, params={"fallback": "never"})
     assert_did_its_own_work(scope["same"])
     assert np.array_equal(D, scope["D"]) and np.array_equal(I, scope["I"])
+    full = scope["emb"]
+    scope["emb"] = full[:2000]  # the same code on fewer rows: ITQ and the graph build stay quick
+    exec(BLOCKS[1], scope)  # three stages
+    scope["emb"] = full
+    fast, three = scope["fast"], scope["three"]
+    assert scope["ids"].shape == (5, 10) and (np.diff(scope["scores"], axis=1) <= 0).all()
+    assert fast.last_search_stats == {"candidates_per_query": 30.0, "vectors_read_per_query": 30.0}
+    assert three.last_search_stats == {"candidates_per_query": 200.0, "vectors_read_per_query": 30.0}
+    exact = np.argsort(-(scope["qu"] @ scope["unit"].T), axis=1)[:, :10]
+    for ids in (scope["ids"], scope["ids3"]):  # q = emb[:5] + 0.1: each query's own row comes first
+        assert (ids[:, 0] == exact[:, 0]).all()
     np.save("emb.npy", scope["emb"])
     scope["index"] = scope["same"]
-    exec(BLOCKS[1], scope)  # rescoring
+    exec(BLOCKS[2], scope)  # rescoring
     assert scope["scores"].shape == (5, 10) and (np.diff(scope["scores"], axis=1) <= 0).all()
 
 
@@ -31,7 +42,7 @@ def test_faiss_swap_gives_the_same_distances(rng):
     codes = rng.integers(0, 256, (2000, d // 8), dtype=np.uint8)
     queries = codes[:20] ^ np.uint8(1)
     results = []
-    for block in BLOCKS[2:4]:
+    for block in BLOCKS[3:5]:
         scope = {"np": np, "d": d, "codes": codes, "queries": queries}
         exec(block, scope)
         results.append(scope)
