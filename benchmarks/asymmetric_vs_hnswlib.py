@@ -41,6 +41,12 @@ DEFAULT_METHODS = (
     # name, spec, options, search-parameter sweep
     ("rabitq-hnsw itq", "rabitq-hnsw:M=16,ef_construction=100,build=float",
      {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
+    ("rabitq-hnsw 2-bit itq", "rabitq-hnsw:M=16,ef_construction=100,nb_bits=2,build=float",
+     {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
+    ("rabitq-hnsw 2-bit random", "rabitq-hnsw:M=16,ef_construction=100,nb_bits=2,build=float",
+     {"rotation": "random", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
+    ("rabitq-hnsw random", "rabitq-hnsw:M=16,ef_construction=100,build=float",
+     {"rotation": "random", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
     ("rabitq-hnsw M=12 itq", "rabitq-hnsw:M=12,ef_construction=100,build=float",
      {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (24, 32, 48, 64, 96)]),
     ("rabitq-hnsw", "rabitq-hnsw:M=16,ef_construction=100,build=float",
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated method names to run (default all)")
     ap.add_argument("--dims", type=int, default=None,
                     help="keep the first N dimensions (renormalized): a smaller model from a Matryoshka / PCA-ordered one")
+    ap.add_argument("--hnswlib-efc", type=int, default=200, help="hnswlib's ef_construction (annbin's graphs use 100)")
+    ap.add_argument("--cache", default=None, help="folder to keep built indexes in between runs (hnswlib's and annbin's)")
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1, help="threads for building (searches use 1)")
     args = ap.parse_args(argv)
     ds = get_dataset(args.dataset)
@@ -95,12 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         faiss.omp_set_num_threads(args.build_threads)  # builds on every core; searches on one (below)
         t0 = time.perf_counter()
-        hl = FloatHNSW(dim, metric=ds.metric, M=16, ef_construction=200, num_threads=args.build_threads)
-        hl.add(base)
+        hl = FloatHNSW(dim, metric=ds.metric, M=16, ef_construction=args.hnswlib_efc, num_threads=args.build_threads)
+        cached = Path(args.cache) / f"hnswlib-{ds.name}-M16-efc{args.hnswlib_efc}.bin" if args.cache else None
+        if cached is not None and cached.exists():
+            hl._index.load_index(str(cached), max_elements=n)  # a benchmark shortcut: build time not remeasured
+        else:
+            hl.add(base)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                hl._index.save_index(str(cached))
         hl.num_threads = 1
         hl_build = time.perf_counter() - t0
         for ef in HNSWLIB_EF:
-            configs.append(("hnswlib M=16", f"ef={ef}", lambda q, ef=ef: hl.search(q, k, params={"ef": ef}), {},
+            configs.append((f"hnswlib M=16 efC={args.hnswlib_efc}", f"ef={ef}", lambda q, ef=ef: hl.search(q, k, params={"ef": ef}), {},
                             hl.memory_bytes() / n, hl_build))
         wanted = set(args.only.split(",")) if args.only else None
         for i, (name, spec, options, sweep) in enumerate(DEFAULT_METHODS):
@@ -109,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
             faiss.omp_set_num_threads(args.build_threads)
             t0 = time.perf_counter()
             store = None if "rescore" in options and options["rescore"] is None else Path(tmp) / f"v{i}.npy"
-            index = annbin.BinaryEmbeddingIndex(spec, metric=ds.metric, store_vectors=store, **options)
-            index.add(base)
+            saved = Path(args.cache) / f"annbin-{ds.name}-{name.replace(' ', '_')}" if args.cache else None
+            if saved is not None and (saved / "embedding.annbin").exists():
+                index = annbin.BinaryEmbeddingIndex.load(saved, mmap=store is not None)  # vectors stay memory-mapped
+            else:
+                index = annbin.BinaryEmbeddingIndex(spec, metric=ds.metric, store_vectors=store, **options)
+                index.add(base)
+                if saved is not None:
+                    index.save(saved)
             index.search(queries[:1], 1)
             build = time.perf_counter() - t0
             faiss.omp_set_num_threads(1)
