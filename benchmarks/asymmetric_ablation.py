@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.datasets import ArrayDataset, get_dataset  # noqa: E402
+from _data import load  # noqa: E402
 from annbin.encoder import Encoder  # noqa: E402
 from annbin.rescore import RescoredIndex  # noqa: E402
 
@@ -55,15 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-queries", type=int, default=None)
     args = ap.parse_args(argv)
 
-    ds = get_dataset(args.dataset)
-    base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
-    queries = np.ascontiguousarray(ds.get_queries()[: args.max_queries], dtype=np.float32)
-    if args.dims:
-        ds = ArrayDataset(base[:, : args.dims], queries[:, : args.dims], metric=ds.metric, normalize=True,
-                          name=f"{ds.name}[:{args.dims}]").load()
-        base, queries = ds.get_database(), ds.get_queries()
-    _, gt = ds.get_groundtruth(args.k)
-    gt = gt[: len(queries), : args.k]
+    ds, base, queries, gt = load(args.dataset, dims=args.dims, max_queries=args.max_queries, k=args.k)
     k, n, dim = args.k, base.shape[0], base.shape[1]
     print(f"dataset={ds.name} n={n} dim={dim} nq={len(queries)} k={k} candidates={args.candidates}k", flush=True)
     header = " | ".join(f"R={r}" for r in args.R)

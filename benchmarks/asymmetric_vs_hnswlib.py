@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
 from annbin.baselines import FloatHNSW  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
+from _data import load  # noqa: E402
 
 DEFAULT_METHODS = (
     # name, spec, options, search-parameter sweep
@@ -86,17 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="folder to keep built indexes in between runs (hnswlib's and annbin's)")
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1, help="threads for building (searches use 1)")
     args = ap.parse_args(argv)
-    ds = get_dataset(args.dataset)
-    base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
-    queries = np.ascontiguousarray(ds.get_queries()[: args.max_queries], dtype=np.float32)
-    if args.dims:
-        from annbin.datasets import ArrayDataset
-
-        ds = ArrayDataset(base[:, : args.dims], queries[:, : args.dims], metric=ds.metric, normalize=True,
-                          name=f"{ds.name}[:{args.dims}]").load()
-        base, queries = ds.get_database(), ds.get_queries()
-    _, gt = ds.get_groundtruth(args.k)
-    gt = gt[: len(queries), : args.k]
+    ds, base, queries, gt = load(args.dataset, dims=args.dims, max_queries=args.max_queries, k=args.k)
     n, dim = base.shape
     k = args.k
     configs: list[tuple[str, str, Any, dict[str, Any], float, float]] = []  # name, setting, fn, stats, bytes/vec, build s

@@ -1,0 +1,22 @@
+"""Data loading shared by the benchmark scripts: a named dataset, optionally cut to its first dims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from annbin.datasets import ArrayDataset, get_dataset
+
+
+def load(name: str, *, dims: int | None, max_queries: int | None, k: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``(dataset, base, queries, exact float top-k ids)``; ``dims`` keeps the first N dimensions,
+    renormalized: a smaller model from a Matryoshka or PCA-ordered one."""
+    ds = get_dataset(name)
+    base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
+    queries = np.ascontiguousarray(ds.get_queries()[:max_queries], dtype=np.float32)
+    if dims:
+        ds = ArrayDataset(base[:, :dims], queries[:, :dims], metric=ds.metric, normalize=True, name=f"{ds.name}[:{dims}]").load()
+        base, queries = ds.get_database(), ds.get_queries()
+    _, gt = ds.get_groundtruth(k)
+    return ds, base, queries, gt[: len(queries), :k]
