@@ -44,7 +44,7 @@ DEFAULT_METHODS = (
     ("rabitq-hnsw 2-bit itq", "rabitq-hnsw:M=16,ef_construction=100,nb_bits=2,build=float",
      {"rotation": "itq", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
     ("rabitq-hnsw 2-bit random", "rabitq-hnsw:M=16,ef_construction=100,nb_bits=2,build=float",
-     {"rotation": "random", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
+     {"rotation": "random", "oversample": 3}, [{"ef_search": e} for e in (16, 32, 64, 96, 128, 160, 192, 256)]),
     ("rabitq-hnsw random", "rabitq-hnsw:M=16,ef_construction=100,build=float",
      {"rotation": "random", "oversample": 3}, [{"ef_search": e} for e in (16, 24, 32, 48, 64, 96)]),
     ("rabitq-hnsw M=12 itq", "rabitq-hnsw:M=12,ef_construction=100,build=float",
@@ -65,7 +65,7 @@ DEFAULT_METHODS = (
                                                         "oversample": 10, "rerank_oversample": 3},
      [{"ef_search": e} for e in (100, 200)]),
 )
-HNSWLIB_EF = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128)
+HNSWLIB_EF = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 160, 192, 256)
 
 
 def recall(I: np.ndarray, ref: np.ndarray) -> float:
