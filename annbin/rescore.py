@@ -156,6 +156,8 @@ class RescoredIndex:
         self.rerank_oversample = check_int(rerank_oversample, "rerank_oversample", minimum=1)
         self.qb = check_qb(qb)
         self._vectors = None if vectors is None else open_store(vectors, name="vectors", kind="float")
+        if self._float_in and codes is not None:
+            raise ValueError(f"{inner.variant!r} takes float queries: codes= (for an asymmetric rerank) does not apply")
         self._codes = None if codes is None else open_store(codes, name="codes", kind="codes")
         if self._codes is not None and self._codes.shape[1] != inner.code_size:
             raise ValueError(f"codes width mismatch: expected (n, {inner.code_size}), got shape {self._codes.shape}")

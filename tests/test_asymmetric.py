@@ -282,6 +282,15 @@ def test_embedding_index_float_in_first_stage(spec, data, tmp_path):
 
 
 def test_float_in_first_stage_bad_options():
+    x = clustered(np.random.default_rng(1), 300, 16)
+    inner = annbin.make_float_index("rabitq", 16)
+    inner.add(x)
+    with pytest.raises(ValueError, match="rerank must be None"):
+        RescoredIndex(inner, vectors=x, rerank="asymmetric")
+    with pytest.raises(ValueError, match="codes= .* does not apply"):
+        RescoredIndex(inner, vectors=x, codes=annbin.binarize(x))
+    _, I = RescoredIndex(inner, vectors=x, oversample=3).search(x[:4], 3)
+    assert (I[:, 0] == np.arange(4)).all()  # a vector's own row comes first
     with pytest.raises(ValueError, match="ranks its candidates asymmetrically already"):
         annbin.BinaryEmbeddingIndex("rabitq-hnsw", rerank="asymmetric")
     with pytest.raises(ValueError, match="use rescore='float'"):
