@@ -174,6 +174,11 @@ class BinaryEmbeddingIndex:
         """The code offset per (rotated) dimension, once known."""
         return self.encoder.offset
 
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """The stored float vectors in storage (row) order (RAM or memory-mapped), or None."""
+        return self._vectors
+
     def get_ids(self) -> NDArray[np.int64]:
         """User ids of the stored vectors, int64 ``(ntotal,)``, in storage (row) order."""
         return np.arange(self._n, dtype=np.int64) if self._ids is None else self._ids

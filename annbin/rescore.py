@@ -190,6 +190,11 @@ class RescoredIndex:
     def ntotal(self) -> int:
         return self.inner.ntotal
 
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """The float documents the rescore reads (rows = ids; RAM or memory-mapped), or None."""
+        return self._vectors
+
     def __len__(self) -> int:
         return self.ntotal
 

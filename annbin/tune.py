@@ -112,9 +112,8 @@ def _truth_ids(index: Any, queries: NDArray[Any], k: int, ground_truth: Any, vec
         return ids.astype(np.int64, copy=False)
     if queries.dtype == np.uint8:
         raise ValueError("queries are codes: exact float search needs float queries, so give ground_truth=")
-    # RescoredIndex and BinaryEmbeddingIndex keep their float store in `_vectors`; neither module
-    # offers it publicly, and float rescoring reads exactly these rows.
-    stored = vectors if vectors is not None else getattr(index, "_vectors", None)
+    # RescoredIndex and BinaryEmbeddingIndex expose the float store their rescoring reads
+    stored = vectors if vectors is not None else getattr(index, "vectors", None)
     if stored is None:
         raise ValueError(f"{type(index).__name__} holds no float vectors: give ground_truth= (ids (nq, >= k)) "
                          "or vectors= (the indexed floats, in the order they were added)")

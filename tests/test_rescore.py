@@ -380,6 +380,7 @@ def test_embedding_index_keeps_no_id_map_while_ids_are_rows(data):
     index.add(base[:1000])
     index.add(base[1000:1500])
     assert index._ids is None and index.ntotal == 1500
+    assert np.array_equal(index.vectors, base[:1500]) and annbin.BinaryEmbeddingIndex("flat").vectors is None
     assert index.memory_bytes() == index.index.memory_bytes() + 1500 * DIM * 4 + index.encoder.memory_bytes()
     _, I = index.search(queries, 5)
     index.add(base[1500:], ids=np.arange(500) + 10_000)  # user ids: the map appears
