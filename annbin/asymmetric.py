@@ -61,6 +61,7 @@ class PreparedQueries:
     lo: NDArray[np.float32] | None = None
     step: NDArray[np.float32] | None = None
     planes: NDArray[np.unsignedinteger] | None = None
+    sum_: NDArray[np.float32] | None = None
 
     @property
     def dequantized(self) -> NDArray[np.float32]:
@@ -76,8 +77,11 @@ class PreparedQueries:
 
     @property
     def sums(self) -> NDArray[np.float32]:
-        """``sum(q)`` of the query the scores use, ``(nq,)`` (for +-1 scores)."""
-        return self.dequantized.sum(axis=1, dtype=np.float64).astype(np.float32)
+        """``sum(q)`` of the query the scores use, ``(nq,)`` (for +-1 scores); computed once in
+        ``prepare_queries``, not by unpacking the planes on every scoring call."""
+        if self.sum_ is None:
+            self.sum_ = self.dequantized.sum(axis=1, dtype=np.float64).astype(np.float32)
+        return self.sum_
 
 
 def prepare_queries(q: NDArray[np.floating], code_size: int, qb: int = 4) -> PreparedQueries:
@@ -98,7 +102,8 @@ def prepare_queries(q: NDArray[np.floating], code_size: int, qb: int = 4) -> Pre
     u = np.rint((qf - lo) / step).astype(np.uint8)
     planes = np.stack([np.packbits((u >> p) & 1, axis=1) for p in range(qb)], axis=1)
     words = planes.view(_word_dtype(code_size))
-    return PreparedQueries(qf, qb, code_size, lo.astype(np.float32), step, np.ascontiguousarray(words))
+    sums = (lo[:, 0].astype(np.float64) * qf.shape[1] + step[:, 0] * u.sum(axis=1, dtype=np.float64)).astype(np.float32)
+    return PreparedQueries(qf, qb, code_size, lo.astype(np.float32), step, np.ascontiguousarray(words), sums)
 
 
 def dot_bits_reference(q: NDArray[np.floating], codes: NDArray[np.uint8]) -> NDArray[np.float32]:

@@ -35,7 +35,13 @@ from annbin._vectors import commit_vectors, save_vectors, stage_vectors
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoded, Encoder
 from annbin.quantize import code_size_for
-from annbin.rescore import METRICS, RescoredIndex
+from annbin.rescore import (
+    METRICS,
+    STAGE_PARAMS,
+    RescoredIndex,
+    check_stage_params,
+    stage_params,
+)
 
 _KIND = "binary-embedding"
 _VERSION = 2
@@ -283,20 +289,18 @@ class BinaryEmbeddingIndex:
     # --- search ----------------------------------------------------------------------------
     @property
     def _own_params(self) -> tuple[str, ...]:
-        if self.rerank:
-            return ("oversample", "rerank_oversample", "qb")
-        return ("oversample",) if self.rescore else ()
+        return stage_params(self.rerank) if (self.rerank or self.rescore) else ()
 
     def set_search_params(self, **params: Any) -> None:
         """``oversample``, ``rerank_oversample``, ``qb`` (with rescoring / rerank) and the first
         stage's search parameters (``ef_search``, ``nprobe``, ...)."""
         own = {k: v for k, v in params.items() if k in self._own_params}
         inner_names = set(self.index.search_params) if self.index is not None else set()
-        wrong = sorted(set(params) & {"oversample", "rerank_oversample", "qb"} - set(own) - inner_names)
+        wrong = sorted(set(params) & set(STAGE_PARAMS) - set(own) - inner_names)
         if wrong:
             raise ValueError(f"{wrong} need{'s' if len(wrong) == 1 else ''} rescoring or a rerank stage "
                              "(rescore='float' or rerank='asymmetric')")
-        checked = {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in own.items()}
+        checked = check_stage_params(own)
         rest = {k: v for k, v in params.items() if k not in own}
         if rest:
             if self.index is None:

@@ -47,7 +47,20 @@ RERANKS: tuple[str | None, ...] = (None, "asymmetric")
 METRICS: tuple[str, ...] = ("ip", "l2")
 _BLOCK = 1 << 16  # gathered values per block of queries: 256 KiB of float32 stays in cache
 
-__all__ = ["METRICS", "RERANKS", "RescoredIndex", "open_store", "top_k"]
+#: the three-stage search's own search parameters (with a rerank; ``oversample`` alone without)
+STAGE_PARAMS: tuple[str, ...] = ("oversample", "rerank_oversample", "qb")
+
+__all__ = ["METRICS", "RERANKS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
+
+
+def stage_params(rerank: str | None) -> tuple[str, ...]:
+    """The names of ``STAGE_PARAMS`` that apply with or without an asymmetric rerank."""
+    return STAGE_PARAMS if rerank else STAGE_PARAMS[:1]
+
+
+def check_stage_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Validated values of stage parameters: ``qb`` in 0..8, the oversample factors >= 1."""
+    return {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in params.items()}
 
 
 def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.ndarray:
@@ -200,8 +213,7 @@ class RescoredIndex:
 
     @property
     def search_params(self) -> tuple[str, ...]:
-        own = ("oversample", "rerank_oversample", "qb") if self.rerank else ("oversample",)
-        return own + tuple(self.inner.search_params)
+        return stage_params(self.rerank) + tuple(self.inner.search_params)
 
     @property
     def spec(self) -> str:
@@ -228,14 +240,13 @@ class RescoredIndex:
 
     # --- parameters ------------------------------------------------------------------------
     def _split_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        own_names = {"oversample", "rerank_oversample", "qb"} if self.rerank else {"oversample"}
+        own_names = stage_params(self.rerank)
         own = {k: v for k, v in params.items() if k in own_names}
         rest = {k: v for k, v in params.items() if k not in own_names}
         unknown = sorted(set(rest) - set(self.inner.search_params))
         if unknown:
             raise ValueError(f"unknown search parameter(s) {unknown}; expected: {', '.join(self.search_params)}")
-        checked = {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in own.items()}
-        return checked, rest
+        return check_stage_params(own), rest
 
     def set_search_params(self, **params: Any) -> None:
         """``oversample``, ``rerank_oversample``, ``qb`` and the inner index's search parameters."""
@@ -245,9 +256,7 @@ class RescoredIndex:
             setattr(self, key, value)
 
     def get_search_params(self) -> dict[str, Any]:
-        own = {"oversample": self.oversample}
-        if self.rerank:
-            own.update(rerank_oversample=self.rerank_oversample, qb=self.qb)
+        own = {k: getattr(self, k) for k in stage_params(self.rerank)}
         return {**own, **self.inner.get_search_params()}
 
     # --- search ----------------------------------------------------------------------------
@@ -262,9 +271,10 @@ class RescoredIndex:
         own, rest = self._split_params(params or {})
         oversample = own.get("oversample", self.oversample)
         # a float-in index holds rotated vectors (the rotation preserves inner products and L2)
-        first = self.encoder.rotate(q) if self._float_in else self.encoder.encode_codes(q)
+        q_rot = self.encoder.rotate(q)  # once per search: the codes and the rerank both use it
+        first = q_rot if self._float_in else binarize(q_rot, self.encoder.offset)
         _, cand = self.inner.search(first, k * oversample, params=rest or None)
-        return self._stages(q, cand, k, own)
+        return self._stages(q, cand, k, own, q_rot)
 
     def rerank_candidates(self, x: ArrayLike, candidates: ArrayLike, k: int) -> ScoreResult:
         """Stages 2 and 3 for candidate ids ``(nq, c)`` int (``-1`` = none) fetched elsewhere."""
@@ -276,14 +286,15 @@ class RescoredIndex:
             raise ValueError(f"candidates must have shape ({q.shape[0]}, c), got {cand.shape}")
         return self._stages(q, cand.astype(np.int64, copy=False), check_k(k), {})
 
-    def _stages(self, q: NDArray[np.floating], cand: NDArray[np.int64], k: int, own: dict[str, Any]) -> ScoreResult:
+    def _stages(self, q: NDArray[np.floating], cand: NDArray[np.int64], k: int, own: dict[str, Any],
+                q_rot: NDArray[np.float32] | None = None) -> ScoreResult:
         valid = cand >= 0
         if valid.any():
             self._check_rows(cand[valid])
         stats = {"candidates_per_query": float(valid.sum(axis=1).mean()) if cand.size else 0.0}
         q32 = np.ascontiguousarray(q, dtype=np.float32)
         if self.rerank:
-            scores = self.asymmetric_scores(q32, cand, qb=own.get("qb", self.qb))
+            scores = self.asymmetric_scores(q32, cand, qb=own.get("qb", self.qb), q_rot=q_rot)
             if self._vectors is None:
                 stats["vectors_read_per_query"] = 0.0
                 self.last_search_stats = stats
@@ -297,11 +308,12 @@ class RescoredIndex:
         self.last_search_stats = stats
         return top_k(scores, cand, k, self.metric)
 
-    def asymmetric_scores(self, q: NDArray[np.float32], cand: NDArray[np.int64], *, qb: int | None = None) -> NDArray[np.float32]:
+    def asymmetric_scores(self, q: NDArray[np.float32], cand: NDArray[np.int64], *, qb: int | None = None,
+                          q_rot: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
         """Estimated ``<x, q>`` (``"ip"``) or ``|x - q|^2`` (``"l2"``) of candidate rows ``(nq, c)``
         from their codes, for float queries ``(nq, dim)``; ``-1`` rows get an arbitrary value."""
         rows = np.where(cand >= 0, cand, 0)
-        q_rot = self.encoder.rotate(q)
+        q_rot = self.encoder.rotate(q) if q_rot is None else q_rot
         prep = prepare_queries(q_rot, self.inner.code_size, self.qb if qb is None else qb)
         codes = self._codes[rows] if self._codes is not None else self.inner.get_codes(cand)
         signed = 2.0 * dot_bits(prep, np.asarray(codes)) - prep.sums[:, None]  # q . (2b - 1)

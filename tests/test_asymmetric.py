@@ -45,6 +45,7 @@ def test_popcount_scores_equal_the_float_reference_on_the_quantized_query(dim, c
     scale = np.abs(prep.dequantized).sum(axis=1, keepdims=True) + 1e-6
     assert np.all(np.abs(got - ref) <= 1e-5 * scale)
     np.testing.assert_allclose(dot_bits_reference(prep.dequantized, codes), ref, rtol=1e-4, atol=1e-4 * scale.max())
+    np.testing.assert_allclose(prep.sums, prep.dequantized.sum(axis=1, dtype=np.float64), rtol=1e-5, atol=1e-5 * scale.max())
     if qb == 0:
         assert np.array_equal(prep.dequantized, q)
     else:  # quantization error per dimension is at most half a step
