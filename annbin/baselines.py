@@ -27,11 +27,13 @@ from numpy.typing import NDArray
 
 from annbin._checks import check_int
 from annbin.float_base import METRICS, FloatIndex, FloatResult
-from annbin.rabitq import RABITQ_VARIANTS
+from annbin.index.registry import float_variants, register
+from annbin.spec import parse_spec, split_params, variant_name
 
-__all__ = ["FLOAT_VARIANTS", "METRICS", "FloatFlat", "FloatHNSW", "FloatIndex", "FloatResult", "is_float_spec", "make_float_index"]
+__all__ = ["METRICS", "FloatFlat", "FloatHNSW", "FloatIndex", "FloatResult", "is_float_spec", "make_float_index"]
 
 
+@register
 class FloatFlat(FloatIndex):
     """Exact float search by linear scan: faiss ``IndexFlatIP`` (``"ip"``) or ``IndexFlatL2``."""
 
@@ -62,6 +64,7 @@ class FloatFlat(FloatIndex):
         return self._index
 
 
+@register
 class FloatHNSW(FloatIndex):
     """Float HNSW on hnswlib. ``M``: graph degree; ``ef_construction``: build beam; ``ef``:
     search beam (search parameter); ``seed``: hnswlib's level generator seed; ``num_threads``:
@@ -123,16 +126,10 @@ class FloatHNSW(FloatIndex):
         return int(self._index.index_file_size())
 
 
-FLOAT_VARIANTS: dict[str, type[FloatIndex]] = {
-    **{cls.variant: cls for cls in (FloatFlat, FloatHNSW)},
-    **RABITQ_VARIANTS,
-}
-
-
 def is_float_spec(spec: Any) -> bool:
     """True if ``spec`` names a float-in index (``"float-flat"``, ``"float-hnsw:..."``, ``"rabitq"``,
     ``"ivf-rabitq:..."``, ``"rabitq-hnsw:..."``)."""
-    return isinstance(spec, str) and spec.strip().split(":", 1)[0].strip().lower() in FLOAT_VARIANTS
+    return variant_name(spec) in float_variants()
 
 
 def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
@@ -142,18 +139,12 @@ def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
     ``ef`` (search), e.g. ``"float-hnsw:M=16,ef_construction=200,ef=64"``; the RaBitQ variants
     ``"rabitq"``, ``"ivf-rabitq"``, ``"rabitq-hnsw"`` (see ``annbin.rabitq``).
     """
-    from annbin.index.registry import parse_spec
-
     name, params = parse_spec(spec)
-    variants = FLOAT_VARIANTS
+    variants = float_variants()
     cls = variants.get(name)
     if cls is None:
         raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(variants))}")
-    unknown = sorted(set(params) - set(cls.build_params) - set(cls.search_params))
-    if unknown:
-        allowed = ", ".join(cls.build_params + cls.search_params) or "none"
-        raise ValueError(f"unknown parameter(s) {unknown} for {name!r} in {spec!r}; expected: {allowed}")
-    build = {k: v for k, v in params.items() if k in cls.build_params}
+    build, search = split_params(name, (cls.build_params, cls.search_params), params, spec)
     index = cls(dim, metric=metric, **build)
-    index.set_search_params(**{k: v for k, v in params.items() if k in cls.search_params})
+    index.set_search_params(**search)
     return index

@@ -29,8 +29,8 @@ from annbin._machine import machine_facts
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoder
 from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
-from annbin.index.registry import make_index
-from annbin.sweep import describe_spec, expand_spec
+from annbin.index.registry import expand_spec, make_index
+from annbin.spec import describe_spec, variant_name
 
 # A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
@@ -234,7 +234,7 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     from annbin.rescore import RescoredIndex
 
     is_float = is_float_spec(build_spec)
-    float_in = build_spec.partition(":")[0].strip().lower() in FLOAT_IN  # RaBitQ: floats in, estimates out
+    float_in = variant_name(build_spec) in FLOAT_IN  # RaBitQ: floats in, estimates out
     n, dim = prep.base.shape
     t0 = time.perf_counter()
     if is_float:
@@ -278,7 +278,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
              stage: tuple[int | None, int | None], build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
     k, nq = cfg.k, qs.shape[0]
     factor, rerank = stage
-    index_name = build_spec.partition(":")[0].strip().lower()
+    index_name = variant_name(build_spec)
     batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
     nlat = min(cfg.latency_queries, nq)
     with _progress(nlat, f"latency query {build_spec}", progress) as bar:

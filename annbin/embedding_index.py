@@ -33,7 +33,9 @@ from numpy.typing import ArrayLike, NDArray
 from annbin._checks import INT32_MAX, as_floats, as_ids, check_int, check_k
 from annbin._vectors import commit_vectors, save_vectors, stage_vectors
 from annbin.asymmetric import check_qb
+from annbin.baselines import is_float_spec, make_float_index
 from annbin.encoder import Encoded, Encoder
+from annbin.index.registry import check_spec, load_index, make_index
 from annbin.quantize import code_size_for
 from annbin.rescore import (
     METRICS,
@@ -42,6 +44,7 @@ from annbin.rescore import (
     check_stage_params,
     stage_params,
 )
+from annbin.spec import parse_wrapped_spec, variant_name
 
 _KIND = "binary-embedding"
 _VERSION = 2
@@ -52,30 +55,17 @@ _ENCODED = ("factors", "sqnorms", "planes", "levels")
 __all__ = ["FLOAT_IN", "BinaryEmbeddingIndex"]
 
 
-def _variant(spec: str) -> str:
-    return spec.strip().partition(":")[0].strip().lower() if isinstance(spec, str) else ""
-
-
 def _check_spec(spec: str, dim: int | None, metric: str) -> None:
-    from annbin.index.registry import VARIANTS, make_index, parse_spec, split_params
-
-    if _variant(spec) in FLOAT_IN:
-        from annbin.baselines import make_float_index
-
+    if variant_name(spec) in FLOAT_IN:
         make_float_index(spec, check_int(dim, "dim", minimum=1) if dim is not None else 64, metric)
         return
+    if is_float_spec(spec) or parse_wrapped_spec(spec) is not None:
+        raise ValueError(f"unknown index spec {spec!r} for a first stage: give a binary index spec or one of {', '.join(FLOAT_IN)} "
+                         "(float baselines and '+rescore' wrappers are not first stages)")
     if dim is not None:
-        make_index(spec, code_size_for(check_int(dim, "dim", minimum=1)) * 8)
+        make_index(spec, d=code_size_for(check_int(dim, "dim", minimum=1)) * 8)
         return
-    from annbin.index.faiss_wrap import is_faiss_factory
-
-    if is_faiss_factory(spec):
-        return  # faiss's factory needs d: checked at the first add
-    name, params = parse_spec(spec)
-    if name not in VARIANTS:
-        known = sorted(VARIANTS) + list(FLOAT_IN)
-        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(known)}")
-    split_params(VARIANTS[name], params, spec)
+    check_spec(spec)  # faiss factory strings need d: checked at the first add
 
 
 class BinaryEmbeddingIndex:
@@ -132,11 +122,11 @@ class BinaryEmbeddingIndex:
             raise ValueError(f"metric {metric!r} needs rescore='float' or rerank='asymmetric', got plain Hamming results")
         if rescore == "float" and store_vectors is None:
             raise ValueError("rescore='float' needs the float vectors: store_vectors='ram' or a .npy path")
-        self._float_in = _variant(spec) in FLOAT_IN
+        self._float_in = variant_name(spec) in FLOAT_IN
         if self._float_in and rerank is not None:
-            raise ValueError(f"{_variant(spec)!r} ranks its candidates asymmetrically already (RaBitQ): use rerank=None")
+            raise ValueError(f"{variant_name(spec)!r} ranks its candidates asymmetrically already (RaBitQ): use rerank=None")
         if self._float_in and rescore is None:
-            raise ValueError(f"{_variant(spec)!r} returns estimates only: use rescore='float'")
+            raise ValueError(f"{variant_name(spec)!r} returns estimates only: use rescore='float'")
         if isinstance(store_vectors, str) and store_vectors == "ram":
             self._disk: Path | None = None
         elif store_vectors is None:
@@ -261,19 +251,15 @@ class BinaryEmbeddingIndex:
         self._encoded = new
 
     def _start(self, x: NDArray[np.floating]) -> Any:
-        from annbin.index.registry import make_index
-
         if self._disk is not None and self._disk.exists():
             raise ValueError(f"vectors file {str(self._disk)!r} already exists; give a new path (BinaryEmbeddingIndex.load reopens saved ones)")
         encoder = copy.deepcopy(self.encoder)  # a failed first add must leave self.encoder unfitted
         encoder.fit(x)
         self.encoder, self.dim = encoder, x.shape[1]
         if self._float_in:
-            from annbin.baselines import make_float_index
-
             self.index = make_float_index(self.spec, x.shape[1], self.metric)
         else:
-            self.index = make_index(self.spec, code_size_for(x.shape[1]) * 8)
+            self.index = make_index(self.spec, d=code_size_for(x.shape[1]) * 8)
         return self.index
 
     def _rebuild_rescorer(self) -> None:
@@ -406,10 +392,8 @@ class BinaryEmbeddingIndex:
 
 
 def _load_first_stage(path: Path, spec: str) -> Any:
-    if _variant(spec) in FLOAT_IN:
+    if variant_name(spec) in FLOAT_IN:
         from annbin.rabitq import load_float_index
 
         return load_float_index(path)
-    from annbin.index.registry import load_index
-
     return load_index(path)

@@ -36,8 +36,9 @@ from annbin._checks import check_int
 from annbin._io import read_index_file, write_index_file
 from annbin.asymmetric import check_qb
 from annbin.float_base import FloatIndex, FloatResult
-from annbin.index.faiss_wrap import TRAIN_POINTS_PER_LIST
+from annbin.index._faiss import TRAIN_POINTS_PER_LIST
 from annbin.index.ivf import default_nlist
+from annbin.index.registry import register
 
 __all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_float_index"]
 
@@ -143,6 +144,7 @@ class _RaBitQIndex(FloatIndex):
         return _faiss_metric(self.metric)
 
 
+@register
 class RaBitQFlat(_RaBitQIndex):
     """Scan of all 1-bit RaBitQ codes (``faiss.IndexRaBitQ``, ``"ip"`` native). ``qb``: query bits
     (search parameter, 0..8, 0 = float query)."""
@@ -163,6 +165,7 @@ class RaBitQFlat(_RaBitQIndex):
         return D, I.astype(np.int64, copy=False)
 
 
+@register
 class RaBitQIVF(_RaBitQIndex):
     """Inverted lists of RaBitQ codes of residuals (``IndexIVFRaBitQ``, ``"ip"`` native).
 
@@ -231,6 +234,7 @@ class RaBitQIVF(_RaBitQIndex):
             raise ValueError(f"stored faiss index has nlist={index.nlist}, header says {self.nlist}")
 
 
+@register
 class RaBitQHNSW(_RaBitQIndex):
     """HNSW over 1-bit RaBitQ codes, walked with the asymmetric RaBitQ estimate (``IndexHNSWRaBitQ``).
 

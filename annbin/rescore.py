@@ -38,7 +38,9 @@ from annbin.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.encoder import Encoded, Encoder
 from annbin.float_base import FloatIndex
 from annbin.index.base import BinaryIndex
+from annbin.index.registry import register_wrapper
 from annbin.quantize import binarize, code_size_for
+from annbin.spec import format_wrapped_spec
 
 Metric = Literal["ip", "l2"]
 ScoreResult = tuple[NDArray[np.float32], NDArray[np.int64]]
@@ -47,10 +49,12 @@ RERANKS: tuple[str | None, ...] = (None, "asymmetric")
 METRICS: tuple[str, ...] = ("ip", "l2")
 _BLOCK = 1 << 16  # gathered values per block of queries: 256 KiB of float32 stays in cache
 
+#: what a ``"<spec>+rescore:..."`` spec sets (``RescoredIndex.spec``, ``annbin.make_index``)
+SPEC_PARAMS: tuple[str, ...] = ("oversample", "rerank", "rerank_oversample", "qb", "metric")
 #: the three-stage search's own search parameters (with a rerank; ``oversample`` alone without)
 STAGE_PARAMS: tuple[str, ...] = ("oversample", "rerank_oversample", "qb")
 
-__all__ = ["METRICS", "RERANKS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
+__all__ = ["METRICS", "RERANKS", "SPEC_PARAMS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
 
 
 def stage_params(rerank: str | None) -> tuple[str, ...]:
@@ -217,10 +221,26 @@ class RescoredIndex:
 
     @property
     def spec(self) -> str:
-        parts = [f"oversample={self.oversample}"]
+        """``"<inner spec>+rescore:oversample=..,[rerank=..,rerank_oversample=..,qb=..,]metric=.."``:
+        ``annbin.make_index(spec, d=index.d, vectors=...)`` builds an empty one like it (without
+        its data: stores, encoder, factors are the ``make_index`` keywords)."""
+        params: dict[str, Any] = {"oversample": self.oversample}
         if self.rerank:
-            parts += [f"rerank={self.rerank}", f"rerank_oversample={self.rerank_oversample}", f"qb={self.qb}"]
-        return f"{self.inner.spec}+rescore:{','.join(parts)}"
+            params.update(rerank=self.rerank, rerank_oversample=self.rerank_oversample, qb=self.qb)
+        params["metric"] = self.metric
+        return format_wrapped_spec(self.inner.spec, "rescore", params)
+
+    @classmethod
+    def from_spec(cls, inner: BinaryIndex, params: dict[str, Any], **data: Any) -> RescoredIndex:
+        """The ``"+rescore"`` wrapper of ``annbin.make_index``: ``params`` from the spec
+        (``SPEC_PARAMS``), ``data`` the stores and encoder (``vectors=``, ``codes=``, ...)."""
+        unknown = sorted(set(params) - set(SPEC_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for '+rescore'; expected: {', '.join(SPEC_PARAMS)}")
+        taken = sorted(set(params) & set(data))
+        if taken:
+            raise TypeError(f"{taken} given both in the spec and as keywords")
+        return cls(inner, **params, **data)
 
     def __repr__(self) -> str:
         return f"<RescoredIndex {self.spec} dim={self.dim} ntotal={self.ntotal}>"
@@ -374,3 +394,6 @@ def _threshold_encoder(thresholds: ArrayLike | None, vectors: np.ndarray | None,
     binarize(np.zeros((1, n), np.float32), t)  # validates thresholds: shape, dtype, finite
     offset = np.full(n, 0.0 if t is None else float(t), np.float32) if t is None or t.ndim == 0 else t
     return Encoder(n, offset=np.asarray(offset, np.float32))
+
+
+register_wrapper("rescore", RescoredIndex.from_spec)

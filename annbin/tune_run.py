@@ -24,8 +24,9 @@ from annbin._machine import machine_facts
 from annbin.asymmetric import check_qb
 from annbin.embedding_index import FLOAT_IN, BinaryEmbeddingIndex
 from annbin.evaluation import time_per_query
+from annbin.index.registry import expand_spec
 from annbin.quantize import code_size_for
-from annbin.sweep import describe_spec, expand_spec
+from annbin.spec import describe_spec, variant_name
 from annbin.tune import TUNABLE, TuneResult, tune
 
 __all__ = ["TuneConfig", "run_tune"]
@@ -95,7 +96,7 @@ class TuneConfig:
         return self
 
     def _variant(self) -> str:
-        return self.index.strip().partition(":")[0].strip().lower()
+        return variant_name(self.index)
 
     def _searches_floats(self) -> bool:
         """float-flat / float-hnsw, or a RaBitQ spec alone: built as the float index itself."""

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import annbin
-from annbin.baselines import FLOAT_VARIANTS
+from annbin.index.registry import float_variants
 from annbin.cli import main
 from annbin.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
 
@@ -62,7 +62,7 @@ def built(spec, data, metric="ip"):
 
 
 def test_registered_and_importable():
-    assert {"rabitq", "ivf-rabitq", "rabitq-hnsw", "float-flat", "float-hnsw"} <= set(FLOAT_VARIANTS)
+    assert {"rabitq", "ivf-rabitq", "rabitq-hnsw", "float-flat", "float-hnsw"} <= set(float_variants())
     assert annbin.is_float_spec("rabitq:qb=4") and annbin.is_float_spec(" IVF-RaBitQ:nprobe=2")
     assert isinstance(annbin.make_float_index("rabitq", 8), RaBitQFlat)
     assert isinstance(annbin.make_float_index("ivf-rabitq", 8), RaBitQIVF)

@@ -1,4 +1,5 @@
-"""Where each id lives, how a sharded spec reads, and the on-disk manifest. No Ray here.
+"""Where each id lives and the on-disk manifest. No Ray here (the ``sharded:`` spec grammar is in
+``annbin.spec``).
 
 Partitioning is by a hash of the id: ``shard = splitmix64(id) % shards``. An id's shard is
 computed, never looked up, so ``remove_ids`` goes straight to the owning shard, a duplicate id
@@ -26,13 +27,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import check_int
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "annbin-sharded"
 MANIFEST_VERSION = 1
 PARTITION = "splitmix64"
-SPEC_OPTIONS = ("shards", "num_cpus")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -54,47 +53,6 @@ def group_by_shard(owner: NDArray[np.int64], shards: int) -> dict[int, NDArray[n
     order = np.argsort(owner, kind="stable")
     bounds = np.searchsorted(owner[order], np.arange(shards + 1))
     return {s: order[bounds[s] : bounds[s + 1]] for s in range(shards) if bounds[s + 1] > bounds[s]}
-
-
-def is_sharded_spec(spec: Any) -> bool:
-    """True for ``"sharded"`` and ``"sharded:..."``."""
-    return isinstance(spec, str) and spec.strip().partition(":")[0].strip().lower() == "sharded"
-
-
-def parse_sharded_spec(spec: str) -> tuple[str, dict[str, int]]:
-    """``"sharded:shards=2:mih:m=4"`` -> ``("mih:m=4", {"shards": 2})``.
-
-    Grammar: ``sharded:[OPTIONS:]INNER`` where OPTIONS is ``key=value,...`` (keys: ``shards``,
-    ``num_cpus``, both ints) and INNER is any non-sharded annbin spec. The options segment is
-    recognised by its ``=``: a variant name never holds one, so ``"sharded:mih:m=4"`` is the inner
-    spec ``"mih:m=4"`` with default options.
-    """
-    if not is_sharded_spec(spec):
-        raise ValueError(f"not a sharded spec: {spec!r}; expected 'sharded:shards=N:<spec>'")
-    rest = spec.strip().partition(":")[2].strip()
-    head, sep, tail = rest.partition(":")
-    options: dict[str, int] = {}
-    if "=" in head:
-        inner = tail.strip() if sep else ""
-        for item in filter(None, (p.strip() for p in head.split(","))):
-            key, eq, value = (s.strip() for s in item.partition("="))
-            if not eq or not key or not value:
-                raise ValueError(f"bad option {item!r} in sharded spec {spec!r}; expected key=value")
-            if key not in SPEC_OPTIONS:
-                raise ValueError(f"unknown option {key!r} in sharded spec {spec!r}; expected: {', '.join(SPEC_OPTIONS)}")
-            if key in options:
-                raise ValueError(f"option {key!r} given twice in sharded spec {spec!r}")
-            try:
-                options[key] = check_int(int(value), key, minimum=1)
-            except ValueError:
-                raise ValueError(f"option {key!r} in sharded spec {spec!r} must be an int >= 1, got {value!r}") from None
-    else:
-        inner = rest
-    if not inner:
-        raise ValueError(f"sharded spec {spec!r} names no index to shard; expected e.g. 'sharded:shards=2:mih'")
-    if is_sharded_spec(inner):
-        raise ValueError(f"sharded spec {spec!r} nests another sharded spec; shard a plain index instead")
-    return inner, options
 
 
 def _fsync_dir(directory: Path) -> None:

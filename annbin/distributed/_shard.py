@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin.index.base import BinaryIndex, RangeResult, SearchResult
+from annbin.index.registry import load_index, make_index
 
 
 def file_sha256(path: str) -> str:
@@ -30,15 +31,11 @@ class ShardServer:
     """One shard: an index built from ``spec`` for ``d``-bit codes, with ``search_params`` set."""
 
     def __init__(self, spec: str, d: int, search_params: dict[str, Any]) -> None:
-        from annbin.index.registry import make_index
-
-        self.index: BinaryIndex = make_index(spec, d)
+        self.index: BinaryIndex = make_index(spec, d=d)
         self.index.set_search_params(**search_params)
 
     def load(self, path: str, sha256: str, search_params: dict[str, Any]) -> int:
         """Replace the index with the one saved at ``path``, after checking the manifest's sha256."""
-        from annbin.index.registry import load_index
-
         if not os.path.isfile(path):
             raise ValueError(f"shard file {path!r} does not exist on node {os.uname().nodename}")
         actual = file_sha256(path)

@@ -26,13 +26,13 @@ from annbin.distributed._layout import (
     MANIFEST,
     PARTITION,
     group_by_shard,
-    is_sharded_spec,
-    parse_sharded_spec,
     read_manifest,
     shard_of,
     write_manifest,
 )
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
+from annbin.index.registry import make_index, register_prefix
+from annbin.spec import format_sharded_spec, is_sharded_spec, parse_sharded_spec
 
 
 class ShardedIndex(BinaryIndex):
@@ -59,13 +59,13 @@ class ShardedIndex(BinaryIndex):
         actor_options: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        from annbin.index.registry import make_index
-
         import_ray()
         super().__init__(check_d(d))
         if is_sharded_spec(spec):
             raise ValueError(f"ShardedIndex takes the spec of the index to shard, got the sharded spec {spec!r}")
-        self._template = make_index(spec, self.d)  # checks the spec here, before any actor starts
+        self._template = make_index(spec, d=self.d)  # checks the spec here, before any actor starts
+        if not isinstance(self._template, BinaryIndex):
+            raise ValueError(f"ShardedIndex shards a plain index spec, got {spec!r} (wrap the sharded index instead)")
         self.inner_spec = self._template.spec
         shards = check_int(shards, "shards", minimum=1)
         if timeout_s is not None and not timeout_s > 0:
@@ -83,7 +83,7 @@ class ShardedIndex(BinaryIndex):
         actor_options = dict(kwargs.pop("actor_options", None) or {})
         if "num_cpus" in options:
             actor_options["num_cpus"] = options["num_cpus"]
-        return cls(inner, d, shards=options.get("shards", 4), actor_options=actor_options, **kwargs)
+        return cls(inner, d=d, shards=options.get("shards", 4), actor_options=actor_options, **kwargs)
 
     # --- properties ------------------------------------------------------------------------
     @property
@@ -107,7 +107,7 @@ class ShardedIndex(BinaryIndex):
     @property
     def spec(self) -> str:
         self._template.set_search_params(**self._group.search_params)
-        return f"sharded:shards={self.num_shards}:{self._template.spec}"
+        return format_sharded_spec(self._template.spec, {"shards": self.num_shards})
 
     def get_params(self) -> dict[str, Any]:
         return {"shards": self.num_shards, "spec": self.inner_spec}
@@ -221,7 +221,7 @@ class ShardedIndex(BinaryIndex):
         for entry in manifest["files"]:
             if not (directory / entry["file"]).is_file():
                 raise ValueError(f"sharded index at {str(directory)!r} is missing shard file {entry['file']!r}")
-        index = cls(manifest["spec"], int(manifest["d"]), shards=int(manifest["shards"]), actor_options=actor_options, timeout_s=timeout_s)
+        index = cls(manifest["spec"], d=int(manifest["d"]), shards=int(manifest["shards"]), actor_options=actor_options, timeout_s=timeout_s)
         group = index._group
         try:
             index._template.set_search_params(**manifest["search_params"])
@@ -311,3 +311,6 @@ class ShardedIndex(BinaryIndex):
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
         raise UnsupportedOperation("load a sharded index with ShardedIndex.load(dir)")
+
+
+register_prefix("sharded", ShardedIndex.from_spec)

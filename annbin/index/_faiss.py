@@ -21,6 +21,9 @@ from annbin._checks import INT32_MAX
 from annbin.index._rows import RowMap, gather
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
 
+#: k-means sample size per inverted list when an IVF trains itself (faiss warns under 39)
+TRAIN_POINTS_PER_LIST = 64
+_TRAIN_SEED = 1234
 #: Most results one completing range search may hold (``exact_knn``): 12 bytes each, so <= 48 MiB
 #: even when every stored code ties with the k-th distance.
 _COMPLETION_RESULTS = 1 << 22
@@ -92,6 +95,37 @@ class FaissBackedIndex(BinaryIndex):
     def _ids_bytes(self) -> int:
         """The IDMap's ids, and the id -> row map once ``get_codes`` has built it."""
         return self.ntotal * 8 + self._code_map_bytes()
+
+
+def unwrap_idmap(index: Any) -> tuple[Any, str | None]:
+    """The innermost index (downcast) and the IDMap prefix (``"IDMap,"``, ``"IDMap2,"`` or None)."""
+    index = faiss.downcast_IndexBinary(index)
+    if isinstance(index, faiss.IndexBinaryIDMap2):
+        return faiss.downcast_IndexBinary(index.index), "IDMap2,"
+    if isinstance(index, faiss.IndexBinaryIDMap):
+        return faiss.downcast_IndexBinary(index.index), "IDMap,"
+    return index, None
+
+
+def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None) -> None:
+    """Train ``index`` on at most ``max_points`` rows of ``codes``, drawn with a fixed seed.
+
+    faiss's binary IVF converts every training code to floats before k-means (``n * d * 4``
+    bytes), so a large first batch is subsampled here rather than inside faiss.
+    """
+    if max_points is not None and codes.shape[0] > max_points:
+        rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(codes.shape[0], max_points, replace=False))
+        codes = codes[rows]
+    nlist = getattr(faiss.downcast_IndexBinary(unwrap_idmap(index)[0]), "nlist", 0)
+    if codes.shape[0] < nlist:
+        raise ValueError(
+            f"training needs at least nlist={nlist} codes, got {codes.shape[0]}; "
+            "add more codes in the first batch, call train() with a larger sample, or lower nlist"
+        )
+    try:
+        index.train(codes)
+    except RuntimeError as exc:
+        raise ValueError(f"faiss could not train the index: {first_line(exc)}") from None
 
 
 def first_line(exc: BaseException) -> str:

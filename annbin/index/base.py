@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
 from annbin.index._rows import RowMap
+from annbin.spec import format_spec
 
 SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
 #: a variant's ``_get_codes`` answer: codes ``(m, d // 8)`` uint8 (zero where not found) and which ids
@@ -91,9 +92,7 @@ class Described:
     @property
     def spec(self) -> str:
         """The spec string that rebuilds an empty index like this one (see ``make_index``)."""
-        params = {**self.get_params(), **self.get_search_params()}
-        body = ",".join(f"{k}={v}" for k, v in params.items() if v is not None)
-        return f"{self.variant}:{body}" if body else self.variant
+        return format_spec(self.variant, {**self.get_params(), **self.get_search_params()})
 
 
 class BinaryIndex(Described, ABC):

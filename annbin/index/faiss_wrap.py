@@ -32,32 +32,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import INT32_MAX, as_codes, check_d, check_int
-from annbin.index._faiss import InvertedListCodes, faiss_range_search, first_line, ivf_ids, read_codes
+from annbin.index._faiss import (
+    TRAIN_POINTS_PER_LIST,
+    InvertedListCodes,
+    faiss_range_search,
+    first_line,
+    ivf_ids,
+    read_codes,
+    train_on_sample,
+    unwrap_idmap,
+)
 from annbin.index._rows import RowMap
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation
+from annbin.index.registry import register
+from annbin.spec import format_spec
 
-#: k-means sample size per inverted list when an IVF trains itself (faiss warns under 39)
-TRAIN_POINTS_PER_LIST = 64
-_TRAIN_SEED = 1234
 #: RAM per entry of IndexBinaryIDMap2's id -> position hash map (an std::unordered_map), measured
 #: as resident memory: 200k codes in IDMap2 vs IDMap around a flat index
 _REV_MAP_BYTES = 32
 
-# Factory strings start like faiss's binary ones: "BFlat", "BHNSW32", "BIVF1024", "BHash16",
-# "BHash4x16", optionally with an "IDMap," / "IDMap2," prefix (or suffix, which faiss also takes).
-_FACTORY = re.compile(r"^\s*(IDMap2?\s*,\s*)?B(Flat|HNSW|IVF|Hash)")
-
-__all__ = ["FaissIndex", "from_faiss", "is_faiss_factory", "make_faiss_index", "read_faiss_file", "train_on_sample"]
-
-
-def _core(index: Any) -> tuple[Any, str | None]:
-    """The innermost index (downcast) and the IDMap prefix (``"IDMap,"``, ``"IDMap2,"`` or None)."""
-    index = faiss.downcast_IndexBinary(index)
-    if isinstance(index, faiss.IndexBinaryIDMap2):
-        return faiss.downcast_IndexBinary(index.index), "IDMap2,"
-    if isinstance(index, faiss.IndexBinaryIDMap):
-        return faiss.downcast_IndexBinary(index.index), "IDMap,"
-    return index, None
+__all__ = ["FaissIndex", "from_faiss", "read_faiss_file"]
 
 
 def _hnsw_m(hnsw: Any) -> int:
@@ -70,7 +64,7 @@ def _hnsw_m(hnsw: Any) -> int:
 
 def factory_string(index: Any) -> str | None:
     """The faiss binary factory string that builds an empty index like ``index``, or None."""
-    core, prefix = _core(index)
+    core, prefix = unwrap_idmap(index)
     if isinstance(core, faiss.IndexBinaryFlat):
         body = "BFlat"
     elif isinstance(core, faiss.IndexBinaryHNSW):
@@ -89,37 +83,17 @@ def factory_string(index: Any) -> str | None:
     return (prefix or "") + body
 
 
-def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None) -> None:
-    """Train ``index`` on at most ``max_points`` rows of ``codes``, drawn with a fixed seed.
-
-    faiss's binary IVF converts every training code to floats before k-means (``n * d * 4``
-    bytes), so a large first batch is subsampled here rather than inside faiss.
-    """
-    if max_points is not None and codes.shape[0] > max_points:
-        rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(codes.shape[0], max_points, replace=False))
-        codes = codes[rows]
-    nlist = getattr(faiss.downcast_IndexBinary(_core(index)[0]), "nlist", 0)
-    if codes.shape[0] < nlist:
-        raise ValueError(
-            f"training needs at least nlist={nlist} codes, got {codes.shape[0]}; "
-            "add more codes in the first batch, call train() with a larger sample, or lower nlist"
-        )
-    try:
-        index.train(codes)
-    except RuntimeError as exc:
-        raise ValueError(f"faiss could not train the index: {first_line(exc)}") from None
-
-
 def _train_cap(index: Any) -> int | None:
-    nlist = getattr(_core(index)[0], "nlist", None)
+    nlist = getattr(unwrap_idmap(index)[0], "nlist", None)
     return None if nlist is None else max(int(nlist) * TRAIN_POINTS_PER_LIST, 1)
 
 
+@register
 class FaissIndex(BinaryIndex):
     """annbin's interface over any ``faiss.IndexBinary`` (see the module docstring for ids).
 
-    Build one with ``from_faiss(index)``, ``make_index("IDMap2,BHash4x16", d)`` or
-    ``FaissIndex(d, factory="BHash16")``. Search parameters are those of the wrapped index:
+    Build one with ``from_faiss(index)``, ``make_index("IDMap2,BHash4x16", d=d)`` or
+    ``FaissIndex(d=d, factory="BHash16")``. Search parameters are those of the wrapped index:
     ``ef_search`` (HNSW), ``nprobe`` (IVF), ``nflip`` (Hash, MultiHash). ``exact`` is True only
     for a flat index.
     """
@@ -141,7 +115,7 @@ class FaissIndex(BinaryIndex):
         self._owner = index
         self._index = faiss.downcast_IndexBinary(index)
         self._index.referenced_objects = [index]
-        self._core, self._idmap = _core(index)
+        self._core, self._idmap = unwrap_idmap(index)
         core = self._core
         self._own_ids = self._idmap is not None or isinstance(core, faiss.IndexBinaryIVF)
         self.exact = isinstance(core, faiss.IndexBinaryFlat)  # type: ignore[misc]
@@ -169,8 +143,7 @@ class FaissIndex(BinaryIndex):
         factory = factory_string(self._index)
         if factory is None:
             return f"faiss:{type(self._core).__name__}"
-        body = ",".join(f"{k}={v}" for k, v in self.get_search_params().items())
-        return f"{factory}:{body}" if body else factory
+        return format_spec(factory, self.get_search_params())
 
     def to_faiss(self) -> Any:
         """The wrapped faiss index (shared, not copied): the very object given to ``from_faiss``
@@ -336,7 +309,7 @@ def _build_factory(factory: str, d: int) -> Any:
         raise ValueError(f"bad faiss binary factory string {factory!r}: {first_line(exc)}") from None
     # faiss's parser is lenient ("BHash4x" builds BHash4, "BHash99" a 99-bit hash of 64-bit
     # codes, "BIVF0" zero lists): accept a string only if it reads back as itself and is sane
-    core, _ = _core(index)
+    core, _ = unwrap_idmap(index)
     problem = None
     if isinstance(core, (faiss.IndexBinaryHash, faiss.IndexBinaryMultiHash)) and not 1 <= core.b <= min(d, 63):
         problem = f"hash of b={core.b} bits needs 1 <= b <= {min(d, 63)}"
@@ -366,27 +339,6 @@ def from_faiss(index: Any) -> FaissIndex:
         hint = " (a float faiss index: see annbin.baselines for float search)" if isinstance(index, faiss.Index) else ""
         raise TypeError(f"from_faiss expects a faiss.IndexBinary, got {type(index).__name__}{hint}")
     return FaissIndex._wrap(index)
-
-
-def is_faiss_factory(spec: Any) -> bool:
-    """True if ``spec`` looks like a faiss binary factory string (``"BHNSW32"``, ``"IDMap2,BFlat"``)."""
-    return isinstance(spec, str) and bool(_FACTORY.match(spec))
-
-
-def make_faiss_index(spec: str, d: int) -> FaissIndex:
-    """Build from ``"<factory>[:param=value,...]"``, e.g. ``"IDMap2,BIVF64:nprobe=8"``.
-
-    The part before ``:`` goes to ``faiss.index_binary_factory`` (bad strings raise
-    ``ValueError``); the parameters after it are search parameters (``nprobe``, ``ef_search``,
-    ``nflip``).
-    """
-    from annbin.index.registry import parse_spec
-
-    factory, _, body = spec.partition(":")
-    index = FaissIndex(d, factory=factory)
-    _, params = parse_spec(f"faiss:{body}")
-    index.set_search_params(**params)
-    return index
 
 
 def read_faiss_file(path: str | os.PathLike[str]) -> FaissIndex:

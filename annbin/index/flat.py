@@ -10,8 +10,10 @@ from numpy.typing import NDArray
 
 from annbin.index._faiss import FaissBackedIndex, exact_knn, faiss_range_search
 from annbin.index.base import RangeResult, SearchResult
+from annbin.index.registry import register
 
 
+@register
 class FlatIndex(FaissBackedIndex):
     """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap``).
 

@@ -11,8 +11,10 @@ from numpy.typing import NDArray
 from annbin._checks import check_int
 from annbin.index._faiss import FaissBackedIndex
 from annbin.index.base import SearchResult
+from annbin.index.registry import register
 
 
+@register
 class HNSWIndex(FaissBackedIndex):
     """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap``); approximate.
 

@@ -10,9 +10,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import as_codes, check_int
-from annbin.index._faiss import FaissBackedIndex, InvertedListCodes, faiss_range_search, ivf_ids
+from annbin.index._faiss import (
+    TRAIN_POINTS_PER_LIST,
+    FaissBackedIndex,
+    InvertedListCodes,
+    faiss_range_search,
+    ivf_ids,
+    train_on_sample,
+)
 from annbin.index.base import BinaryIndex, RangeResult
-from annbin.index.faiss_wrap import TRAIN_POINTS_PER_LIST, train_on_sample
+from annbin.index.registry import register
 
 
 def default_nlist(n: int) -> int:
@@ -20,6 +27,7 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(round(4 * math.sqrt(max(n, 1))), n // 39)))
 
 
+@register
 class IVFIndex(FaissBackedIndex):
     """Binary IVF on a bare ``faiss.IndexBinaryIVF``; approximate.
 

@@ -67,6 +67,7 @@ from annbin.index._mih_tables import (
 )
 from annbin.index._rows import gather
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult
+from annbin.index.registry import register
 
 FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
@@ -82,6 +83,7 @@ MIN_THREAD_BLOCK = 256
 _T = TypeVar("_T")
 
 
+@register
 class MIHIndex(BinaryIndex):
     """Exact Hamming kNN and range search by multi-index hashing (pure numpy).
 

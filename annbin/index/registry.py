@@ -1,95 +1,191 @@
 """Spec strings to indexes, and loading any saved index.
 
-Spec grammar: ``variant`` or ``variant:key=value,key=value``. Keys are the variant's build
-parameters (constructor keywords) and search parameters; values are ints, floats, ``true``/``false``
-or bare strings. Examples: ``"flat"``, ``"hnsw:M=32,ef_search=64"``, ``"mih"``, ``"mih:m=4"``,
-``"ivf:nlist=256,nprobe=16"``.
+The grammar is ``annbin.spec``'s: ``"flat"``, ``"hnsw:M=32,ef_search=64"``, ``"mih:m=4"``,
+``"ivf:nlist=256,nprobe=16"``; faiss binary factory strings (``"BFlat"``, ``"BHNSW32"``,
+``"IDMap2,BIVF1024:nprobe=16"``, built by ``faiss.index_binary_factory``); ``"sharded:shards=2:mih"``
+(``annbin.distributed``, needs Ray); ``"hnsw:M=16+rescore:oversample=4,..."``
+(``annbin.rescore.RescoredIndex``).
 
-faiss binary factory strings are specs too (case-sensitive, built by
-``faiss.index_binary_factory``): ``"BFlat"``, ``"BHNSW32"``, ``"BIVF1024"``, ``"BHash16"``,
-``"BHash4x16"``, ``"IDMap2,BHash4x16"``, optionally followed by search parameters:
-``"IDMap2,BIVF1024:nprobe=16"`` (see ``annbin.index.faiss_wrap``).
+Variants join the registry themselves (``@register`` on the class, ``register_prefix`` and
+``register_wrapper`` for the spec forms around an index): the registry imports none of them by
+name. It loads the built-in ones by module name (``importlib``) on first use, and the modules
+behind ``sharded:`` and ``+rescore`` only when such a spec is used, so Ray stays optional.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from annbin import spec as grammar
 from annbin._checks import check_d
+from annbin.float_base import FloatIndex
 from annbin.index.base import BinaryIndex
-from annbin.index.faiss_wrap import FaissIndex, is_faiss_factory, make_faiss_index
-from annbin.index.flat import FlatIndex
-from annbin.index.hnsw import HNSWIndex
-from annbin.index.ivf import IVFIndex
-from annbin.index.mih import MIHIndex
 
-VARIANTS: dict[str, type[BinaryIndex]] = {
-    cls.variant: cls for cls in (FlatIndex, HNSWIndex, MIHIndex, IVFIndex, FaissIndex)
-}
+#: modules whose import registers the built-in variants (binary and float-in)
+BUILTIN_MODULES = (
+    "annbin.index.flat",
+    "annbin.index.hnsw",
+    "annbin.index.mih",
+    "annbin.index.ivf",
+    "annbin.index.faiss_wrap",
+    "annbin.baselines",
+    "annbin.rabitq",
+)
+#: spec forms around an index, and the module that registers each when imported
+PREFIX_MODULES = {grammar.SHARDED: "annbin.distributed"}
+WRAPPER_MODULES = {"rescore": "annbin.rescore"}
+#: the variant that builds faiss factory strings (``FaissIndex(d, factory=...)``)
+FAISS_VARIANT = "faiss"
+_FAISS_MODULE = "annbin.index.faiss_wrap"
 
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
-
-
-def parse_value(text: str) -> Any:
-    """``"32"`` -> 32, ``"0.5"`` -> 0.5, ``"true"`` -> True, anything else stays a string."""
-    text = text.strip()
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"variant:k=v,k=v"`` into the variant name and a dict of parsed values."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"index spec must be a non-empty string, got {spec!r}")
-    name, _, body = spec.strip().partition(":")
-    params: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise ValueError(f"bad parameter {item!r} in index spec {spec!r}; expected key=value")
-        if key.strip() in params:
-            raise ValueError(f"parameter {key.strip()!r} given twice in index spec {spec!r}")
-        params[key.strip()] = parse_value(value)
-    return name.strip().lower(), params
+_T = TypeVar("_T", bound=type)
+_BINARY: dict[str, type[BinaryIndex]] = {}
+_FLOAT: dict[str, type[FloatIndex]] = {}
+_PREFIXES: dict[str, Callable[..., Any]] = {}
+_WRAPPERS: dict[str, Callable[..., Any]] = {}
+_loaded = False
 
 
-def split_params(cls: type[BinaryIndex], params: dict[str, Any], spec: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate build from search parameters; unknown names raise ``ValueError``."""
-    unknown = sorted(set(params) - set(cls.build_params) - set(cls.search_params))
-    if unknown:
-        allowed = ", ".join(cls.build_params + cls.search_params) or "none"
-        raise ValueError(f"unknown parameter(s) {unknown} for index {cls.variant!r} in {spec!r}; expected: {allowed}")
-    build = {k: v for k, v in params.items() if k in cls.build_params}
-    search = {k: v for k, v in params.items() if k in cls.search_params}
-    return build, search
+def register(cls: _T) -> _T:
+    """Class decorator: make a ``BinaryIndex`` (or float-in ``FloatIndex``) subclass buildable
+    by its ``variant`` name. Its constructor is ``cls(d, **build_params)`` (float-in:
+    ``cls(dim, metric=..., **build_params)``)."""
+    table: dict[str, Any]
+    if issubclass(cls, BinaryIndex):
+        table = _BINARY
+    elif issubclass(cls, FloatIndex):
+        table = _FLOAT
+    else:
+        raise TypeError(f"register expects a BinaryIndex or FloatIndex subclass, got {cls!r}")
+    name = cls.variant
+    if not name or name != name.lower() or any(c in name for c in ",:=|+ "):
+        raise ValueError(f"variant name {name!r} of {cls.__name__} must be lower case without , : = | + or spaces")
+    other = _BINARY.get(name) or _FLOAT.get(name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"variant {name!r} is taken by {other.__qualname__}")
+    table[name] = cls
+    return cls
 
 
-def make_index(spec: str, d: int) -> BinaryIndex:
-    """Build an empty index from a spec string for codes of ``d`` bits.
+def register_prefix(name: str, build: Callable[..., BinaryIndex]) -> None:
+    """``"NAME:...`` specs are built by ``build(spec, d=d)`` (``"sharded"``: ``ShardedIndex``)."""
+    _PREFIXES[name] = build
+
+
+def register_wrapper(name: str, build: Callable[..., Any]) -> None:
+    """``"INNER+NAME:params"`` specs are built by ``build(inner_index, params, **data)``."""
+    _WRAPPERS[name] = build
+
+
+def _load(module: str) -> None:
+    importlib.import_module(module)  # by name: the module imports this one to register
+
+
+def _builtins() -> None:
+    global _loaded
+    if not _loaded:
+        for module in BUILTIN_MODULES:
+            _load(module)
+        _loaded = True
+
+
+def variants() -> dict[str, type[BinaryIndex]]:
+    """Binary variants by name (a copy)."""
+    _builtins()
+    return dict(_BINARY)
+
+
+def float_variants() -> dict[str, type[FloatIndex]]:
+    """Float-in variants by name (a copy): the float baselines and RaBitQ (``annbin.make_float_index``)."""
+    _builtins()
+    return dict(_FLOAT)
+
+
+def param_names(name: str) -> grammar.ParamNames:
+    """(build, search) parameter names of a binary or float-in variant; ``ValueError`` if unknown."""
+    _builtins()
+    cls: Any = _BINARY.get(name) or _FLOAT.get(name)
+    if cls is None:
+        raise ValueError(f"unknown index spec {name!r}; known: {', '.join(sorted(_BINARY) + sorted(_FLOAT))}")
+    return tuple(cls.build_params), tuple(cls.search_params)
+
+
+def expand_spec(spec: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Sweep spec (``|`` lists values) to ``[(build_spec, [search_params, ...]), ...]``
+    (``annbin.spec.expand_sweep`` over the registered variants)."""
+    return grammar.expand_sweep(spec, param_names)
+
+
+def check_spec(spec: str) -> None:
+    """Check a binary spec without building it (no ``d`` needed): variant and parameter names.
+
+    faiss factory strings pass (faiss checks them when given ``d``); a sharded spec is checked
+    down to its inner spec; a wrapped spec checks its inner spec.
+    """
+    wrapped = grammar.parse_wrapped_spec(spec)
+    if wrapped is not None:
+        _wrapper(wrapped[1], spec)
+        return check_spec(wrapped[0])
+    if grammar.is_sharded_spec(spec):
+        return check_spec(grammar.parse_sharded_spec(spec)[0])
+    if grammar.is_faiss_factory(spec):
+        return
+    name, params = grammar.parse_spec(spec)
+    cls = _binary_class(name, spec)
+    grammar.split_params(name, (cls.build_params, cls.search_params), params, spec)
+
+
+def _binary_class(name: str, spec: str) -> type[BinaryIndex]:
+    _builtins()
+    cls = _BINARY.get(name)
+    if cls is None:
+        if name in _FLOAT:
+            raise ValueError(f"{spec!r} is a float-in index (float vectors, not codes): build it with make_float_index(spec, dim)")
+        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(sorted(_BINARY))}")
+    return cls
+
+
+def _wrapper(name: str, spec: str) -> Callable[..., Any]:
+    if name not in _WRAPPERS and name in WRAPPER_MODULES:
+        _load(WRAPPER_MODULES[name])
+    if name not in _WRAPPERS:
+        raise ValueError(f"unknown wrapper {name!r} in index spec {spec!r}; known: {', '.join(sorted({*WRAPPER_MODULES, *_WRAPPERS}))}")
+    return _WRAPPERS[name]
+
+
+def make_index(spec: str, d: int, **data: Any) -> Any:
+    """Build an empty index from a spec string for codes of ``d`` bits: ``make_index(spec, d=64)``.
 
     ``"sharded:shards=N:<spec>"`` builds an ``annbin.distributed.ShardedIndex`` of ``<spec>``
-    (needs Ray: ``annbin[distributed]``; grammar in ``annbin.distributed.parse_sharded_spec``).
+    (needs Ray: ``annbin[distributed]``; grammar in ``annbin.spec.parse_sharded_spec``).
+    ``"<spec>+rescore:oversample=..,rerank=..,..."`` builds a ``RescoredIndex`` over
+    ``make_index(<spec>, d)``; ``data`` are its data keywords (``vectors=``, ``codes=``,
+    ``encoder=``, ``encoded=``, ``thresholds=``), taken by wrapped specs only.
+    ``index.spec`` of every index and wrapper built here gives back an equal index.
     """
     d = check_d(d)
-    if isinstance(spec, str) and spec.strip().partition(":")[0].strip().lower() == "sharded":
-        from annbin.distributed import ShardedIndex  # lazy: Ray stays optional
-
-        return ShardedIndex.from_spec(spec, d)
-    if is_faiss_factory(spec):
-        return make_faiss_index(spec, d)
-    name, params = parse_spec(spec)
-    cls = VARIANTS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(sorted(VARIANTS))}")
-    build, search = split_params(cls, params, spec)
+    wrapped = grammar.parse_wrapped_spec(spec)
+    if wrapped is not None:
+        inner, name, params = wrapped
+        return _wrapper(name, spec)(make_index(inner, d=d), params, **data)
+    if data:
+        raise TypeError(f"make_index got data keyword(s) {sorted(data)}, taken only by wrapped specs ('<spec>+rescore:...')")
+    if grammar.is_sharded_spec(spec):
+        grammar.parse_sharded_spec(spec)  # bad specs fail here, before the module (and Ray) loads
+        if grammar.SHARDED not in _PREFIXES:
+            _load(PREFIX_MODULES[grammar.SHARDED])
+        return _PREFIXES[grammar.SHARDED](spec, d=d)
+    if grammar.is_faiss_factory(spec):
+        factory, search = grammar.split_factory(spec)
+        index = _binary_class(FAISS_VARIANT, spec)(d, factory=factory)
+        index.set_search_params(**search)
+        return index
+    name, params = grammar.parse_spec(spec)
+    cls = _binary_class(name, spec)
+    build, search = grammar.split_params(name, (cls.build_params, cls.search_params), params, spec)
     index = cls(d, **build)
     index.set_search_params(**search)
     return index
@@ -106,13 +202,11 @@ def load_index(path: str | os.PathLike[str]) -> BinaryIndex:
     from annbin._io import is_annbin_file, read_index_file
 
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
-        from annbin.distributed import ShardedIndex
-
-        return ShardedIndex.load(path)
+        distributed: Any = importlib.import_module(PREFIX_MODULES[grammar.SHARDED])
+        return distributed.ShardedIndex.load(path)
     if os.path.isfile(path) and not is_annbin_file(path):
-        from annbin.index.faiss_wrap import read_faiss_file
-
-        return read_faiss_file(path)
+        faiss_wrap: Any = importlib.import_module(_FAISS_MODULE)
+        return faiss_wrap.read_faiss_file(path)
     header, arrays = read_index_file(path)
     try:
         variant, d, ntotal = header["variant"], header["d"], int(header["ntotal"])
@@ -120,7 +214,7 @@ def load_index(path: str | os.PathLike[str]) -> BinaryIndex:
         next_id = int(header.get("next_id", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{str(path)!r} has an incomplete header: {exc}") from None
-    cls = VARIANTS.get(variant)
+    cls = variants().get(variant)
     if cls is None:
         raise ValueError(f"{str(path)!r} holds unknown index variant {variant!r}")
     index = cls._from_state(check_d(d), params, arrays)

@@ -1,0 +1,115 @@
+"""No import cycles inside annbin, counting function-local imports (STYLE.md).
+
+Every ``import annbin.x`` / ``from annbin.x import y`` anywhere in a module (top level or inside a
+function) is an edge; ``from annbin.pkg import name`` imports ``annbin.pkg`` (its ``__init__``), or the submodule
+``annbin.pkg.name`` when there is one; importing ``annbin.a.b`` also runs
+``annbin.a``'s ``__init__``. ``importlib.import_module("annbin.x")`` by a name string is not an
+edge: that is how the registry loads variants without importing them (they import the registry).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import annbin
+
+ROOT = Path(annbin.__file__).parent
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module name -> the annbin modules it imports anywhere in its body."""
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    packages = {module_name(p, root) for p in root.rglob("__init__.py")}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if name in packages else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                # "from pkg import sub" imports the submodule; "from pkg import name", pkg itself
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            for target in targets:
+                while target and target not in files:  # "annbin.x.name" where name is not a module
+                    target = target.rpartition(".")[0]
+                if not target.startswith("annbin"):
+                    continue
+                if target != name:
+                    graph[name].add(target)
+                # importing a.b.c runs the __init__ of a and a.b first (for a module inside a.b
+                # they have run before it: not an edge of its own)
+                parts = target.split(".")
+                for i in range(1, len(parts)):
+                    dep = ".".join(parts[:i])
+                    if dep in files and dep != name and not name.startswith(dep + "."):
+                        graph[name].add(dep)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None (iterative DFS, three colours)."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    for start in sorted(graph):
+        if colour[start] != WHITE:
+            continue
+        stack = [(start, iter(sorted(graph[start])))]
+        colour[start] = GREY
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if colour.get(child, BLACK) == GREY:
+                    path = [n for n, _ in stack]
+                    return path[path.index(child):] + [child]
+                if colour.get(child) == WHITE:
+                    colour[child] = GREY
+                    stack.append((child, iter(sorted(graph[child]))))
+                    break
+            else:
+                colour[node] = BLACK
+                stack.pop()
+    return None
+
+
+def test_find_cycle_on_toy_graphs():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+    assert find_cycle({"a": {"a"}}) == ["a", "a"]
+
+
+def test_graph_sees_function_local_and_package_imports(tmp_path):
+    pkg = tmp_path / "annbin"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from annbin.sub.b import thing\n")
+    (pkg / "a.py").write_text("def f():\n    from annbin.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("import importlib\nimportlib.import_module('annbin.a')\nthing = 1\n")
+    graph = import_graph(pkg)
+    assert graph["annbin.a"] == {"annbin.sub", "annbin.sub.b"}  # function-local import counts
+    assert graph["annbin.sub"] == {"annbin.sub.b"}
+    assert graph["annbin.sub.b"] == set()  # importlib by name is not an edge
+    assert find_cycle(graph) is None
+    (pkg / "sub" / "b.py").write_text("def g():\n    import annbin.a\n")
+    assert find_cycle(import_graph(pkg)) is not None
+
+
+def test_no_import_cycle_in_annbin():
+    graph = import_graph()
+    assert "annbin.index.registry" in graph and graph["annbin.index.registry"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
