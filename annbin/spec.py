@@ -37,7 +37,7 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 # with an "IDMap," / "IDMap2," prefix (or suffix, which faiss also takes)
 _FACTORY = re.compile(r"^\s*(IDMap2?\s*,\s*)?B(Flat|HNSW|IVF|Hash)")
 # "INNER+name[:body]": the wrapper's body holds no "+" (nor does any variant name)
-_WRAPPED = re.compile(r"^(?P<inner>.+)\+(?P<name>[A-Za-z][\w-]*)(?::(?P<body>[^+]*))?$", re.S)
+_WRAPPED = re.compile(r"^(?P<inner>.+)\+(?P<name>[A-Za-z][\w-]*)(?::(?P<body>[^+]*))?$")
 _RESERVED = re.compile(r"[,:=|+\s]")
 
 __all__ = [

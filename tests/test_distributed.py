@@ -287,13 +287,24 @@ def test_bad_constructor_arguments(ray_session):
         ShardedIndex("sharded:shards=2:flat", D_BITS)
     with pytest.raises(ValueError, match="multiple of 8"):
         ShardedIndex("flat", 60, shards=2)
+    with pytest.raises(ValueError, match="plain index spec"):  # refused before any actor starts
+        ShardedIndex("flat+rescore:rerank=asymmetric", d=D_BITS, shards=2)
 
 
 def test_make_index_spec(ray_session):
-    index = annbin.make_index("sharded:shards=2:mih:m=4", D_BITS)
+    index = annbin.make_index("sharded:shards=2:mih:m=4", d=D_BITS)
     try:
         assert isinstance(index, ShardedIndex) and index.num_shards == 2 and index.inner_spec.startswith("mih:m=4")
         assert index.spec.startswith("sharded:shards=2:mih:m=4")
+        index.set_search_params(fallback="never")
+        again = annbin.make_index(index.spec, d=index.d)  # the spec round-trips, search parameters included
+        try:
+            assert isinstance(again, ShardedIndex) and again.spec == index.spec and "fallback=never" in again.spec
+            assert again.num_shards == 2 and again.get_search_params() == index.get_search_params()
+            # get_params()["spec"] is the spec the shards were built from, search values of that time
+            assert _single(again).get_params() == _single(index).get_params()
+        finally:
+            again.close()
         index.add(clustered_codes(np.random.default_rng(1), 100, CS))
         assert index.ping() == index.shard_sizes.tolist()
     finally:

@@ -277,7 +277,7 @@ def test_ivf_default_nlist_and_training_rules(data):
 def test_ivf_large_first_add_is_subsampled_for_training(monkeypatch, data):
     base, _ = data
     seen = []
-    import annbin.index.faiss_wrap as fw
+    import annbin.index._faiss as fw
 
     real = fw.train_on_sample
 

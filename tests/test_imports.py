@@ -24,6 +24,11 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
+def _imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Module name -> the annbin modules it imports anywhere in its body."""
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
@@ -31,7 +36,7 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         package = name if name in packages else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in _imports(path):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -110,6 +115,26 @@ def test_graph_sees_function_local_and_package_imports(tmp_path):
 
 def test_no_import_cycle_in_annbin():
     graph = import_graph()
-    assert "annbin.index.registry" in graph and graph["annbin.index.registry"]
+    assert graph.get("annbin.index.registry")
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_registry_imports_no_variant_by_name():
+    from annbin.index import registry
+
+    lazy = {*registry.BUILTIN_MODULES, *registry.PREFIX_MODULES.values(), *registry.WRAPPER_MODULES.values()}
+    assert lazy <= set(import_graph())  # the names it loads are real modules
+    assert not import_graph()["annbin.index.registry"] & lazy
+
+
+def test_no_private_names_imported_across_modules():
+    """STYLE.md: siblings do not import each other's private names (a shared helper moves down)."""
+    files = {module_name(p) for p in ROOT.rglob("*.py")}
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in _imports(path):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("annbin"):
+                found += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__") and f"{node.module}.{a.name}" not in files]
+    assert not found, found

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import annbin
-from annbin.index.registry import float_variants
 from annbin.cli import main
+from annbin.index.registry import float_variants
 from annbin.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
 
 DIM = 64

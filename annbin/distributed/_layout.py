@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "annbin-sharded"
 MANIFEST_VERSION = 1

@@ -30,9 +30,21 @@ from annbin.distributed._layout import (
     shard_of,
     write_manifest,
 )
-from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
+from annbin.index.base import (
+    BinaryIndex,
+    CodesResult,
+    RangeResult,
+    SearchResult,
+    UnsupportedOperation,
+    sort_results,
+)
 from annbin.index.registry import make_index, register_prefix
-from annbin.spec import format_sharded_spec, is_sharded_spec, parse_sharded_spec
+from annbin.spec import (
+    format_sharded_spec,
+    is_sharded_spec,
+    parse_sharded_spec,
+    parse_wrapped_spec,
+)
 
 
 class ShardedIndex(BinaryIndex):
@@ -63,9 +75,9 @@ class ShardedIndex(BinaryIndex):
         super().__init__(check_d(d))
         if is_sharded_spec(spec):
             raise ValueError(f"ShardedIndex takes the spec of the index to shard, got the sharded spec {spec!r}")
-        self._template = make_index(spec, d=self.d)  # checks the spec here, before any actor starts
-        if not isinstance(self._template, BinaryIndex):
+        if parse_wrapped_spec(spec) is not None:
             raise ValueError(f"ShardedIndex shards a plain index spec, got {spec!r} (wrap the sharded index instead)")
+        self._template = make_index(spec, d=self.d)  # checks the spec here, before any actor starts
         self.inner_spec = self._template.spec
         shards = check_int(shards, "shards", minimum=1)
         if timeout_s is not None and not timeout_s > 0:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from annbin import spec as grammar
 from annbin._checks import check_d
 from annbin.float_base import FloatIndex
-from annbin.index.base import BinaryIndex
+from annbin.index.base import BinaryIndex, Described
 
 #: modules whose import registers the built-in variants (binary and float-in)
 BUILTIN_MODULES = (
@@ -41,24 +41,20 @@ WRAPPER_MODULES = {"rescore": "annbin.rescore"}
 FAISS_VARIANT = "faiss"
 _FAISS_MODULE = "annbin.index.faiss_wrap"
 
-_T = TypeVar("_T", bound=type)
-_BINARY: dict[str, type[BinaryIndex]] = {}
-_FLOAT: dict[str, type[FloatIndex]] = {}
+_I = TypeVar("_I", bound=Described)
+# name -> class: BinaryIndex subclasses in _BINARY, FloatIndex ones in _FLOAT
+_BINARY: dict[str, Any] = {}
+_FLOAT: dict[str, Any] = {}
 _PREFIXES: dict[str, Callable[..., Any]] = {}
 _WRAPPERS: dict[str, Callable[..., Any]] = {}
 _loaded = False
 
 
-def register(cls: _T) -> _T:
+def register(cls: type[_I]) -> type[_I]:
     """Class decorator: make a ``BinaryIndex`` (or float-in ``FloatIndex``) subclass buildable
     by its ``variant`` name. Its constructor is ``cls(d, **build_params)`` (float-in:
     ``cls(dim, metric=..., **build_params)``)."""
-    table: dict[str, Any]
-    if issubclass(cls, BinaryIndex):
-        table = _BINARY
-    elif issubclass(cls, FloatIndex):
-        table = _FLOAT
-    else:
+    if not issubclass(cls, (BinaryIndex, FloatIndex)):
         raise TypeError(f"register expects a BinaryIndex or FloatIndex subclass, got {cls!r}")
     name = cls.variant
     if not name or name != name.lower() or any(c in name for c in ",:=|+ "):
@@ -66,7 +62,7 @@ def register(cls: _T) -> _T:
     other = _BINARY.get(name) or _FLOAT.get(name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"variant {name!r} is taken by {other.__qualname__}")
-    table[name] = cls
+    (_BINARY if issubclass(cls, BinaryIndex) else _FLOAT)[name] = cls
     return cls
 
 
@@ -180,7 +176,8 @@ def make_index(spec: str, d: int, **data: Any) -> Any:
         return _PREFIXES[grammar.SHARDED](spec, d=d)
     if grammar.is_faiss_factory(spec):
         factory, search = grammar.split_factory(spec)
-        index = _binary_class(FAISS_VARIANT, spec)(d, factory=factory)
+        faiss_index: Any = _binary_class(FAISS_VARIANT, spec)
+        index = faiss_index(d, factory=factory)
         index.set_search_params(**search)
         return index
     name, params = grammar.parse_spec(spec)
