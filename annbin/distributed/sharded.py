@@ -30,21 +30,9 @@ from annbin.distributed._layout import (
     shard_of,
     write_manifest,
 )
-from annbin.index.base import (
-    BinaryIndex,
-    CodesResult,
-    RangeResult,
-    SearchResult,
-    UnsupportedOperation,
-    sort_results,
-)
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
 from annbin.index.registry import make_index, register_prefix
-from annbin.spec import (
-    format_sharded_spec,
-    is_sharded_spec,
-    parse_sharded_spec,
-    parse_wrapped_spec,
-)
+from annbin.spec import format_sharded_spec, is_sharded_spec, parse_sharded_spec, parse_wrapped_spec
 
 
 class ShardedIndex(BinaryIndex):
