@@ -1,8 +1,9 @@
 """The ``annbin`` command line: a thin click layer over ``annbin.bench``, ``annbin.tune_run``,
 ``annbin.report`` and ``annbin.datasets``.
 
-Bad input (unknown dataset or spec, unreadable file, k out of range) prints one line on stderr and
-exits with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback instead.
+Bad input (unknown dataset or spec, unreadable file, k out of range, an operation the variant cannot
+do) prints one line on stderr and exits with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback
+instead. Anything else (an internal ``TypeError``, say) is a bug: its traceback shows, exit code 1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from annbin import __version__
+from annbin._checks import InputTypeError
 
 EXIT_USAGE = 2
 
@@ -26,7 +28,7 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError) as exc:
+        except (ValueError, InputTypeError, NotImplementedError, OSError) as exc:
             if os.environ.get("ANNBIN_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
