@@ -7,7 +7,7 @@ separated by ``|``::
     float-hnsw:M=16,ef=10|20|40
 
 Build parameters (the variant's ``build_params``) multiply builds; search parameters
-(``search_params``) are looped over each built index. Each row is one JSON object (STYLE.md #8).
+(``search_params``) are looped over each built index. Each row is one JSON object: tables and plots are made from rows.
 """
 
 from __future__ import annotations
