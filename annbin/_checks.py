@@ -15,10 +15,17 @@ from numpy.typing import NDArray
 INT32_MAX = np.iinfo(np.int32).max
 
 
+class InputTypeError(TypeError):
+    """An argument of the wrong type, refused on purpose (a plain ``TypeError`` elsewhere is a bug).
+
+    The CLI reports this one as a one-line usage error; any other ``TypeError`` keeps its traceback.
+    """
+
+
 def check_d(d: Any) -> int:
     """Code length in bits: a positive int, multiple of 8."""
     if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-        raise TypeError(f"d must be an int number of bits, got {type(d).__name__}")
+        raise InputTypeError(f"d must be an int number of bits, got {type(d).__name__}")
     d = int(d)
     if d <= 0 or d % 8:
         raise ValueError(f"d must be a positive multiple of 8 bits, got {d}")
@@ -28,7 +35,7 @@ def check_d(d: Any) -> int:
 def check_k(k: Any) -> int:
     """Number of neighbours: an int >= 1."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+        raise InputTypeError(f"k must be an int, got {type(k).__name__}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return int(k)
@@ -37,7 +44,7 @@ def check_k(k: Any) -> int:
 def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     """An int option (not bool), optionally bounded below."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an int, got {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -59,10 +66,10 @@ def as_codes(x: Any, code_size: int | None = None, *, name: str = "codes") -> ND
     codes are never cast silently, since ``np.uint8(-1.0)`` or an int8 packing would give other bits.
     """
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy uint8 array, got {type(x).__name__}")
+        raise InputTypeError(f"{name} must be a numpy uint8 array, got {type(x).__name__}")
     if x.dtype != np.uint8:
         hint = " (int8 'binary' packing? convert with annbin.from_packing(x, 'binary'))" if x.dtype == np.int8 else ""
-        raise TypeError(f"{name} must have dtype uint8, got {x.dtype}{hint}")
+        raise InputTypeError(f"{name} must have dtype uint8, got {x.dtype}{hint}")
     x = _as_rows(x, name, "code_size")
     if code_size is not None and x.shape[1] != code_size:
         raise ValueError(
@@ -77,7 +84,7 @@ def as_floats(x: Any, dim: int | None = None, *, name: str = "x") -> NDArray[np.
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+        raise InputTypeError(f"{name} must be a float array, got dtype {x.dtype}")
     x = _as_rows(x, name, "dim")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} dimension mismatch: expected (n, {dim}), got shape {x.shape}")
@@ -106,7 +113,7 @@ def as_id_selection(ids: Any, *, name: str = "ids") -> NDArray[np.int64]:
     if ids.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"{name} must be integers, got dtype {ids.dtype}")
+        raise InputTypeError(f"{name} must be integers, got dtype {ids.dtype}")
     return ids.astype(np.int64, copy=False)
 
 

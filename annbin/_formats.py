@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._checks import InputTypeError
+
 __all__ = [
     "VECS_DTYPES", "as_vectors", "normalize_rows", "read_bvecs", "read_fvecs", "read_hdf5",
     "read_ivecs", "read_npy", "read_vecs", "split_queries", "write_bvecs", "write_fvecs", "write_ivecs",
@@ -93,7 +95,7 @@ def _write_vecs(path: PathLike, x: NDArray[Any], dt: np.dtype[Any]) -> None:
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"expected a 2-D array with at least one column, got shape {x.shape}")
     if dt.kind in "iu" and x.dtype.kind == "f":
-        raise TypeError(f"refusing to cast float data to {dt} silently; convert it first")
+        raise InputTypeError(f"refusing to cast float data to {dt} silently; convert it first")
     if dt.kind in "iu" and x.size:
         info = np.iinfo(dt)
         if x.min() < info.min or x.max() > info.max:

@@ -7,7 +7,7 @@ separated by ``|``::
     float-hnsw:M=16,ef=10|20|40
 
 Build parameters (the variant's ``build_params``) multiply builds; search parameters
-(``search_params``) are looped over each built index. Each row is one JSON object (STYLE.md #8).
+(``search_params``) are looped over each built index. Each row is one JSON object: tables and plots are made from rows.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from annbin._checks import check_int, check_k
+from annbin._extras import require
 from annbin._machine import machine_facts
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoder
@@ -102,6 +103,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"config {str(path)!r} must end in .yaml, .yml or .toml")
+    if path.suffix != ".toml":  # outside the parse-error net below: a missing extra is no parse error
+        yaml = require("yaml", package="pyyaml", extra="yaml", purpose=f"config {path.name!r} (YAML)")
     try:
         if path.suffix == ".toml":
             try:
@@ -111,8 +114,6 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
             data = tomllib.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except Exception as exc:  # parser errors come in many classes; one line is what a user needs
         raise ValueError(f"cannot parse config {str(path)!r}: {str(exc).splitlines()[0]}") from None

@@ -1,8 +1,10 @@
 """The ``annbin`` command line: a thin click layer over ``annbin.bench``, ``annbin.tune_run``,
 ``annbin.report`` and ``annbin.datasets``.
 
-Bad input (unknown dataset or spec, unreadable file, k out of range) prints one line on stderr and
-exits with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback instead.
+Bad input (unknown dataset or spec, unreadable file, k out of range, an operation the variant cannot
+do) and a missing optional extra (``--plot`` without matplotlib) print one line on stderr and exit
+with code 2; set ``ANNBIN_DEBUG=1`` to see the traceback instead. Anything else (an internal
+``TypeError``, say) is a bug: its traceback shows, exit code 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import click
 
 from annbin import __version__
+from annbin._checks import InputTypeError
+from annbin._extras import MissingExtraError
 
 EXIT_USAGE = 2
 
@@ -26,7 +30,7 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError) as exc:
+        except (ValueError, InputTypeError, NotImplementedError, OSError, MissingExtraError) as exc:
             if os.environ.get("ANNBIN_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -84,7 +88,7 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
 
     from annbin.bench import BenchConfig, append_rows, load_config
     from annbin.default_run import plan_settings, run_plan
-    from annbin.report import plot_recall_qps, results_table, summary_line
+    from annbin.report import check_plotting, plot_recall_qps, results_table, summary_line
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
@@ -99,6 +103,8 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     settings.pop("out", None)
     if plot and out_dir is None:
         raise ValueError("--plot needs --out DIR to write the PNG into")
+    if plot:
+        check_plotting()  # now, not after a run of minutes
     # No index named: the default plan (binary, three-stage and float rows); --bits keeps the binary
     # default set alone, since projected codes cannot be rescored.
     parts = plan_settings(settings) if "indexes" not in settings and settings.get("bits") is None else [settings]
@@ -140,8 +146,10 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
     from rich.console import Console
 
     from annbin.bench import read_rows
-    from annbin.report import html_report, markdown_table, plot_recall_qps, results_table
+    from annbin.report import check_plotting, html_report, markdown_table, plot_recall_qps, results_table
 
+    if plot_path:
+        check_plotting()
     try:
         rows = read_rows(Path(results))
     except json.JSONDecodeError as exc:

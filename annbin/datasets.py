@@ -47,6 +47,9 @@ SYNTHETIC_PRESETS: dict[str, dict[str, int]] = {
 }
 _GT_MIN_K = 100  # cache at least this many neighbours so one file serves k = 1..100
 _REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"  # build scripts live here
+# The shipped sets are package data, so an installed wheel has them; a real folder, not a
+# resource to extract, because the .npy files are read (and memory-mapped) in place.
+_PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,12 @@ RECIPES: dict[str, Recipe] = {
 
 
 def data_dir(path: PathLike | None = None) -> Path:
-    """Where shipped datasets live: ``path``, else ``$ANNBIN_DATA_DIR``, else the repo's ``datasets/``."""
+    """Where shipped datasets live: ``path``, else ``$ANNBIN_DATA_DIR``, else the package's ``annbin/data/``."""
     if path is not None:
         return Path(path)
     if os.environ.get("ANNBIN_DATA_DIR"):
         return Path(os.environ["ANNBIN_DATA_DIR"]).expanduser()
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return _PACKAGE_DATA
 
 
 def built_dir(path: PathLike | None = None) -> Path:
@@ -364,9 +367,9 @@ class HDF5Dataset(Dataset):
 
 
 class ShippedDataset(Dataset):
-    """A dataset committed in the repo's ``datasets/<name>/``: float16 ``.npy`` + ``meta.json``.
+    """A dataset shipped in the package, ``annbin/data/<name>/``: float16 ``.npy`` + ``meta.json``.
 
-    ``root`` (else ``$ANNBIN_DATA_DIR``, else ``<repo>/datasets``) holds ``<name>/``. Vectors are
+    ``root`` (else ``$ANNBIN_DATA_DIR``, else ``annbin/data``) holds ``<name>/``. Vectors are
     read as float32 and renormalized when ``meta.json`` says they are normalized.
     """
 
@@ -405,7 +408,7 @@ def _shipped_names(root: PathLike | None = None) -> list[str]:
 def _from_path(p: Path, opts: dict[str, Any]) -> Dataset:
     if p.is_dir():
         meta = p / "meta.json"
-        if meta.is_file():  # a folder like datasets/<name>/ says its metric and normalization
+        if meta.is_file():  # a folder like annbin/data/<name>/ says its metric and normalization
             try:
                 info = json.loads(meta.read_text())
                 opts = {"metric": info.get("metric", "l2"), "normalize": bool(info.get("normalized")), **opts}

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import INT32_MAX, as_floats, as_ids, check_int, check_k
+from annbin._checks import INT32_MAX, InputTypeError, as_floats, as_ids, check_int, check_k
 from annbin._vectors import commit_vectors, save_vectors, stage_vectors
 from annbin.asymmetric import check_qb
 from annbin.baselines import is_float_spec, make_float_index
@@ -136,7 +136,7 @@ class BinaryEmbeddingIndex:
             if self._disk.suffix != ".npy":
                 raise ValueError(f"store_vectors path must end in .npy, got {os.fspath(store_vectors)!r}")
         else:
-            raise TypeError(f"store_vectors must be 'ram', a .npy path or None, got {type(store_vectors).__name__}")
+            raise InputTypeError(f"store_vectors must be 'ram', a .npy path or None, got {type(store_vectors).__name__}")
         self._keep_vectors = store_vectors is not None
         if isinstance(thresholds, str) and thresholds not in ("median", "mean"):
             raise ValueError(f"thresholds must be None, 'median', 'mean' or an array, got {thresholds!r}")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import as_floats, check_int
+from annbin._checks import InputTypeError, as_floats, check_int
 from annbin.quantize import binarize, code_size_for
 
 ROTATIONS: tuple[str | None, ...] = (None, "random", "itq", "given")
@@ -263,7 +263,7 @@ class Encoder:
     def _set_matrix(self, matrix: Any) -> None:
         m = np.asarray(matrix)
         if not np.issubdtype(m.dtype, np.floating):
-            raise TypeError(f"rotation must be a float matrix, got dtype {m.dtype}")
+            raise InputTypeError(f"rotation must be a float matrix, got dtype {m.dtype}")
         if m.ndim != 2 or m.shape[0] != m.shape[1]:
             raise ValueError(f"rotation must be a square (dim, dim) matrix, got shape {m.shape}")
         self.dim = self._same_dim(m.shape[0], "rotation")

@@ -1,6 +1,6 @@
 """Ground truth, recall measures and timing for the harness.
 
-Two ground truths (see STYLE.md): exact float kNN (from ``Dataset.get_groundtruth``) and exact
+Two ground truths: exact float kNN (from ``Dataset.get_groundtruth``) and exact
 Hamming kNN (here, on faiss-flat). Against the float truth a report shows what binarization plus the
 index lose; against the Hamming truth, what the index alone loses. Hamming distances tie heavily, so
 Hamming recall is reported two ways: plain id overlap, and tie-aware (a returned item at distance <=

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import as_codes, as_floats
+from annbin._checks import InputTypeError, as_codes, as_floats
 
 Packing = Literal["ubinary", "binary", "hex", "pm1"]
 PACKINGS: tuple[str, ...] = ("ubinary", "binary", "hex", "pm1")
@@ -54,7 +54,7 @@ def _check_thresholds(thresholds: ArrayLike | None, dim: int) -> NDArray[np.floa
         return 0.0
     t = np.asarray(thresholds)
     if not np.issubdtype(t.dtype, np.number) or np.issubdtype(t.dtype, np.complexfloating):
-        raise TypeError(f"thresholds must be a real number or array, got dtype {t.dtype}")
+        raise InputTypeError(f"thresholds must be a real number or array, got dtype {t.dtype}")
     if t.ndim == 0:
         value = float(t)
         if not np.isfinite(value):
@@ -100,7 +100,7 @@ def _check_dim(dim: int | None, code_size: int) -> int:
     if dim is None:
         return code_size * 8
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        raise InputTypeError(f"dim must be an int, got {type(dim).__name__}")
     if not (code_size - 1) * 8 < dim <= code_size * 8:
         raise ValueError(f"dim={dim} does not fit codes of {code_size} bytes (needs {code_size * 8 - 7}..{code_size * 8})")
     return int(dim)
@@ -147,7 +147,7 @@ def from_packing(data: Any, packing: Packing) -> NDArray[np.uint8]:
     if packing == "binary":
         if not isinstance(data, np.ndarray) or data.dtype != np.int8:
             got = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
-            raise TypeError(f"'binary' packing must be an int8 array, got {got}")
+            raise InputTypeError(f"'binary' packing must be an int8 array, got {got}")
         if data.ndim == 1:
             data = data[None, :]
         if data.ndim != 2:
@@ -158,7 +158,7 @@ def from_packing(data: Any, packing: Packing) -> NDArray[np.uint8]:
             data = [data]
         rows = list(data)
         if not all(isinstance(s, str) for s in rows):
-            raise TypeError("'hex' packing must be a sequence of str")
+            raise InputTypeError("'hex' packing must be a sequence of str")
         widths = {len(s) for s in rows}
         if len(widths) > 1:
             raise ValueError(f"hex strings must all have the same length, got lengths {sorted(widths)}")

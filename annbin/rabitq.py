@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import check_int
+from annbin._checks import InputTypeError, check_int
 from annbin._io import read_index_file, write_index_file
 from annbin.asymmetric import check_qb
 from annbin.float_base import FloatIndex, FloatResult
@@ -188,7 +188,7 @@ class RaBitQIVF(_RaBitQIndex):
         super().__init__(dim, metric=metric)
         self.nlist = None if nlist is None else check_int(nlist, "nlist", minimum=1)
         if not isinstance(fastscan, (bool, np.bool_)):
-            raise TypeError(f"fastscan must be a bool, got {type(fastscan).__name__}")
+            raise InputTypeError(f"fastscan must be a bool, got {type(fastscan).__name__}")
         self.fastscan = bool(fastscan)
         self.set_search_params(nprobe=nprobe, qb=qb)
 

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from annbin._extras import require
+
 COLUMNS = [
     ("index", "index"),
     ("params", "params"),
@@ -137,12 +139,21 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return sorted(best)
 
 
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` drawing off-screen (Agg); ``MissingExtraError`` naming ``annbin[plot]``
+    when matplotlib is not installed."""
+    require("matplotlib", package="matplotlib", extra="plot", purpose="plotting").use("Agg")
+    return require("matplotlib.pyplot", package="matplotlib", extra="plot", purpose="plotting")
+
+
+def check_plotting() -> None:
+    """``MissingExtraError`` now if plots cannot be drawn, before a long run that would end in one."""
+    _pyplot()
+
+
 def _figure(rows: list[dict[str, Any]], recall_key: str) -> Any:
     """The recall (x) vs queries/s (y, log) figure: a Pareto frontier per method, all points faint."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     groups: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
@@ -165,9 +176,12 @@ def _figure(rows: list[dict[str, Any]], recall_key: str) -> Any:
 
 
 def plot_recall_qps(rows: list[dict[str, Any]], path: str | Path, *, recall_key: str = "recall_float") -> Path:
-    """Recall (x) vs queries/s (y, log), Pareto frontier per method, as ann-benchmarks draws it."""
-    import matplotlib.pyplot as plt
+    """Recall (x) vs queries/s (y, log), Pareto frontier per method, as ann-benchmarks draws it.
 
+    Needs matplotlib (``pip install 'annbin[plot]'``), else ``annbin._extras.MissingExtraError``
+    (an ``ImportError``) says so in one line.
+    """
+    plt = _pyplot()
     fig = _figure(rows, recall_key)
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -193,7 +207,7 @@ DATASET_KEYS = ("dataset", "n", "nq", "dim", "metric", "k", "threads")
 
 def _png_base64(rows: list[dict[str, Any]], recall_key: str) -> str | None:
     try:
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
     except ImportError:  # plotting is optional: the report keeps its tables
         return None
     fig = _figure(rows, recall_key)
@@ -269,7 +283,8 @@ def html_report(rows: list[dict[str, Any]], path: str | Path, *, source: str | N
             continue
         png = _png_base64(rows, key)
         parts.append(f"<h2>{title}</h2>" + (f'<img id="plot-{key}" alt="{title}" src="data:image/png;base64,{png}">' if png
-                                            else '<p class="note">matplotlib is not installed: no plot.</p>'))
+                                            else '<p class="note">matplotlib is not installed: no plot '
+                                                 "(pip install 'annbin[plot]' adds it).</p>"))
     parts.append("<h2>Dataset</h2>" + _facts_table(datasets, DATASET_KEYS, "datasets"))
     parts.append("<h2>Machine</h2>")
     if machines:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import as_codes, as_floats, check_int, check_k
+from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check_k
 from annbin.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.encoder import Encoded, Encoder
 from annbin.float_base import FloatIndex
@@ -80,7 +80,7 @@ def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot open {name} file {os.fspath(store)!r} as a .npy array: {exc}") from None
     if not isinstance(store, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a path to a .npy file, got {type(store).__name__}")
+        raise InputTypeError(f"{name} must be a numpy array or a path to a .npy file, got {type(store).__name__}")
     if kind == "codes":
         return as_codes(store, name=name) if not isinstance(store, np.memmap) else _check_mmap(store, np.uint8, name)
     if isinstance(store, np.memmap):
@@ -90,7 +90,7 @@ def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.
 
 def _check_mmap(arr: np.memmap, dtype: Any, name: str) -> np.memmap:
     if not np.issubdtype(arr.dtype, dtype):
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name if dtype is np.uint8 else 'float'}, got {arr.dtype}")
+        raise InputTypeError(f"{name} must have dtype {np.dtype(dtype).name if dtype is np.uint8 else 'float'}, got {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, dim), got shape {arr.shape}")
     return arr
@@ -155,7 +155,7 @@ class RescoredIndex:
         dim: int | None = None,
     ) -> None:
         if not isinstance(inner, (BinaryIndex, FloatIndex)):
-            raise TypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones) or a float-in "
+            raise InputTypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones) or a float-in "
                             f"index (annbin.rabitq), got {type(inner).__name__}")
         self._float_in = isinstance(inner, FloatIndex)
         if self._float_in and rerank is not None:
@@ -239,7 +239,7 @@ class RescoredIndex:
             raise ValueError(f"unknown parameter(s) {unknown} for '+rescore'; expected: {', '.join(SPEC_PARAMS)}")
         taken = sorted(set(params) & set(data))
         if taken:
-            raise TypeError(f"{taken} given both in the spec and as keywords")
+            raise InputTypeError(f"{taken} given both in the spec and as keywords")
         return cls(inner, **params, **data)
 
     def __repr__(self) -> str:
@@ -301,7 +301,7 @@ class RescoredIndex:
         q = as_floats(x, self.dim, name="queries")
         cand = np.asarray(candidates)
         if not np.issubdtype(cand.dtype, np.integer):
-            raise TypeError(f"candidates must be integer ids, got dtype {cand.dtype}")
+            raise InputTypeError(f"candidates must be integer ids, got dtype {cand.dtype}")
         if cand.ndim != 2 or cand.shape[0] != q.shape[0]:
             raise ValueError(f"candidates must have shape ({q.shape[0]}, c), got {cand.shape}")
         return self._stages(q, cand.astype(np.int64, copy=False), check_k(k), {})

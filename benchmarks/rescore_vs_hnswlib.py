@@ -49,7 +49,7 @@ def synthetic(n: int, nq: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def minilm() -> tuple[np.ndarray, np.ndarray]:
-    folder = ROOT / "datasets" / "minilm_wordnet"
+    folder = ROOT / "annbin" / "data" / "minilm_wordnet"
     out = []
     for name in ("base.npy", "queries.npy"):
         x = np.load(folder / name).astype(np.float32)

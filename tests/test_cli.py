@@ -94,6 +94,32 @@ def test_bad_input_is_one_line_exit_2(args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_internal_type_error_keeps_its_traceback(monkeypatch):
+    """Only input errors become one line with exit 2; a bug (a plain TypeError) shows its traceback, exit 1."""
+    import annbin.default_run
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(annbin.default_run, "run_plan", broken)
+    result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--no-progress"])
+    assert result.exit_code == 1 and isinstance(result.exception, TypeError)
+    assert "annbin: error" not in result.output
+
+
+def test_refused_type_and_unsupported_operation_are_input_errors(monkeypatch):
+    import annbin.default_run
+    from annbin._checks import InputTypeError
+
+    for exc in (InputTypeError("k must be an int, got str"), annbin.UnsupportedOperation("'hnsw' index does not support range_search")):
+        def refuse(*args, exc=exc, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(annbin.default_run, "run_plan", refuse)
+        result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--no-progress"])
+        assert result.exit_code == 2 and result.output.strip() == f"annbin: error: {exc}", result.output
+
+
 def test_datasets_listing():
     result = CliRunner().invoke(main, ["datasets"])
     assert result.exit_code == 0

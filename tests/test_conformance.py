@@ -167,7 +167,7 @@ def test_range_search_consistent_with_search(spec, data):
         return
     full = np.bitwise_count(queries[:, None, :] ^ base[None]).sum(-1)
     radius = int(np.median(popcount_knn(base, queries, 10)[:, -1]))
-    lims, Dr, Ir = index.range_search(queries, radius)
+    lims, Dr, Ir = index.range_search(queries, radius + 1)  # faiss's rule: distance < radius + 1
     check_own_work(spec, index)
     assert lims.dtype == np.int64 and Dr.dtype == np.int32 and Ir.dtype == np.int64
     assert lims[0] == 0 and (np.diff(lims) >= 0).all() and lims[-1] == Dr.size == Ir.size

@@ -25,13 +25,15 @@ from annbin.datasets import (
     build_dataset,
     built_dir,
     cache_dir,
+    data_dir,
     float_knn,
     get_dataset,
     list_datasets,
 )
 
 SHIPPED = "minilm_wordnet"
-REPO_DATA = Path(__file__).resolve().parent.parent / "datasets"
+REPO_DATA = Path(__file__).resolve().parent.parent / "annbin" / "data"  # package data: the wheel ships it
+BUILD_SCRIPTS = Path(__file__).resolve().parent.parent / "datasets"
 
 
 @pytest.fixture(autouse=True)
@@ -422,6 +424,18 @@ def test_shipped_dataset_shapes_normalized_and_checksums():
     assert not set(map(bytes, raw)) & set(map(bytes, np.load(REPO_DATA / SHIPPED / "queries.npy")))
 
 
+def test_shipped_data_is_package_data(tmp_path, monkeypatch):
+    """The default data folder is inside the package (so a wheel has it); ANNBIN_DATA_DIR still wins."""
+    import annbin
+
+    assert data_dir() == Path(annbin.__file__).resolve().parent / "data" == REPO_DATA
+    assert SHIPPED in {row["name"] for row in list_datasets() if row["status"] == "shipped"}
+    monkeypatch.setenv("ANNBIN_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path and data_dir(tmp_path / "x") == tmp_path / "x"
+    with pytest.raises(ValueError, match="set ANNBIN_DATA_DIR"):
+        get_dataset(SHIPPED)
+
+
 def test_shipped_verify_detects_tampering(tmp_path, monkeypatch):
     copy = tmp_path / "data" / SHIPPED
     shutil.copytree(REPO_DATA / SHIPPED, copy)
@@ -536,7 +550,7 @@ def test_cli_lists_and_refuses_unbuildable_recipe(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def m2v_script():
     """The build script as a module (its top level imports only the standard library and numpy)."""
-    path = REPO_DATA / RECIPES["m2v_mpnet_500k"].script
+    path = BUILD_SCRIPTS / RECIPES["m2v_mpnet_500k"].script
     spec = importlib.util.spec_from_file_location("build_m2v_mpnet_500k", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

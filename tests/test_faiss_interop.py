@@ -316,22 +316,22 @@ def test_annbin_index_drops_into_faiss_code(make, data):
     ref = faiss_style_pipeline(faiss.IndexBinaryFlat(D_BITS), base, queries)
     got = faiss_style_pipeline(make(), base, queries)
     same_results(got[0], got[1], ref[0], ref[1])
-    # the one documented difference: annbin's range_search keeps distance <= radius, faiss's < radius
-    assert (got[3] <= 12).all() and (ref[3] < 12).all() and (got[3] == 12).any()
-    assert got[2][-1] == ref[2][-1] + int((got[3] == 12).sum())
+    # range search keeps distance < radius, as faiss does: same lims, same distances
+    assert np.array_equal(got[2], ref[2]) and (got[3] < 12).all()
+    assert np.array_equal(np.sort(got[3]), np.sort(ref[3]))
     assert got[4] == ref[4] == 3 and got[5] == ref[5] == 1997 and got[8] == ref[8] == 0
     assert np.array_equal(got[6], ref[6])
 
 
-def test_range_search_radius_minus_one_equals_faiss(data):
+def test_range_search_equals_faiss(data):
     base, queries = data
     flat = faiss.IndexBinaryFlat(D_BITS)
     flat.add(base)
     mih = annbin.MIHIndex(D_BITS)
     mih.add(base)
-    for radius in (1, 8, 15):
+    for radius in (0, 1, 8, 15, D_BITS + 1):
         lf, Df, If = flat.range_search(queries, radius)
-        la, Da, Ia = mih.range_search(queries, radius - 1)
+        la, Da, Ia = mih.range_search(queries, radius)
         assert np.array_equal(lf, la) and np.array_equal(np.sort(Df), np.sort(Da))
         for q in range(len(queries)):
             assert set(If[lf[q]:lf[q + 1]].tolist()) == set(Ia[la[q]:la[q + 1]].tolist())

@@ -235,7 +235,7 @@ def test_flat_remove_ids_and_range_search(data):
     assert index.ntotal == 597 and not np.isin([0, 1, 2], index.get_ids()).any()
     D, I = index.search(queries, 600)
     assert not np.isin(I, [0, 1, 2]).any()
-    lims, Dr, Ir = index.range_search(queries, 20)
+    lims, Dr, Ir = index.range_search(queries, 21)  # distance < 21
     full = np.bitwise_count(queries[:, None, :] ^ base[None]).sum(-1)
     for q in range(len(queries)):
         expect = {(i, int(full[q, i])) for i in np.nonzero(full[q] <= 20)[0] if i > 2}
@@ -345,7 +345,7 @@ def test_exact_indexes_agree_on_ties(case):
         assert np.array_equal(D, want[0]) and np.array_equal(I, want[1]), spec
         if kept_ids.size:
             check_own_work(spec, index)
-        lims, Dr, Ir = index.range_search(queries, 3)
+        lims, Dr, Ir = index.range_search(queries, 4)  # distance < 4
         for q in range(len(queries)):
             got = list(zip(Dr[lims[q]:lims[q + 1]].tolist(), Ir[lims[q]:lims[q + 1]].tolist()))
             assert got == sorted(zip(full[q][full[q] <= 3].tolist(), kept_ids[full[q] <= 3].tolist())), spec

@@ -103,11 +103,12 @@ def check_knn(D: np.ndarray, I: np.ndarray, codes: np.ndarray, ids: np.ndarray, 
 
 
 def check_range(lims: np.ndarray, D: np.ndarray, I: np.ndarray, codes: np.ndarray, ids: np.ndarray, q: np.ndarray, radius: int) -> None:
+    """Range results equal brute force under faiss's rule: every code at distance < radius."""
     ref = hamming(q, codes) if len(codes) else np.zeros((len(q), 0), np.int64)
     assert lims.shape == (len(q) + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     for row in range(len(q)):
         got = set(zip(I[lims[row] : lims[row + 1]].tolist(), D[lims[row] : lims[row + 1]].tolist()))
-        want = {(int(ids[j]), int(ref[row, j])) for j in np.flatnonzero(ref[row] <= radius)}
+        want = {(int(ids[j]), int(ref[row, j])) for j in np.flatnonzero(ref[row] < radius)}
         assert got == want
         assert lims[row + 1] - lims[row] == len(got)  # no duplicates
 
@@ -210,7 +211,7 @@ def test_explicit_m_is_exact(problem, data):
 @settings(max_examples=20, deadline=None)
 @given(problem=problems(dims=[24, 64, 128]))
 def test_knn_results_lie_inside_range_results(problem):
-    """Every kNN hit is within the k-th distance, so range search at that radius contains it."""
+    """Every kNN hit is within the k-th distance, so range search below kth + 1 contains it."""
     d, _, codes, q, k = problem
     if len(codes) == 0:
         return
@@ -219,7 +220,7 @@ def test_knn_results_lie_inside_range_results(problem):
     D, I = index.search(q, k)
     for row in range(len(q)):
         kth = int(D[row, min(k, len(codes)) - 1])
-        lims, _, rI = index.range_search(q[row : row + 1], kth)
+        lims, _, rI = index.range_search(q[row : row + 1], kth + 1)  # distance < kth + 1
         assert set(I[row][I[row] >= 0].tolist()) <= set(rI.tolist())
 
 
@@ -601,7 +602,7 @@ def test_every_split_of_the_distance_is_found(d, m):
         index.add(codes)
         D, I = index.search(np.packbits(base)[None, :], 1)
         assert (D[0, 0], I[0, 0]) == (dist, 20), f"split {split} at distance {dist} missed"
-        lims, rD, rI = index.range_search(np.packbits(base)[None, :], dist)
+        lims, rD, rI = index.range_search(np.packbits(base)[None, :], dist + 1)  # distance < dist + 1
         assert rI.tolist() == [20] and rD.tolist() == [dist]
 
 

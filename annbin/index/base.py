@@ -6,8 +6,9 @@ all validation, result padding and tie ordering once, so every variant behaves t
 - ``search(x, k) -> (D, I)``: ``D`` int32 ``(nq, k)`` Hamming distances ascending, ``I`` int64
   ``(nq, k)`` ids; ties ordered by smaller id; missing results (``k > ntotal``, empty index) are
   ``I = -1``, ``D = INT32_MAX``.
-- ``range_search(x, radius) -> (lims, D, I)``: every item with distance **<= radius** (faiss's own
-  ``range_search`` uses ``< radius``), results of query ``i`` in ``D[lims[i]:lims[i+1]]``, sorted.
+- ``range_search(x, radius) -> (lims, D, I)``: every item with distance **< radius**, as faiss's
+  own ``range_search``; results of query ``i`` in ``D[lims[i]:lims[i+1]]``, sorted by (distance, id).
+  Variants implement ``_range_search(x, r)`` with the inclusive bound ``<= r`` (``r = radius - 1``).
 - Codes are always ``(n, d // 8)`` uint8; ``d`` is in bits. A 1-D array is one code.
 - ``get_codes(ids)``: the stored codes of any array of ids (e.g. a search's ``I``), for rescoring;
   each variant reads them from the storage it already has (see ``_get_codes``).
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import INT32_MAX, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
+from annbin._checks import INT32_MAX, InputTypeError, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
 from annbin.index._rows import RowMap
 from annbin.spec import format_spec
 
@@ -34,8 +35,9 @@ RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
 _PACK_LIMIT = (1 << 32) - 1  # ids below this pack with their distance into one sort key
 
 
-class UnsupportedOperation(TypeError):
-    """The index variant cannot do this (e.g. ``remove_ids`` on HNSW)."""
+class UnsupportedOperation(NotImplementedError):
+    """The index variant cannot do this (e.g. ``remove_ids`` on HNSW); faiss's Python layer raises
+    ``RuntimeError`` there, annbin a ``NotImplementedError`` one can catch by type."""
 
 
 def sort_results(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
@@ -177,17 +179,18 @@ class BinaryIndex(Described, ABC):
         return sort_results(D, I)
 
     def range_search(self, codes: NDArray[np.uint8], radius: int) -> RangeResult:
-        """Every stored code within Hamming distance ``<= radius`` of each query.
+        """Every stored code at Hamming distance ``< radius`` from each query (faiss's rule).
 
-        Returns ``(lims, D, I)``: lims int64 ``(nq + 1,)``, D int32, I int64; query i's results are
-        ``D[lims[i]:lims[i + 1]]``, sorted by (distance, id). Note faiss's own range_search is
-        ``< radius``.
+        ``radius`` is an int >= 0 (0 matches nothing; ``d + 1`` matches everything). Returns
+        ``(lims, D, I)``: lims int64 ``(nq + 1,)``, D int32, I int64; query i's results are
+        ``D[lims[i]:lims[i + 1]]``, sorted by (distance, id).
         """
         x = as_codes(codes, self.code_size, name="queries")
         radius = check_radius(radius)
-        if self.ntotal == 0 or x.shape[0] == 0:
+        if self.ntotal == 0 or x.shape[0] == 0 or radius == 0:
             return np.zeros(x.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
-        lims, D, I = self._range_search(x, radius)
+        # variants answer the inclusive bound: distances <= radius - 1
+        lims, D, I = self._range_search(x, min(radius - 1, self.d))
         return sort_ranges(lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64))
 
     def remove_ids(self, ids: ArrayLike) -> int:
@@ -252,7 +255,7 @@ class BinaryIndex(Described, ABC):
     def reconstruct(self, id: int) -> NDArray[np.uint8]:
         """faiss's name: the stored code of one id, uint8 ``(d // 8,)`` (``-1`` gives zeros)."""
         if isinstance(id, (bool, np.bool_)) or not isinstance(id, numbers.Integral):
-            raise TypeError(f"id must be an int, got {type(id).__name__}")
+            raise InputTypeError(f"id must be an int, got {type(id).__name__}")
         return self.get_codes(np.array([id], np.int64))[0]
 
     def reconstruct_batch(self, ids: ArrayLike) -> NDArray[np.uint8]:
@@ -356,7 +359,7 @@ def _lookup_ids(ids: Any) -> NDArray[np.int64]:
     """Ids to look up, any shape, as int64; non-integer ids are a ``TypeError``."""
     x = ids if isinstance(ids, np.ndarray) else np.asarray(ids)
     if x.size and not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"ids must be integers, got dtype {x.dtype}")
+        raise InputTypeError(f"ids must be integers, got dtype {x.dtype}")
     if x.dtype == np.uint64 and x.size and int(x.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"ids not in the index: ids are int64, got {int(x.max())}")
     return x.astype(np.int64, copy=False)

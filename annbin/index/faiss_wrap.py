@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import INT32_MAX, as_codes, check_d, check_int
+from annbin._checks import INT32_MAX, InputTypeError, as_codes, check_d, check_int
 from annbin.index._faiss import (
     TRAIN_POINTS_PER_LIST,
     InvertedListCodes,
@@ -337,7 +337,7 @@ def from_faiss(index: Any) -> FaissIndex:
     """
     if not isinstance(index, faiss.IndexBinary):
         hint = " (a float faiss index: see annbin.baselines for float search)" if isinstance(index, faiss.Index) else ""
-        raise TypeError(f"from_faiss expects a faiss.IndexBinary, got {type(index).__name__}{hint}")
+        raise InputTypeError(f"from_faiss expects a faiss.IndexBinary, got {type(index).__name__}{hint}")
     return FaissIndex._wrap(index)
 
 

@@ -53,7 +53,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import as_ids, check_int
+from annbin._checks import InputTypeError, as_ids, check_int
 from annbin.index._faiss import exact_knn, flat_codes, omp_threads
 from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
 from annbin.index._mih_tables import (
@@ -112,7 +112,7 @@ class MIHIndex(BinaryIndex):
         self.fallback_ratio = 1.0
         self.num_threads: int | None = None
         if cost_model is not None and not isinstance(cost_model, CostModel):
-            raise TypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
+            raise InputTypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
         self.cost_model = COSTS if cost_model is None else cost_model
         self._flat = faiss.IndexBinaryFlat(self.d)
         self._id_chunks: list[NDArray[np.int64]] = []
@@ -232,7 +232,7 @@ class MIHIndex(BinaryIndex):
         if "fallback_ratio" in params:
             ratio = params["fallback_ratio"]
             if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
-                raise TypeError(f"fallback_ratio must be a number, got {type(ratio).__name__}")
+                raise InputTypeError(f"fallback_ratio must be a number, got {type(ratio).__name__}")
             if not ratio > 0:
                 raise ValueError(f"fallback_ratio must be > 0, got {ratio}")
             self.fallback_ratio = float(ratio)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from annbin import spec as grammar
-from annbin._checks import check_d
+from annbin._checks import InputTypeError, check_d
 from annbin.float_base import FloatIndex
 from annbin.index.base import BinaryIndex, Described
 
@@ -55,7 +55,7 @@ def register(cls: type[_I]) -> type[_I]:
     by its ``variant`` name. Its constructor is ``cls(d, **build_params)`` (float-in:
     ``cls(dim, metric=..., **build_params)``)."""
     if not issubclass(cls, (BinaryIndex, FloatIndex)):
-        raise TypeError(f"register expects a BinaryIndex or FloatIndex subclass, got {cls!r}")
+        raise InputTypeError(f"register expects a BinaryIndex or FloatIndex subclass, got {cls!r}")
     name = cls.variant
     if not name or name != name.lower() or any(c in name for c in ",:=|+ "):
         raise ValueError(f"variant name {name!r} of {cls.__name__} must be lower case without , : = | + or spaces")
@@ -168,7 +168,7 @@ def make_index(spec: str, d: int, **data: Any) -> Any:
         inner, name, params = wrapped
         return _wrapper(name, spec)(make_index(inner, d=d), params, **data)
     if data:
-        raise TypeError(f"make_index got data keyword(s) {sorted(data)}, taken only by wrapped specs ('<spec>+rescore:...')")
+        raise InputTypeError(f"make_index got data keyword(s) {sorted(data)}, taken only by wrapped specs ('<spec>+rescore:...')")
     if grammar.is_sharded_spec(spec):
         grammar.parse_sharded_spec(spec)  # bad specs fail here, before the module (and Ray) loads
         if grammar.SHARDED not in _PREFIXES:
