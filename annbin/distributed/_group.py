@@ -35,7 +35,7 @@ def import_ray() -> Any:
     return ray
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _remote_shard_class() -> Any:
     return import_ray().remote(ShardServer)
 
