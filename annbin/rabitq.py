@@ -284,7 +284,7 @@ class RaBitQHNSW(_RaBitQIndex):
 
     @property
     def ntotal(self) -> int:
-        return super().ntotal + sum(v.shape[0] for v in self._pending)
+        return super().ntotal + sum(int(v.shape[0]) for v in self._pending)
 
     @property
     def is_trained(self) -> bool:

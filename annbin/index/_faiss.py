@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -268,7 +268,7 @@ def read_codes(core: Any, code_map: Callable[[], Any], ids: NDArray[np.int64]) -
         rows, found = code_map().lookup(ids)
         return gather(flat_codes(storage), rows, found), found
     if isinstance(core, faiss.IndexBinaryIVF):
-        return code_map().gather(core, ids)
+        return cast(CodesResult, code_map().gather(core, ids))
     rows, found = code_map().lookup(ids)
     distinct, inverse = np.unique(rows if found is None else rows[found], return_inverse=True)
     try:
