@@ -32,7 +32,7 @@ class FaissBackedIndex(BinaryIndex):
     def __init__(self, d: int) -> None:
         super().__init__(d)
         self._inner = self._new_inner()
-        self._index = faiss.IndexBinaryIDMap(self._inner)
+        self._index: Any = faiss.IndexBinaryIDMap(self._inner)  # or a variant's own index (IVF keeps its ids)
 
     def _new_inner(self) -> Any:
         raise TypeError(f"{type(self).__name__} must define _new_inner")
