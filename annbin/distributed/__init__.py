@@ -16,8 +16,8 @@ Spec strings (``annbin.make_index``): ``"sharded:shards=2:mih"``, ``"sharded:sha
 ``"sharded:mih:m=4"`` (4 shards by default).
 """
 
-from annbin.distributed._layout import PARTITION, is_sharded_spec, parse_sharded_spec, shard_of
 from annbin.distributed._group import ShardError, import_ray
+from annbin.distributed._layout import PARTITION, is_sharded_spec, parse_sharded_spec, shard_of
 from annbin.distributed.sharded import ShardedIndex
 
 __all__ = ["PARTITION", "ShardError", "ShardedIndex", "import_ray", "is_sharded_spec", "parse_sharded_spec", "shard_of"]
