@@ -7,7 +7,7 @@ must be checked under ``python -O`` too.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,10 +26,10 @@ def check_d(d: Any) -> int:
     """Code length in bits: a positive int, multiple of 8."""
     if isinstance(d, bool) or not isinstance(d, numbers.Integral):
         raise InputTypeError(f"d must be an int number of bits, got {type(d).__name__}")
-    d = int(d)
-    if d <= 0 or d % 8:
-        raise ValueError(f"d must be a positive multiple of 8 bits, got {d}")
-    return d
+    bits = int(d)
+    if bits <= 0 or bits % 8:
+        raise ValueError(f"d must be a positive multiple of 8 bits, got {bits}")
+    return bits
 
 
 def check_k(k: Any) -> int:
@@ -91,7 +91,7 @@ def as_floats(x: Any, dim: int | None = None, *, name: str = "x") -> NDArray[np.
     if x.size and not np.isfinite(x).all():
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or inf value(s)")
-    return x
+    return cast("NDArray[np.floating]", x)  # x is Any-typed (user input), checked above
 
 
 def as_ids(ids: Any, n: int, *, name: str = "ids") -> NDArray[np.int64]:
@@ -114,7 +114,7 @@ def as_id_selection(ids: Any, *, name: str = "ids") -> NDArray[np.int64]:
         raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise InputTypeError(f"{name} must be integers, got dtype {ids.dtype}")
-    return ids.astype(np.int64, copy=False)
+    return cast("NDArray[np.int64]", ids.astype(np.int64, copy=False))  # ids is Any-typed (user input)
 
 
 def check_radius(radius: Any) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -175,7 +175,7 @@ def normalize_rows(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ValueError(f"{what}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros and cannot be normalized")
-    return (x / norms).astype(np.float32)
+    return cast("NDArray[np.float32]", (x / norms).astype(np.float32))  # np.linalg.norm is typed Any
 
 
 def as_vectors(x: Any, what: str) -> NDArray[np.float32]:

@@ -58,7 +58,7 @@ def write_index_file(path: str | os.PathLike[str], header: dict[str, Any], array
             put(head)
             for arr in arrays.values():
                 if arr.size:  # memoryview.cast rejects a zero in the shape; an empty array adds no bytes
-                    put(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                    put(np.ascontiguousarray(arr).data.cast("B"))
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())

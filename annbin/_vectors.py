@@ -40,7 +40,8 @@ def commit_vectors(staged: Path | np.ndarray, disk: Path | None) -> np.ndarray:
     """Make a staged store the live one; returns it (memory-mapped read-only when on disk)."""
     if isinstance(staged, Path) and disk is not None:
         os.replace(staged, disk)
-        return np.load(disk, mmap_mode="r")
+        live: np.ndarray = np.load(disk, mmap_mode="r")  # np.load is typed Any
+        return live
     return np.asarray(staged)
 
 

@@ -110,7 +110,8 @@ def dot_bits_reference(q: NDArray[np.floating], codes: NDArray[np.uint8]) -> NDA
     """``q . b`` by unpacking: float queries ``(nq, dim)``, codes ``(nq, c, code_size)`` uint8."""
     nq, dim = q.shape
     bits = np.unpackbits(codes.reshape(-1, codes.shape[-1]), axis=1, count=dim).astype(np.float32)
-    return np.matmul(bits.reshape(nq, -1, dim), np.asarray(q, np.float32)[:, :, None])[..., 0]
+    out: NDArray[np.float32] = np.matmul(bits.reshape(nq, -1, dim), np.asarray(q, np.float32)[:, :, None])[..., 0]
+    return out
 
 
 def dot_bits(prep: PreparedQueries, codes: NDArray[np.uint8]) -> NDArray[np.float32]:

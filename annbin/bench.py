@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -107,9 +108,9 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         yaml = require("yaml", package="pyyaml", extra="yaml", purpose=f"config {path.name!r} (YAML)")
     try:
         if path.suffix == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10: the same parser, from PyPI
+            else:  # Python 3.10: the same parser, from PyPI
                 import tomli as tomllib
 
             data = tomllib.loads(text)
@@ -259,10 +260,10 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     index_bytes = int(index.memory_bytes())
     stages: list[tuple[int | None, int | None]] = [(None, None)]
     if not is_float or float_in:
-        for factor in cfg.rescore:
-            stages.append((factor, None))
+        for over in cfg.rescore:
+            stages.append((over, None))
             if not is_float:
-                stages += [(factor, r) for r in cfg.rerank if r < factor]
+                stages += [(over, r) for r in cfg.rerank if r < over]
     for params in searches or [{}]:
         index.set_search_params(**params)
         for factor, rerank in stages:

@@ -23,7 +23,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -291,7 +291,7 @@ class SyntheticDataset(Dataset):
             z = centres[rng.integers(0, p["n_clusters"], size=m)]
             z = z + p["spread"] * rng.standard_normal(z.shape)
             ambient = rng.standard_normal((m, p["dim"])) * (p["noise"] / np.sqrt(p["dim"]))
-            return (z @ lift + ambient).astype(np.float32)
+            return cast("NDArray[np.float32]", (z @ lift + ambient).astype(np.float32))  # rng arrays are typed Any
 
         return draw(base_ss, p["n"]), draw(query_ss, p["nq"])
 

@@ -246,8 +246,8 @@ class BinaryEmbeddingIndex:
         new = dataclasses.replace(new, codes=np.empty((0, 0), np.uint8), sqnorms=new.sqnorms if self.metric == "l2" else None)
         old = self._encoded
         if old is not None:
-            new = Encoded(new.codes, *(None if getattr(new, f) is None else np.concatenate([getattr(old, f), getattr(new, f)])
-                                       for f in _ENCODED))
+            new = Encoded(new.codes, np.concatenate([old.factors, new.factors]),  # factors always; the others may be None
+                          *(None if getattr(new, f) is None else np.concatenate([getattr(old, f), getattr(new, f)]) for f in _ENCODED[1:]))
         self._encoded = new
 
     def _start(self, x: NDArray[np.floating]) -> Any:

@@ -194,6 +194,7 @@ class Encoder:
         """Codes and per-vector factors of float vectors ``(n, dim)``; see ``Encoded``."""
         self._require_fitted()
         x = as_floats(x, self.dim, name="vectors")
+        assert self.offset is not None  # for mypy: _require_fitted checked it
         v = self.rotate(x) - self.offset
         codes = np.packbits(v > 0, axis=1)
         a = np.abs(v)

@@ -31,7 +31,7 @@ Packings (``to_packing`` / ``from_packing``)
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -90,9 +90,9 @@ def fit_thresholds(x: ArrayLike, method: str = "median") -> NDArray[np.float32]:
     if x.shape[0] == 0:
         raise ValueError("fit_thresholds needs at least one vector, got shape (0, dim)")
     if method == "median":
-        return np.median(x, axis=0).astype(np.float32)
+        return cast("NDArray[np.float32]", np.median(x, axis=0).astype(np.float32))  # numpy types median/mean Any
     if method == "mean":
-        return x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        return cast("NDArray[np.float32]", x.mean(axis=0, dtype=np.float64).astype(np.float32))
     raise ValueError(f"method must be 'median' or 'mean', got {method!r}")
 
 
@@ -152,7 +152,7 @@ def from_packing(data: Any, packing: Packing) -> NDArray[np.uint8]:
             data = data[None, :]
         if data.ndim != 2:
             raise ValueError(f"'binary' packing must be 2-D (n, code_size), got shape {data.shape}")
-        return (data.astype(np.int16) + 128).astype(np.uint8)
+        return cast("NDArray[np.uint8]", (data.astype(np.int16) + 128).astype(np.uint8))  # data is Any-typed (user input)
     if packing == "hex":
         if isinstance(data, (str, bytes)):
             data = [data]

@@ -288,7 +288,7 @@ class RaBitQHNSW(_RaBitQIndex):
 
     @property
     def ntotal(self) -> int:
-        return super().ntotal + sum(v.shape[0] for v in self._pending)
+        return super().ntotal + sum(int(v.shape[0]) for v in self._pending)
 
     @property
     def is_trained(self) -> bool:
@@ -355,7 +355,7 @@ class RaBitQHNSW(_RaBitQIndex):
 
     def _adopt(self, index: Any) -> None:
         super()._adopt(index)
-        bits = int(faiss.downcast_index(index.storage).rabitq.nb_bits)
+        bits = int(faiss.downcast_index(index.storage).rabitq.nb_bits)  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
         if bits != self.nb_bits:
             raise ValueError(f"stored codes have nb_bits={bits}, header says {self.nb_bits}")
         if int(index.hnsw.nb_neighbors(0)) != 2 * self.M:

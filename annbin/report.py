@@ -29,7 +29,7 @@ COLUMNS = [
 def label(row: dict[str, Any]) -> str:
     """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
     when rescored with floats; ``annbin tune`` rows end in `` (trial)`` or `` (tuned)``."""
-    name = row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
+    name: str = row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
     half = str((row.get("tune") or {}).get("half"))
     return name + {"tune": " (trial)", "holdout": " (tuned)"}.get(half, "")
 

@@ -28,7 +28,7 @@ float ``(nq, dim)``, encoded inside with the documents' ``encoder`` (or ``thresh
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,7 +37,7 @@ from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check
 from annbin.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.encoder import Encoded, Encoder
 from annbin.float_base import FloatIndex
-from annbin.index.base import BinaryIndex
+from annbin.index.base import BinaryIndex, UnsupportedOperation
 from annbin.index.registry import register_wrapper
 from annbin.quantize import binarize, code_size_for
 from annbin.spec import format_wrapped_spec
@@ -176,11 +176,12 @@ class RescoredIndex:
         if self._float_in and codes is not None:
             raise ValueError(f"{inner.variant!r} takes float queries: codes= (for an asymmetric rerank) does not apply")
         self._codes = None if codes is None else open_store(codes, name="codes", kind="codes")
-        if self._codes is not None and self._codes.shape[1] != inner.code_size:
+        if self._codes is not None and isinstance(inner, BinaryIndex) and self._codes.shape[1] != inner.code_size:
             raise ValueError(f"codes width mismatch: expected (n, {inner.code_size}), got shape {self._codes.shape}")
-        if self._float_in and encoder is None:  # no rotation: float queries go to the index as they are
-            encoder = Encoder(inner.dim, offset="zero").fit(np.zeros((1, inner.dim), np.float32))
-        self.encoder = encoder if encoder is not None else _threshold_encoder(thresholds, self._vectors, dim, inner.d)
+        if encoder is None:  # float-in: no rotation, float queries go to the index as they are
+            encoder = (Encoder(inner.dim, offset="zero").fit(np.zeros((1, inner.dim), np.float32)) if isinstance(inner, FloatIndex)
+                       else _threshold_encoder(thresholds, self._vectors, dim, inner.d))
+        self.encoder = encoder
         if not self.encoder.is_fitted:
             raise ValueError("encoder is not fitted: fit it on the documents first")
         self.dim = int(self.encoder.dim)  # type: ignore[arg-type]
@@ -188,20 +189,20 @@ class RescoredIndex:
             raise ValueError(f"dim mismatch: the encoder has dim {self.dim} but vectors have shape {self._vectors.shape}")
         if dim is not None and int(dim) != self.dim:
             raise ValueError(f"dim mismatch: dim={dim} but the vectors / encoder have {self.dim}")
-        if not self._float_in and code_size_for(self.dim) != inner.code_size:
+        if isinstance(inner, BinaryIndex) and code_size_for(self.dim) != inner.code_size:
             raise ValueError(
                 f"float dimension {self.dim} gives {code_size_for(self.dim) * 8}-bit codes, but the index has d={inner.d} bits"
             )
         self.encoded = encoded
         self.last_search_stats: dict[str, float] = {}
         if inner.ntotal:
-            self._check_rows(np.array([inner.ntotal - 1]) if self._float_in else inner.get_ids())
+            self._check_rows(np.array([inner.ntotal - 1]) if isinstance(inner, FloatIndex) else inner.get_ids())
 
     # --- properties ------------------------------------------------------------------------
     @property
     def d(self) -> int:
         """Code length in bits."""
-        return code_size_for(self.dim) * 8 if self._float_in else self.inner.d
+        return code_size_for(self.dim) * 8 if isinstance(self.inner, FloatIndex) else self.inner.d
 
     @property
     def ntotal(self) -> int:
@@ -292,8 +293,10 @@ class RescoredIndex:
         oversample = own.get("oversample", self.oversample)
         # a float-in index holds rotated vectors (the rotation preserves inner products and L2)
         q_rot = self.encoder.rotate(q)  # once per search: the codes and the rerank both use it
-        first = q_rot if self._float_in else binarize(q_rot, self.encoder.offset)
-        _, cand = self.inner.search(first, k * oversample, params=rest or None)
+        if isinstance(self.inner, FloatIndex):
+            _, cand = self.inner.search(q_rot, k * oversample, params=rest or None)
+        else:
+            _, cand = self.inner.search(binarize(q_rot, self.encoder.offset), k * oversample, params=rest or None)
         return self._stages(q, cand, k, own, q_rot)
 
     def rerank_candidates(self, x: ArrayLike, candidates: ArrayLike, k: int) -> ScoreResult:
@@ -332,6 +335,8 @@ class RescoredIndex:
                           q_rot: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
         """Estimated ``<x, q>`` (``"ip"``) or ``|x - q|^2`` (``"l2"``) of candidate rows ``(nq, c)``
         from their codes, for float queries ``(nq, dim)``; ``-1`` rows get an arbitrary value."""
+        if not isinstance(self.inner, BinaryIndex):
+            raise UnsupportedOperation(f"{self.inner.variant!r} takes float queries and scores them itself: it has no codes to score")
         rows = np.where(cand >= 0, cand, 0)
         q_rot = self.encoder.rotate(q) if q_rot is None else q_rot
         prep = prepare_queries(q_rot, self.inner.code_size, self.qb if qb is None else qb)
@@ -351,8 +356,10 @@ class RescoredIndex:
         est = est + self.encoder.query_offset_scores(q_rot)[:, None]
         if self.metric == "ip":
             return est.astype(np.float32, copy=False)
+        if enc.sqnorms is None:
+            raise ValueError("metric 'l2' needs encoded= with squared norms per row (Encoded.sqnorms); use metric 'ip'")
         qn = np.einsum("ij,ij->i", q, q)[:, None]
-        return (enc.sqnorms[rows] + qn - 2.0 * est).astype(np.float32)
+        return cast("NDArray[np.float32]", (enc.sqnorms[rows] + qn - 2.0 * est).astype(np.float32))
 
     def _float_scores(self, q: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.float32]:
         store = self._vectors

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -90,7 +90,7 @@ def _per_query_recall(found: NDArray[np.int64], truth: NDArray[np.int64], k: int
     """Fraction of each query's true top-k found in its returned top-k (``recall_ids`` per query)."""
     f, t = found[:, :k], truth[:, :k]
     hits = ((f[:, :, None] == t[:, None, :]) & (f[:, :, None] >= 0)).any(axis=2)
-    return hits.mean(axis=1)
+    return cast("NDArray[np.float64]", hits.mean(axis=1))  # numpy types mean() Any
 
 
 def _first_stage(index: Any) -> Any:

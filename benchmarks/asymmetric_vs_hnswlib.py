@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
 from annbin.baselines import FloatHNSW  # noqa: E402
+
 from _data import load  # noqa: E402
 
 DEFAULT_METHODS = (

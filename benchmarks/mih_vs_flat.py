@@ -120,7 +120,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
     flat = faiss.IndexBinaryFlat(cfg.d)
     flat.add(xb)
     mih = MIHIndex(cfg.d)
-    build_s, _ = timed(lambda: (mih.add(xb), mih.build()))
+    build_s, _ = timed(lambda m=mih, x=xb: (m.add(x), m.build()))  # bound now: xb is deleted below
     del xb
     gc.collect()
     t_flat1, t_flat2, t_mih, stats = [], [], [], []
@@ -130,7 +130,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         # in its steady state (its data in cache) rather than right after the other method's scan
         warm, q = [xq[2 * rep * args.nq :][: args.nq], *extra], xq[(2 * rep + 1) * args.nq :][: args.nq]
 
-        def warm_then_time(search, threads: int):  # type: ignore[no-untyped-def]
+        def warm_then_time(search, threads: int, warm=warm, q=q):  # type: ignore[no-untyped-def]  # this round's sets
             faiss.omp_set_num_threads(threads)
             for w in warm:
                 search(w, args.k)

@@ -26,11 +26,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # set before numpy/faiss load their thread pools
 
-import faiss
-import numpy as np
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
-from annbin.baselines import FloatHNSW, make_float_index
-from annbin.datasets import get_dataset
+from annbin.baselines import FloatHNSW, make_float_index  # noqa: E402
+from annbin.datasets import get_dataset  # noqa: E402
 
 K = 10
 # (build spec, [search params, ...]); qb=0 rows are the slow float-query path

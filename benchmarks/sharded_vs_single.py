@@ -25,8 +25,9 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -157,14 +158,14 @@ def compare(args: argparse.Namespace, spec: str, base: np.ndarray, queries: np.n
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        med_p, _, _ = timed(lambda: part.search(queries, k), args.repeats)
+        med_p, _, _ = timed(lambda p=part: p.search(queries, k), args.repeats)  # bound now: part is deleted below
     finally:
         faiss.omp_set_num_threads(threads)
     row(data=data, bits=d, nq=nq, index=part.spec, where=f"1/{args.shards} of the codes, one process", median_s=round(med_p, 5),
         bound_speedup=round(med_single / med_p, 2))  # shards fully parallel, no overhead
     del part
     for b in (1, 10, 100) if batches else ():  # smaller batches: the fixed cost per batch shows
-        med_s, med_h, _, _ = timed_pair(lambda: single.search(queries[:b], k), lambda: sharded.search(queries[:b], k), args.repeats)
+        med_s, med_h, _, _ = timed_pair(lambda b=b: single.search(queries[:b], k), lambda b=b: sharded.search(queries[:b], k), args.repeats)
         row(data=data, index=f"{spec} vs sharded", where="batch size", batch=b, single_median_s=round(med_s, 6),
             sharded_median_s=round(med_h, 6), single_qps=round(b / med_s, 1), sharded_qps=round(b / med_h, 1))
     if extras:

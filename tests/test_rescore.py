@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -232,6 +234,21 @@ def test_bad_inputs(data, tmp_path):
     with pytest.raises(ValueError, match="no row in vectors"):
         index.add(annbin.binarize(base[:1]), ids=np.array([5000]))
         rescored.search(base[:1], 3, params={"oversample": 2001})
+
+
+def test_asymmetric_scores_refuses_what_it_cannot_score(data):
+    base, queries = data
+    cand = np.zeros((queries.shape[0], 3), np.int64)
+    float_in = annbin.make_float_index("rabitq", DIM)
+    float_in.add(base)
+    with pytest.raises(annbin.UnsupportedOperation, match="has no codes to score"):
+        RescoredIndex(float_in, vectors=base).asymmetric_scores(queries, cand)
+    encoder = annbin.Encoder(DIM).fit(base)
+    no_norms = dataclasses.replace(encoder.encode(base), sqnorms=None)  # a holder may drop them (metric "ip")
+    rescored = RescoredIndex(flat_over(base), vectors=base, metric="l2", encoder=encoder, encoded=no_norms)
+    assert rescored.search(queries, 3)[1].shape == (queries.shape[0], 3)  # float rescoring needs no norms
+    with pytest.raises(ValueError, match="squared norms"):
+        rescored.asymmetric_scores(queries, cand)
 
 
 # --- BinaryEmbeddingIndex ------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def import_ray() -> Any:
     return ray
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _remote_shard_class() -> Any:
     return import_ray().remote(ShardServer)
 
@@ -58,7 +59,8 @@ def _summary(exc: BaseException) -> str:
 def _caller_stacklevel() -> int:
     """``stacklevel`` that points a warning at the first frame outside annbin (the user's call)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1  # frame 1 (stacklevel 1) is the function that warns
+    frame: FrameType | None = sys._getframe(1)  # frame 1 (stacklevel 1) is the function that warns
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     return level
@@ -108,8 +110,8 @@ class ShardGroup:
                 dead.append((s, exc))
             except GetTimeoutError:
                 raise ShardError(s, f"shard {s} of {self.shards} did not answer {method} within {self.timeout_s} s") from None
-        for s, exc in dead:
-            self._restart(s, method, exc)
+        for s, err in dead:
+            self._restart(s, method, err)
             try:
                 out[s] = ray.get(getattr(self.actors[s], method).remote(*per_shard[s]), timeout=self.timeout_s)
             except (RayActorError, GetTimeoutError) as exc2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -35,7 +35,7 @@ class FaissBackedIndex(BinaryIndex):
     def __init__(self, d: int) -> None:
         super().__init__(d)
         self._inner = self._new_inner()
-        self._index = faiss.IndexBinaryIDMap(self._inner)
+        self._index: Any = faiss.IndexBinaryIDMap(self._inner)  # or a variant's own index (IVF keeps its ids)
 
     def _new_inner(self) -> Any:
         raise TypeError(f"{type(self).__name__} must define _new_inner")
@@ -302,7 +302,7 @@ def read_codes(core: Any, code_map: Callable[[], Any], ids: NDArray[np.int64]) -
         rows, found = code_map().lookup(ids)
         return gather(flat_codes(storage), rows, found), found
     if isinstance(core, faiss.IndexBinaryIVF):
-        return code_map().gather(core, ids)
+        return cast(CodesResult, code_map().gather(core, ids))
     rows, found = code_map().lookup(ids)
     distinct, inverse = np.unique(rows if found is None else rows[found], return_inverse=True)
     try:

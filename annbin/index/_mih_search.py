@@ -240,7 +240,7 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cn
     """
     nq, nwords = xw.shape
     # positions of all candidates: each bucket's range [lo, lo + cnt), concatenated
-    pos = base.repeat(cnt)
+    pos: NDArray[np.signedinteger] = base.repeat(cnt)  # int64 positions, or int32 rows of a shared table (below)
     pos += _arange(offset + total, start=offset)
     if table.shared:  # codes stored once, in insertion order
         pos = table.rows.take(pos, mode="clip")
@@ -272,7 +272,7 @@ def _arange(stop: int, start: int = 0) -> NDArray[np.int64]:
     return _ARANGE[start:stop] if stop <= _ARANGE.size else np.arange(start, stop, dtype=np.int64)
 
 
-def _rows(table: MIHTable, pos: NDArray[np.int64]) -> NDArray[np.int64]:
+def _rows(table: MIHTable, pos: NDArray[np.signedinteger]) -> NDArray[np.int64]:
     """Insertion-order rows of positions read by ``_verify`` (already rows for a shared table)."""
     return pos.astype(np.int64, copy=False) if table.shared else table.rows.take(pos).astype(np.int64)
 
@@ -351,7 +351,8 @@ class _Budget:
         (the steps predicted for a loose k-th distance are the same as before the tie rule: capped
         one higher, clustered 64-bit queries at radius 1 were sent to the scan, 13% of them)."""
         until = np.minimum(np.minimum(kth, self.cap), self.cum.size - 1)
-        return np.maximum(self.cum[until] - self.cum[step], 0.0)
+        cost: NDArray[np.float64] = np.maximum(self.cum[until] - self.cum[step], 0.0)
+        return cost
 
     def start_step(self, nmasks: int, nactive: int) -> None:
         """Charge every active query for a step's probes (``nmasks`` each) and fixed overhead."""

@@ -75,9 +75,9 @@ def factory_string(index: Any) -> str | None:
         if isinstance(quantizer, faiss.IndexBinaryHNSW):
             body += f"_HNSW{_hnsw_m(quantizer.hnsw)}"
     elif isinstance(core, faiss.IndexBinaryMultiHash):
-        body = f"BHash{core.nhash}x{core.b}"
+        body = f"BHash{core.nhash}x{core.b}"  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
     elif isinstance(core, faiss.IndexBinaryHash):
-        body = f"BHash{core.b}"
+        body = f"BHash{core.b}"  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
     else:
         return None
     return (prefix or "") + body
@@ -114,7 +114,7 @@ class FaissIndex(BinaryIndex):
         # else the index is freed with it (faiss's own pattern: ``referenced_objects``).
         self._owner = index
         self._index = faiss.downcast_IndexBinary(index)
-        self._index.referenced_objects = [index]
+        self._index.referenced_objects = [index]  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
         self._core, self._idmap = unwrap_idmap(index)
         core = self._core
         self._own_ids = self._idmap is not None or isinstance(core, faiss.IndexBinaryIVF)
@@ -182,7 +182,7 @@ class FaissIndex(BinaryIndex):
     # --- hooks -----------------------------------------------------------------------------
     def get_ids(self) -> NDArray[np.int64]:
         if self._idmap is not None:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
         if isinstance(self._core, faiss.IndexBinaryIVF):
             return ivf_ids(self._core)
         return np.arange(self.ntotal, dtype=np.int64)
@@ -271,7 +271,7 @@ class FaissIndex(BinaryIndex):
         elif isinstance(core, faiss.IndexBinaryIVF):
             total += n * 8 + int(core.nlist) * cs
         elif isinstance(core, faiss.IndexBinaryMultiHash):
-            total += n * 8 * int(core.nhash)
+            total += n * 8 * int(core.nhash)  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
         elif isinstance(core, faiss.IndexBinaryHash):
             total += n * 8
         if self._idmap is not None:
@@ -311,8 +311,8 @@ def _build_factory(factory: str, d: int) -> Any:
     # codes, "BIVF0" zero lists): accept a string only if it reads back as itself and is sane
     core, _ = unwrap_idmap(index)
     problem = None
-    if isinstance(core, (faiss.IndexBinaryHash, faiss.IndexBinaryMultiHash)) and not 1 <= core.b <= min(d, 63):
-        problem = f"hash of b={core.b} bits needs 1 <= b <= {min(d, 63)}"
+    if isinstance(core, (faiss.IndexBinaryHash, faiss.IndexBinaryMultiHash)) and not 1 <= core.b <= min(d, 63):  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
+        problem = f"hash of b={core.b} bits needs 1 <= b <= {min(d, 63)}"  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
     elif isinstance(core, faiss.IndexBinaryIVF) and core.nlist < 1:
         problem = "nlist must be >= 1"
     elif isinstance(core, faiss.IndexBinaryHNSW) and _hnsw_m(core.hnsw) < 2:

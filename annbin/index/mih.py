@@ -155,7 +155,7 @@ class MIHIndex(BinaryIndex):
 
     def _codes(self) -> NDArray[np.uint8]:
         """All codes ``(ntotal, d // 8)`` uint8 in insertion order (a copy)."""
-        return faiss.vector_to_array(self._flat.xb).reshape(self.ntotal, self.code_size)
+        return faiss.vector_to_array(self._flat.xb).reshape(self.ntotal, self.code_size)  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
 
     def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
         if self.ntotal + codes.shape[0] >= 2**31 - 1:
@@ -233,7 +233,7 @@ class MIHIndex(BinaryIndex):
             ratio = params["fallback_ratio"]
             if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
                 raise InputTypeError(f"fallback_ratio must be a number, got {type(ratio).__name__}")
-            if not ratio > 0:
+            if not float(ratio) > 0:  # float(): numbers.Real has no typed comparisons
                 raise ValueError(f"fallback_ratio must be > 0, got {ratio}")
             self.fallback_ratio = float(ratio)
         if "num_threads" in params:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from annbin import spec as grammar
 from annbin._checks import InputTypeError, check_d
@@ -42,9 +42,8 @@ FAISS_VARIANT = "faiss"
 _FAISS_MODULE = "annbin.index.faiss_wrap"
 
 _I = TypeVar("_I", bound=Described)
-# name -> class: BinaryIndex subclasses in _BINARY, FloatIndex ones in _FLOAT
-_BINARY: dict[str, Any] = {}
-_FLOAT: dict[str, Any] = {}
+_BINARY: dict[str, type[BinaryIndex]] = {}
+_FLOAT: dict[str, type[FloatIndex]] = {}
 _PREFIXES: dict[str, Callable[..., Any]] = {}
 _WRAPPERS: dict[str, Callable[..., Any]] = {}
 _loaded = False
@@ -62,7 +61,10 @@ def register(cls: type[_I]) -> type[_I]:
     other = _BINARY.get(name) or _FLOAT.get(name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"variant {name!r} is taken by {other.__qualname__}")
-    (_BINARY if issubclass(cls, BinaryIndex) else _FLOAT)[name] = cls
+    if issubclass(cls, BinaryIndex):
+        _BINARY[name] = cast("type[BinaryIndex]", cls)
+    else:
+        _FLOAT[name] = cast("type[FloatIndex]", cls)
     return cls
 
 
@@ -200,10 +202,12 @@ def load_index(path: str | os.PathLike[str]) -> BinaryIndex:
 
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
         distributed: Any = importlib.import_module(PREFIX_MODULES[grammar.SHARDED])
-        return distributed.ShardedIndex.load(path)
+        sharded: BinaryIndex = distributed.ShardedIndex.load(path)
+        return sharded
     if os.path.isfile(path) and not is_annbin_file(path):
         faiss_wrap: Any = importlib.import_module(_FAISS_MODULE)
-        return faiss_wrap.read_faiss_file(path)
+        wrapped: BinaryIndex = faiss_wrap.read_faiss_file(path)
+        return wrapped
     header, arrays = read_index_file(path)
     try:
         variant, d, ntotal = header["variant"], header["d"], int(header["ntotal"])
