@@ -63,11 +63,11 @@ class FaissBackedIndex(BinaryIndex):
         self._index.add_with_ids(codes, ids)
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
-        D, I = self._index.search(x, k)
-        I = I.astype(np.int64, copy=False)
-        # faiss leaves slots it could not fill at I = -1 but not always D = INT32_MAX (binary
-        # HNSW writes INT32_MIN there, which would sort first): normalize them
-        return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
+        return self._faiss_search(x, k)
+
+    def _faiss_search(self, x: NDArray[np.uint8], k: int, params: Any = None) -> SearchResult:
+        """faiss's search with per-call ``faiss.SearchParameters`` (None: the index's own)."""
+        return normalize_missing(*self._index.search(x, k, params=params))
 
     def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
         return read_codes(self._inner, self._code_map, ids)
@@ -92,6 +92,29 @@ class FaissBackedIndex(BinaryIndex):
     def _ids_bytes(self) -> int:
         """The IDMap's ids, and the id -> row map once ``get_codes`` has built it."""
         return self.ntotal * 8 + self._code_map_bytes()
+
+
+def normalize_missing(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
+    """faiss's ``(D, I)`` as int32 / int64 with unfilled slots at ``INT32_MAX``: faiss leaves them at
+    ``I = -1`` but not always ``D = INT32_MAX`` (binary HNSW writes INT32_MIN, which would sort first)."""
+    I = I.astype(np.int64, copy=False)
+    return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
+
+
+def hnsw_params(ef_search: int, k: int) -> Any:
+    """Per-call ``SearchParametersHNSW``: beam ``max(ef_search, k)`` (faiss returns fewer than
+    ``k`` results when the beam is narrower). Binary HNSW honours them through an IDMap."""
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = max(int(ef_search), k)
+    return params
+
+
+def ivf_params(nprobe: int) -> Any:
+    """Per-call ``SearchParametersIVF`` visiting ``nprobe`` lists (binary IVF honours them in
+    ``search``; its ``range_search`` refuses them, so range search uses the index's ``nprobe``)."""
+    params = faiss.SearchParametersIVF()
+    params.nprobe = int(nprobe)
+    return params
 
 
 def first_line(exc: BaseException) -> str:
