@@ -184,6 +184,7 @@ class BinaryIndex(Described, ABC):
                     raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
         if n == 0:
             return
+        self._before_write()
         self._code_map_cache = None
         self._add(codes, new_ids)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
@@ -241,11 +242,13 @@ class BinaryIndex(Described, ABC):
         sel = as_id_selection(ids)
         if sel.size == 0 or self.ntotal == 0:
             return 0
+        self._before_write()
         self._code_map_cache = None
         return int(self._remove_ids(sel))
 
     def reset(self) -> None:
         """Remove everything; the index keeps its parameters."""
+        self._before_write()
         self._code_map_cache = None
         self._reset()
         self._next_id = 0
@@ -328,6 +331,10 @@ class BinaryIndex(Described, ABC):
     @abstractmethod
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         """Search validated queries with 1 <= k <= ntotal."""
+
+    def _before_write(self) -> None:
+        """Called before ``add``, ``remove_ids`` and ``reset`` change the storage: an index loaded
+        with ``mmap=True`` copies its mapped codes into RAM here (copy on write)."""
 
     def _find_present(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """Which of ``ids`` are stored already (a variant may answer without listing all ids)."""

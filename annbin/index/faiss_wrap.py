@@ -41,6 +41,7 @@ from annbin.index._faiss import (
     ivf_ids,
     ivf_params,
     normalize_missing,
+    read_blob,
     read_codes,
 )
 from annbin.index._rows import RowMap
@@ -137,6 +138,7 @@ class FaissIndex(BinaryIndex):
     variant = "faiss"
     build_params = ("factory",)
     exact = False
+    _mapped: Any = None  # as FaissBackedIndex._mapped
 
     def __init__(self, d: int, *, factory: str = "BFlat") -> None:
         super().__init__(d)
@@ -330,11 +332,19 @@ class FaissIndex(BinaryIndex):
 
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
-        try:
-            index = faiss.deserialize_index_binary(arrays["faiss"])
-        except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"faiss could not read the stored index: {first_line(exc)}") from None
-        return cls._wrap(index, d)
+        if "faiss" not in arrays:
+            raise ValueError("faiss could not read the stored index: no 'faiss' array in the file")
+        obj = cls._wrap(read_blob(arrays["faiss"]), d)
+        obj._mapped = arrays["faiss"] if isinstance(arrays["faiss"], np.memmap) else None
+        return obj
+
+    def _before_write(self) -> None:
+        # faiss aborts the process on a write to codes it holds as a view: copy them in first
+        if self._mapped is not None:
+            search, next_id = self.get_search_params(), self._next_id
+            self._attach(read_blob(np.array(self._mapped)))
+            self._set_search_params(search)
+            self._mapped, self._next_id = None, next_id
 
     @classmethod
     def _wrap(cls, index: Any, d: int | None = None) -> FaissIndex:
