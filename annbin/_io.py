@@ -113,7 +113,7 @@ def read_index_file(path: str | os.PathLike[str], *, mmap: bool = False) -> tupl
                 else:
                     arr = np.empty(shape, dtype)
                     f.seek(pos)
-                    if nbytes and f.readinto(memoryview(arr).cast("B")) != nbytes:
+                    if nbytes and f.readinto(arr.data.cast("B")) != nbytes:
                         raise ValueError("file ended while reading an array")
                     arrays[spec["name"]] = arr
                 pos += nbytes

@@ -125,11 +125,11 @@ class DiskVectors:
         data = np.ascontiguousarray(x, dtype=np.float32)
         with open(self.path, "r+b") as f:
             f.seek(self.offset + self.rows * self.row_bytes)
-            _write_rows(f, memoryview(data).cast("B"))
+            _write_rows(f, data.data.cast("B"))
             f.truncate()
             f.flush()
             os.fsync(f.fileno())
-        return self.rows + data.shape[0], zlib.crc32(memoryview(data).cast("B"), self.crc)
+        return self.rows + data.shape[0], zlib.crc32(data.data.cast("B"), self.crc)
 
     def commit(self, staged: tuple[int, int]) -> None:
         """Count the staged rows, and show them in the ``.npy`` header."""

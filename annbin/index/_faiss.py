@@ -112,23 +112,23 @@ def read_blob(blob: NDArray[np.uint8]) -> Any:
     mapped = isinstance(blob, np.memmap)
     try:
         if mapped:
-            reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(blob), blob.size)
+            reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(blob), blob.size)  # type: ignore[attr-defined]
         else:
             # read straight from the array, chunk by chunk (faiss.deserialize_index_binary first
             # copies all of it into a buffer of its own: one more copy of the index at the peak)
-            view, pos = memoryview(np.ascontiguousarray(blob, np.uint8)).cast("B"), 0
+            view, pos = np.ascontiguousarray(blob, np.uint8).data.cast("B"), 0
 
             def read(n: int) -> bytes:
                 nonlocal pos
                 start, pos = pos, min(pos + n, len(view))
                 return bytes(view[start:pos])
 
-            reader = faiss.PyCallbackIOReader(read, _READ_CHUNK)
+            reader = faiss.PyCallbackIOReader(read, _READ_CHUNK)  # type: ignore[attr-defined]
         index = faiss.read_index_binary(reader)
     except RuntimeError as exc:
         raise ValueError(f"faiss could not read the stored index: {first_line(exc)}") from None
     if mapped:
-        index.referenced_objects = [blob]  # the codes point into the map: it lives as long as the index
+        index.referenced_objects = [blob]  # type: ignore[attr-defined]  # the codes point into the map: it lives as long as the index
     return index
 
 
@@ -142,7 +142,7 @@ def normalize_missing(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResul
 def hnsw_params(ef_search: int, k: int) -> Any:
     """Per-call ``SearchParametersHNSW``: beam ``max(ef_search, k)`` (faiss returns fewer than
     ``k`` results when the beam is narrower). Binary HNSW honours them through an IDMap."""
-    params = faiss.SearchParametersHNSW()
+    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
     params.efSearch = max(int(ef_search), k)
     return params
 
