@@ -10,7 +10,9 @@ Layout (all integers little-endian)::
     checksum     32 bytes  sha256 of everything above
 
 Loading checks magic, version, length and checksum before anything is parsed; arrays are
-rebuilt with ``np.frombuffer`` over a whitelist of dtypes, so a file cannot run code.
+rebuilt with ``np.frombuffer`` over a whitelist of dtypes, so a file cannot run code. With
+``mmap=True`` the checksum is computed by streaming the file in chunks (nothing held but the
+chunk) and the arrays come back as read-only ``np.memmap`` views of the file, not copies.
 Writes go to a temp file in the target directory, are fsynced and then renamed over the target,
 so a crash never leaves a half-written index under the real name.
 """
@@ -75,41 +77,78 @@ def is_annbin_file(path: str | os.PathLike[str]) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def read_index_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a file written by ``write_index_file``; ``ValueError`` names any problem."""
+def read_index_file(path: str | os.PathLike[str], *, mmap: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a file written by ``write_index_file``; ``ValueError`` names any problem.
+
+    The checksum is computed first, streaming the file through one chunk. ``mmap=False``: each
+    array is then read into its own writable array (peak: the arrays, once). ``mmap=True``: the
+    arrays are read-only ``np.memmap`` views of the file (its pages are read on first touch and
+    held as page cache, not as the process's own memory); the file must not be changed in place
+    while they are in use (``write_index_file`` replaces a file by rename, which leaves a mapped
+    one intact).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"index file {str(path)!r} does not exist")
-    data = path.read_bytes()
-    if len(data) < _PREFIX.size + 32:
-        raise ValueError(f"{str(path)!r} is not an annbin index (file too short: {len(data)} bytes)")
-    magic, version, head_len = _PREFIX.unpack_from(data)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head_len = _verify(path, f, size)
+        body = size - 32
+        try:
+            f.seek(_PREFIX.size)
+            header = json.loads(f.read(head_len))
+            pos = _PREFIX.size + head_len
+            mapped = np.memmap(f, dtype=np.uint8, mode="r", shape=(body,)) if mmap else None
+            arrays: dict[str, np.ndarray] = {}
+            for spec in header.pop("arrays"):
+                if spec["dtype"] not in _DTYPES:
+                    raise ValueError(f"unsupported dtype {spec['dtype']!r}")
+                dtype = np.dtype(spec["dtype"])
+                shape = tuple(int(s) for s in spec["shape"])
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if pos + nbytes > body:
+                    raise ValueError("array extends past the end of the file")
+                if mapped is not None:
+                    arrays[spec["name"]] = mapped[pos : pos + nbytes].view(dtype).reshape(shape)
+                else:
+                    arr = np.empty(shape, dtype)
+                    f.seek(pos)
+                    if nbytes and f.readinto(arr.data.cast("B")) != nbytes:
+                        raise ValueError("file ended while reading an array")
+                    arrays[spec["name"]] = arr
+                pos += nbytes
+            if pos != body:
+                raise ValueError(f"{body - pos} unexpected trailing bytes")
+        except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{str(path)!r} is malformed: {exc}") from None
+    return header, arrays
+
+
+_CHUNK = 1 << 24  # bytes hashed at a time
+
+
+def _verify(path: Path, f: Any, size: int) -> int:
+    """Magic, version and checksum of the open file ``f`` (hashed one chunk at a time); returns
+    the header's length."""
+    if size < _PREFIX.size + 32:
+        raise ValueError(f"{str(path)!r} is not an annbin index (file too short: {size} bytes)")
+    prefix = f.read(_PREFIX.size)
+    magic, version, head_len = _PREFIX.unpack(prefix)
     if magic != MAGIC:
         raise ValueError(f"{str(path)!r} is not an annbin index (bad magic bytes)")
     if version != FORMAT_VERSION:
         raise ValueError(f"{str(path)!r} has format version {version}; this annbin reads version {FORMAT_VERSION}")
-    body, checksum = data[:-32], data[-32:]
-    if hashlib.sha256(body).digest() != checksum:
+    digest = hashlib.sha256(prefix)
+    chunk = memoryview(bytearray(min(_CHUNK, size)))
+    left = size - 32 - _PREFIX.size
+    while left > 0:
+        got = f.readinto(chunk[: min(_CHUNK, left)])
+        if not got:
+            break
+        digest.update(chunk[:got])
+        left -= got
+    if left or digest.digest() != f.read(32):
         raise ValueError(f"{str(path)!r} is corrupted or truncated (checksum mismatch)")
-    start = _PREFIX.size
-    try:
-        header = json.loads(body[start : start + head_len])
-        pos = start + head_len
-        arrays: dict[str, np.ndarray] = {}
-        for spec in header.pop("arrays"):
-            if spec["dtype"] not in _DTYPES:
-                raise ValueError(f"unsupported dtype {spec['dtype']!r}")
-            dtype = np.dtype(spec["dtype"])
-            shape = tuple(int(s) for s in spec["shape"])
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if pos + nbytes > len(body):
-                raise ValueError("array extends past the end of the file")
-            arrays[spec["name"]] = np.frombuffer(body, dtype=dtype, count=nbytes // dtype.itemsize, offset=pos).reshape(shape).copy()
-            pos += nbytes
-        if pos != len(body):
-            raise ValueError(f"{len(body) - pos} unexpected trailing bytes")
-    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{str(path)!r} is malformed: {exc}") from None
-    return header, arrays
+    return int(head_len)

@@ -20,6 +20,7 @@ hnswlib cannot return more than ``ef`` results).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,7 @@ class FloatHNSW(FloatIndex):
         self.num_threads = check_int(num_threads, "num_threads", minimum=-1)
         self._index = hnswlib.Index(space=metric, dim=self.dim)
         self._index.init_index(max_elements=1, M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
+        self._lock = threading.Lock()
         self.set_search_params(ef=ef)
 
     @property
@@ -98,10 +100,14 @@ class FloatHNSW(FloatIndex):
     def get_search_params(self) -> dict[str, Any]:
         return {"ef": self._ef}
 
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        return check_int(value, name, minimum=1)
+
     def _set_search_params(self, params: dict[str, Any]) -> None:
         if "ef" in params:
-            self._ef = check_int(params["ef"], "ef", minimum=1)
-            self._index.set_ef(self._ef)
+            with self._lock:
+                self._ef = params["ef"]
+                self._index.set_ef(self._ef)
 
     def _add(self, x: NDArray[np.float32]) -> None:
         n0 = self.ntotal
@@ -110,11 +116,15 @@ class FloatHNSW(FloatIndex):
         self._index.add_items(x, np.arange(n0, n0 + x.shape[0]), num_threads=self.num_threads)
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
-        self._index.set_ef(max(self._ef, k))
-        try:
-            labels, dist = self._index.knn_query(q, k=k, num_threads=self.num_threads)
-        finally:
-            self._index.set_ef(self._ef)
+        # hnswlib's ef is the index's, not the query's: a call sets it for itself (at least k, or
+        # hnswlib returns fewer results), so searches of one index take turns (each multithreaded)
+        ef = max(self._effective_params()["ef"], k)
+        with self._lock:
+            self._index.set_ef(ef)
+            try:
+                labels, dist = self._index.knn_query(q, k=k, num_threads=self.num_threads)
+            finally:
+                self._index.set_ef(self._ef)
         D = (1.0 - dist) if self.metric == "ip" else dist
         return D.astype(np.float32, copy=False), labels.astype(np.int64)
 

@@ -208,12 +208,21 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dic
     """Run every index spec of ``cfg``; returns the result rows (also passed to ``on_row``).
 
     ``data``: what ``load_data`` returned for a config of the same dataset, k and max_queries
-    (default: loaded here).
+    (default: loaded here). faiss's OpenMP thread count is ``cfg.threads`` during the run and
+    restored after it.
     """
     import faiss
 
     cfg.validate()
+    before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, progress, on_row, data)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _run(cfg: BenchConfig, progress: bool, on_row: Callable[[dict[str, Any]], None] | None, data: BenchData | None) -> list[dict[str, Any]]:
     prep = _Prepared(cfg, progress, data if data is not None else load_data(cfg, progress))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="annbin-bench-") as tmp:

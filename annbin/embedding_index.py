@@ -12,11 +12,22 @@ never want to see bits::
 
 Layout of a saved index (no pickle anywhere)::
 
+    my_index/embedding.annbin   the commit record: settings, row -> id map, encoder (rotation,
+                                offset), per-vector factors, the names of the two files below
+                                and the vectors' row count and CRC-32; annbin's format with its
+                                checksum, written last and atomically
     my_index/index.annbin       the first-stage index, annbin's format (annbin.load_index reads a
-                                binary one alone)
-    my_index/embedding.annbin   settings, row -> id map, encoder (rotation, offset), per-vector
-                                factors, annbin's format with its checksum
-    my_index/vectors.npy        float32 (n, dim) documents, when vectors are stored
+                                binary one alone); a save next to a committed one writes
+                                index.1.annbin, and back, so the committed one is never replaced
+    my_index/vectors.npy        float32 (n, dim) documents, when vectors are stored (likewise
+                                vectors.1.npy); a store memory-mapped from here grows in place
+
+Crash safety: a save writes its new files beside the committed ones, fsyncs them, and commits by
+replacing ``embedding.annbin``; only then are the previous save's files removed. Adds to a
+memory-mapped store append past the committed rows (``annbin._vectors``), which a load ignores
+until a save commits them. A process killed in an add or a save leaves the directory loadable at
+its last completed save. A save owns the names ``index*.annbin`` and ``vectors*.npy`` in its
+directory: it removes those its commit does not name.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, InputTypeError, as_floats, as_ids, check_int, check_k
-from annbin._vectors import commit_vectors, save_vectors, stage_vectors
+from annbin._vectors import DiskVectors, fsync_dir, write_store
 from annbin.asymmetric import check_qb
 from annbin.baselines import is_float_spec, make_float_index
 from annbin.encoder import Encoded, Encoder
@@ -47,7 +59,9 @@ from annbin.rescore import (
 from annbin.spec import parse_wrapped_spec, variant_name
 
 _KIND = "binary-embedding"
-_VERSION = 2
+_VERSION = 3
+_READS = (2, 3)  # versions load reads: 2 had fixed file names and no CRC of the vectors
+_SAVED_NAME = re.compile(r"(index(\.\d+)?\.annbin|vectors(\.\d+)?\.npy)")  # names save writes
 #: first stages that take float vectors themselves (faiss's RaBitQ family, ``annbin.rabitq``)
 FLOAT_IN = ("rabitq", "ivf-rabitq", "rabitq-hnsw")
 _ENCODED = ("factors", "sqnorms", "planes", "levels")
@@ -84,7 +98,8 @@ class BinaryEmbeddingIndex:
     ``rotation``: None, ``"random"`` or ``"itq"`` (fitted on the first ``add``; see
     ``annbin.Encoder``). ``rerank_bits``: 1, or 2 to keep a second bit plane for the rerank.
     ``qb``: query bits of the rerank (0 = float). ``store_vectors``: ``"ram"``, a path for a new
-    ``.npy`` file that is memory-mapped (only codes stay in RAM), or ``None``. ``metric``:
+    ``.npy`` file that is memory-mapped (only codes stay in RAM; each add appends its rows, see
+    ``annbin._vectors``), or ``None``. ``metric``:
     ``"ip"`` (cosine on normalized vectors) or ``"l2"``.
 
     ``search`` returns ``(scores, ids)``: float32 scores (``"ip"`` descending, ``"l2"``
@@ -152,6 +167,7 @@ class BinaryEmbeddingIndex:
         self._ids: NDArray[np.int64] | None = None  # row -> user id; None while ids are the rows 0..n-1
         self._n = 0
         self._vectors: np.ndarray | None = None
+        self._store: DiskVectors | None = None  # the .npy file the vectors are mapped from
         self._encoded: Encoded | None = None
         self._next_id = 0
         self._rescorer: RescoredIndex | None = None
@@ -213,26 +229,36 @@ class BinaryEmbeddingIndex:
         if n == 0:
             return
         before = (self.index, self.dim, self.encoder)
-        staged = None
+        staged: Any = None
+        created = False
         try:
             index = self.index if self.index is not None else self._start(x)
             rows = np.arange(self.ntotal, self.ntotal + n, dtype=np.int64)
             encoded = None if self._float_in else self.encoder.encode(x)
-            staged = stage_vectors(self._vectors, x, self._disk) if self._keep_vectors else None
+            if self._keep_vectors and self._disk is not None:
+                if self._store is None:
+                    self._store, created = DiskVectors.create(self._disk, x.shape[1]), True
+                staged = self._store.stage(x)  # past the committed rows: not counted yet
+            elif self._keep_vectors:
+                new = x.astype(np.float32)
+                staged = new if self._vectors is None else np.concatenate([self._vectors, new])
             if self._float_in:
                 index.add(self.encoder.rotate(x))  # the rotation (ITQ) also sharpens RaBitQ's codes
             else:
                 assert encoded is not None  # for mypy: binary first stages always encode
                 index.add(encoded.codes, ids=rows)
         except BaseException:
-            if isinstance(staged, Path):
-                staged.unlink(missing_ok=True)
+            if created and self._store is not None:
+                self._store.path.unlink(missing_ok=True)
+                self._store = None
             if before[0] is None:  # a failed first add leaves the object as it was
                 self.index, self.dim, self.encoder = before
             raise
-        if staged is not None:
-            self._vectors = None  # drop an old map before its file is replaced
-            self._vectors = commit_vectors(staged, self._disk)
+        if self._store is not None and staged is not None:
+            self._store.commit(staged)
+            self._vectors = self._store.array()
+        elif staged is not None:
+            self._vectors = staged
         if self._ids is not None or not np.array_equal(new_ids, np.arange(self._n, self._n + n)):
             self._ids = np.concatenate([self.get_ids(), new_ids])  # user ids: keep the map (8 B a vector)
         self._n += n
@@ -328,39 +354,58 @@ class BinaryEmbeddingIndex:
 
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
+        previous = _committed_files(root)
+        index_file = vectors_file = None
+        if self.index is not None:
+            index_file = _free_name(root, "index", ".annbin")
+            self.index.save(str(root / index_file))
+        vectors: dict[str, Any] = {}
+        if self._vectors is not None:
+            store = self._store
+            if store is None or store.path.parent.resolve() != root.resolve():
+                vectors_file = _free_name(root, "vectors", ".npy")
+                store = write_store(root / vectors_file, self._vectors, int(self._vectors.shape[1]))
+            vectors_file = store.path.name  # a store mapped from this directory is committed in place
+            vectors = {"vectors_rows": store.rows, "vectors_crc32": store.crc}
         header = {
             "variant": _KIND, "version": _VERSION, "spec": self.spec, "rescore": self.rescore,
             "rerank": self.rerank, "oversample": self.oversample, "rerank_oversample": self.rerank_oversample,
             "qb": self.qb, "metric": self.metric, "dim": self.dim, "ntotal": self.ntotal,
             "next_id": self._next_id, "encoder": self.encoder.get_params(), "disk": self._disk is not None,
             "vectors": self._keep_vectors, "started": self.index is not None,
+            "index_file": index_file, "vectors_file": vectors_file, **vectors,
         }
         arrays: dict[str, np.ndarray] = {"ids": self.get_ids()}
         arrays.update({f"encoder.{key}": value for key, value in self.encoder.state_arrays().items()})
         if self._encoded is not None:
             arrays.update({f"encoded.{f}": getattr(self._encoded, f) for f in _ENCODED if getattr(self._encoded, f) is not None})
-        if self.index is not None:
-            self.index.save(str(root / "index.annbin"))
-        if self._vectors is not None:
-            save_vectors(self._vectors, root / "vectors.npy", self._disk)
-        write_index_file(root / "embedding.annbin", header, arrays)
+        write_index_file(root / "embedding.annbin", header, arrays)  # the commit
+        fsync_dir(root)
+        # the previous save's files, and those of a save that was killed before its commit
+        stale = previous | {p.name for p in root.iterdir() if _SAVED_NAME.fullmatch(p.name)}
+        for name in stale - {index_file, vectors_file}:
+            (root / name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool | None = None) -> BinaryEmbeddingIndex:
         """Read a directory written by ``save``.
 
         ``mmap``: memory-map ``vectors.npy`` (True) or read it into RAM (False); None keeps how
-        it was stored. A memory-mapped store is then ``path/vectors.npy`` (later adds rewrite it).
+        it was stored. A memory-mapped store is then the directory's file: later adds append to
+        it, and the next ``save`` here commits them without copying it. Only the rows the last
+        save committed are read (their CRC-32 checked); rows of an add or save that was killed
+        are ignored, and overwritten by the next add.
         """
         from annbin._io import read_index_file
 
         root = Path(path)
         header, arrays = read_index_file(root / "embedding.annbin")
-        if header.get("variant") != _KIND or header.get("version") != _VERSION:
+        if header.get("variant") != _KIND or header.get("version") not in _READS:
             raise ValueError(f"{str(root)!r} does not hold a BinaryEmbeddingIndex of version {_VERSION}")
         try:
             disk = bool(header["disk"]) if mmap is None else bool(mmap)
-            store = (root / "vectors.npy") if (header["vectors"] and disk) else ("ram" if header["vectors"] else None)
+            vectors_path = root / (header.get("vectors_file") or "vectors.npy")
+            store = vectors_path if (header["vectors"] and disk) else ("ram" if header["vectors"] else None)
             enc = header["encoder"]
             obj = cls(header["spec"], rescore=header["rescore"], rerank=header["rerank"], oversample=int(header["oversample"]),
                       rerank_oversample=int(header["rerank_oversample"]), qb=int(header["qb"]), metric=header["metric"],
@@ -375,9 +420,14 @@ class BinaryEmbeddingIndex:
                 obj._encoded = Encoded(np.empty((0, 0), np.uint8), parts["factors"], parts.get("sqnorms"),
                                        parts.get("planes"), parts.get("levels"))
             if header["started"]:
-                obj.index = _load_first_stage(root / "index.annbin", header["spec"])
+                obj.index = _load_first_stage(root / (header.get("index_file") or "index.annbin"), header["spec"])
             if header["vectors"] and header["started"]:
-                obj._vectors = np.load(root / "vectors.npy", mmap_mode="r" if disk else None, allow_pickle=False)
+                crc = header.get("vectors_crc32")
+                mapped = DiskVectors.open(vectors_path, obj.ntotal, int(header["dim"]), None if crc is None else int(crc))
+                if disk:
+                    obj._store, obj._vectors = mapped, mapped.array()
+                else:
+                    obj._vectors = np.array(mapped.array())
         except (KeyError, TypeError, OSError) as exc:
             raise ValueError(f"{str(root)!r} is incomplete or malformed: {exc}") from None
         expect = (obj.ntotal, obj.dim)
@@ -389,6 +439,31 @@ class BinaryEmbeddingIndex:
             raise ValueError(f"{str(root)!r} is inconsistent: {obj._encoded.factors.shape[0]} factors for {obj.ntotal} ids")
         obj._rebuild_rescorer()
         return obj
+
+
+def _committed_files(root: Path) -> set[str]:
+    """The first-stage and vectors files the directory's current ``embedding.annbin`` names."""
+    from annbin._io import read_index_file
+
+    try:
+        header, _ = read_index_file(root / "embedding.annbin", mmap=True)
+    except ValueError:
+        return set()  # nothing committed (or unreadable): nothing of it to clean up
+    if header.get("version") == 2:  # fixed names then
+        names = {"index.annbin" if header.get("started") else None, "vectors.npy" if header.get("vectors") else None}
+    else:
+        names = {header.get("index_file"), header.get("vectors_file")}
+    return {n for n in names if isinstance(n, str) and n == Path(n).name}
+
+
+def _free_name(root: Path, stem: str, suffix: str) -> str:
+    """``stem + suffix``, else ``stem.1 + suffix``, ...: the first name no file in ``root`` has
+    (so a save never replaces the committed save's files before its own commit)."""
+    name, i = stem + suffix, 0
+    while (root / name).exists():
+        i += 1
+        name = f"{stem}.{i}{suffix}"
+    return name
 
 
 def _load_first_stage(path: Path, spec: str) -> Any:

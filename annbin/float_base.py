@@ -47,14 +47,12 @@ class FloatIndex(Described, ABC):
 
     def set_search_params(self, **params: Any) -> None:
         """Set search parameters by name (see ``search_params``); unknown names raise."""
-        unknown = sorted(set(params) - set(self.search_params))
-        if unknown:
-            allowed = ", ".join(self.search_params) or "none"
-            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
-        self._set_search_params(params)
+        checked = self._checked_search_params(params)
+        if checked:
+            self._set_search_params(checked)
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
-        pass
+        """Store checked search parameters (``_search`` reads them via ``_effective_params()``)."""
 
     def add(self, x: ArrayLike) -> None:
         """Add float vectors ``(n, dim)`` (stored as float32); ids continue from ``ntotal``."""
@@ -63,7 +61,11 @@ class FloatIndex(Described, ABC):
             self._add(v)
 
     def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
-        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``, see module docstring."""
+        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``, see module docstring.
+
+        ``params`` apply to this call only and are not written to the index: searches with
+        different ``params`` may run concurrently from many threads.
+        """
         q = np.ascontiguousarray(as_floats(x, self.dim, name="queries"), dtype=np.float32)
         k = check_k(k)
         worst = -np.inf if self.metric == "ip" else np.inf
@@ -72,15 +74,8 @@ class FloatIndex(Described, ABC):
         kk = min(k, self.ntotal)
         if kk == 0 or q.shape[0] == 0:
             return D, I
-        saved = None
-        if params:
-            saved = self.get_search_params()
-            self.set_search_params(**params)
-        try:
+        with self._search_call(params):
             d_, i_ = self._search(q, kk)
-        finally:
-            if saved is not None:
-                self._set_search_params(saved)
         I[:, :kk] = i_
         D[:, :kk] = np.where(i_ >= 0, d_, worst)
         return D, I

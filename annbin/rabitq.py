@@ -23,14 +23,13 @@ follow ``faiss.omp_set_num_threads``. ``save`` / ``load_float_index`` use annbin
 
 from __future__ import annotations
 
-import contextvars
 import os
 import threading
 from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
 from annbin._io import read_index_file, write_index_file
@@ -44,9 +43,6 @@ __all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_flo
 
 _TRAIN_SEED = 1234
 _UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-stored embeddings pass)
-# Search parameters of the search call in progress (per thread), so that ``params=`` never
-# writes to the index: one index can serve concurrent searches with different settings.
-_CALL_PARAMS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_CALL_PARAMS", default=None)
 
 
 def _faiss_metric(metric: str) -> int:
@@ -72,36 +68,17 @@ class _RaBitQIndex(FloatIndex):
         """False until the first ``add`` trained the index (``bench`` then adds everything at once)."""
         return self._index is not None and bool(self._index.is_trained)
 
-    def search(self, x: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> FloatResult:
-        """k best for float queries ``(nq, dim)``: ``(D float32, I int64)``; ``params`` apply to
-        this call only and change nothing on the index."""
-        call = {**self.get_search_params(), **self._checked_search_params(params or {})}
-        token = _CALL_PARAMS.set(call)
-        try:
-            return super().search(x, k)
-        finally:
-            _CALL_PARAMS.reset(token)
-
-    def _checked_search_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(params) - set(self.search_params))
-        if unknown:
-            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {', '.join(self.search_params)}")
-        return {name: self._check_search_value(name, value) for name, value in params.items()}
-
     def _check_search_value(self, name: str, value: Any) -> Any:
         if name == "qb":
             return check_qb(value)
         return check_int(value, name, minimum=1)
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
-        for name, value in self._checked_search_params(params).items():
+        for name, value in params.items():
             setattr(self, name, value)
 
     def get_search_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.search_params}
-
-    def _call(self) -> dict[str, Any]:
-        return _CALL_PARAMS.get() or self.get_search_params()
 
     def _add(self, x: NDArray[np.float32]) -> None:
         if not self.is_trained:
@@ -160,7 +137,7 @@ class RaBitQFlat(_RaBitQIndex):
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
         params = faiss.RaBitQSearchParameters()
-        params.qb = self._call()["qb"]
+        params.qb = self._effective_params()["qb"]
         D, I = self._index.search(q, k, params=params)
         return D, I.astype(np.int64, copy=False)
 
@@ -222,7 +199,7 @@ class RaBitQIVF(_RaBitQIndex):
         self._index, self.nlist = index, nlist
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
-        call = self._call()
+        call = self._effective_params()
         params = faiss.IVFRaBitQSearchParameters()
         params.nprobe, params.qb = call["nprobe"], call["qb"]
         D, I = self._index.search(q, k, params=params)
@@ -338,7 +315,7 @@ class RaBitQHNSW(_RaBitQIndex):
         return super().memory_bytes()
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
-        call = self._call()
+        call = self._effective_params()
         with self._lock:
             self._build_graph()
             storage: Any = faiss.downcast_index(self._index.storage)

@@ -27,6 +27,7 @@ _TRAIN_SEED = 1234
 #: Most results one completing range search may hold (``exact_knn``): 12 bytes each, so <= 48 MiB
 #: even when every stored code ties with the k-th distance.
 _COMPLETION_RESULTS = 1 << 22
+_READ_CHUNK = 1 << 22  # bytes a deserializing faiss reader takes from Python at a time
 
 
 class FaissBackedIndex(BinaryIndex):
@@ -39,6 +40,10 @@ class FaissBackedIndex(BinaryIndex):
 
     def _new_inner(self) -> Any:
         raise TypeError(f"{type(self).__name__} must define _new_inner")
+
+    #: the memory-mapped file section the faiss index's codes are a view of (see ``read_blob``),
+    #: or None when the index owns its memory
+    _mapped: Any = None
 
     def _adopt(self, index: Any) -> None:
         """Take a deserialized ``IndexBinaryIDMap`` as storage.
@@ -66,11 +71,11 @@ class FaissBackedIndex(BinaryIndex):
         self._index.add_with_ids(codes, ids)
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
-        D, I = self._index.search(x, k)
-        I = I.astype(np.int64, copy=False)
-        # faiss leaves slots it could not fill at I = -1 but not always D = INT32_MAX (binary
-        # HNSW writes INT32_MIN there, which would sort first): normalize them
-        return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
+        return self._faiss_search(x, k)
+
+    def _faiss_search(self, x: NDArray[np.uint8], k: int, params: Any = None) -> SearchResult:
+        """faiss's search with per-call ``faiss.SearchParameters`` (None: the index's own)."""
+        return normalize_missing(*self._index.search(x, k, params=params))
 
     def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
         return read_codes(self._inner, self._code_map, ids)
@@ -84,13 +89,17 @@ class FaissBackedIndex(BinaryIndex):
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
         obj = cls(d, **params)
-        try:
-            obj._adopt(faiss.deserialize_index_binary(arrays["faiss"]))
-        except RuntimeError as exc:
-            raise ValueError(f"faiss could not read the stored index: {str(exc).splitlines()[0]}") from None
+        obj._adopt(read_blob(arrays["faiss"]))
+        obj._mapped = arrays["faiss"] if isinstance(arrays["faiss"], np.memmap) else None
         if obj._index.d != d:
             raise ValueError(f"stored faiss index has d={obj._index.d}, header says d={d}")
         return obj
+
+    def _before_write(self) -> None:
+        # faiss aborts the process on a write to codes it holds as a view: copy them in first
+        if self._mapped is not None:
+            self._adopt(read_blob(np.array(self._mapped)))
+            self._mapped = None
 
     def _ids_bytes(self) -> int:
         """The IDMap's ids, and the id -> row map once ``get_codes`` has built it."""
@@ -126,6 +135,58 @@ def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None
         index.train(codes)
     except RuntimeError as exc:
         raise ValueError(f"faiss could not train the index: {first_line(exc)}") from None
+
+
+def read_blob(blob: NDArray[np.uint8]) -> Any:
+    """The faiss binary index serialized in ``blob`` (uint8). A ``np.memmap`` blob is read in
+    place: flat codes (``IndexBinaryFlat``, HNSW's storage) stay views of the mapped file, not
+    copies, and the returned index keeps the map alive; faiss aborts the process on a write to
+    such codes, so the owner copies them in first (``_before_write``). ``ValueError`` if faiss
+    cannot read it."""
+    mapped = isinstance(blob, np.memmap)
+    try:
+        if mapped:
+            reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(blob), blob.size)  # type: ignore[attr-defined]
+        else:
+            # read straight from the array, chunk by chunk (faiss.deserialize_index_binary first
+            # copies all of it into a buffer of its own: one more copy of the index at the peak)
+            view, pos = np.ascontiguousarray(blob, np.uint8).data.cast("B"), 0
+
+            def read(n: int) -> bytes:
+                nonlocal pos
+                start, pos = pos, min(pos + n, len(view))
+                return bytes(view[start:pos])
+
+            reader = faiss.PyCallbackIOReader(read, _READ_CHUNK)  # type: ignore[attr-defined]
+        index = faiss.read_index_binary(reader)
+    except RuntimeError as exc:
+        raise ValueError(f"faiss could not read the stored index: {first_line(exc)}") from None
+    if mapped:
+        index.referenced_objects = [blob]  # type: ignore[attr-defined]  # the codes point into the map: it lives as long as the index
+    return index
+
+
+def normalize_missing(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
+    """faiss's ``(D, I)`` as int32 / int64 with unfilled slots at ``INT32_MAX``: faiss leaves them at
+    ``I = -1`` but not always ``D = INT32_MAX`` (binary HNSW writes INT32_MIN, which would sort first)."""
+    I = I.astype(np.int64, copy=False)
+    return np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False), I
+
+
+def hnsw_params(ef_search: int, k: int) -> Any:
+    """Per-call ``SearchParametersHNSW``: beam ``max(ef_search, k)`` (faiss returns fewer than
+    ``k`` results when the beam is narrower). Binary HNSW honours them through an IDMap."""
+    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+    params.efSearch = max(int(ef_search), k)
+    return params
+
+
+def ivf_params(nprobe: int) -> Any:
+    """Per-call ``SearchParametersIVF`` visiting ``nprobe`` lists (binary IVF honours them in
+    ``search``; its ``range_search`` refuses them, so range search uses the index's ``nprobe``)."""
+    params = faiss.SearchParametersIVF()
+    params.nprobe = int(nprobe)
+    return params
 
 
 def first_line(exc: BaseException) -> str:

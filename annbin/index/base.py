@@ -16,8 +16,11 @@ all validation, result padding and tie ordering once, so every variant behaves t
 
 from __future__ import annotations
 
+import contextvars
 import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +36,9 @@ SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
 CodesResult = tuple[NDArray[np.uint8], NDArray[np.bool_] | None]
 RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
 _PACK_LIMIT = (1 << 32) - 1  # ids below this pack with their distance into one sort key
+# The search in progress in this thread (or task) and its full search parameters: ``params=`` of one
+# call is read from here, never written to the index, so one index serves concurrent searches.
+_CALL_PARAMS: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = contextvars.ContextVar("_CALL_PARAMS", default=None)
 
 
 class UnsupportedOperation(NotImplementedError):
@@ -82,6 +88,39 @@ class Described:
     def get_search_params(self) -> dict[str, Any]:
         """Current search-time parameters."""
         return {}
+
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        """One search parameter's value, checked and normalized (``TypeError`` / ``ValueError``);
+        ``name`` is one of ``search_params``. Variants with parameters override it."""
+        return value
+
+    def _checked_search_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with every name known and every value checked; nothing is set."""
+        names = tuple(getattr(self, "search_params", ()))
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            allowed = ", ".join(names) or "none"
+            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
+        return {name: self._check_search_value(name, value) for name, value in params.items()}
+
+    @contextmanager
+    def _search_call(self, params: dict[str, Any] | None) -> Iterator[None]:
+        """Make ``params`` (checked) this thread's search parameters of this index for the block."""
+        if not params:
+            yield
+            return
+        call = {**self.get_search_params(), **self._checked_search_params(params)}
+        token = _CALL_PARAMS.set((self, call))
+        try:
+            yield
+        finally:
+            _CALL_PARAMS.reset(token)
+
+    def _effective_params(self) -> dict[str, Any]:
+        """The search parameters of the search in progress: the call's ``params`` over the index's
+        own (read it in the searching thread: worker threads do not inherit the call's)."""
+        call = _CALL_PARAMS.get()
+        return call[1] if call is not None and call[0] is self else self.get_search_params()
 
     @property
     def is_trained(self) -> bool:
@@ -146,6 +185,7 @@ class BinaryIndex(Described, ABC):
                     raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
         if n == 0:
             return
+        self._before_write()
         self._code_map_cache = None
         self._add(codes, new_ids)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
@@ -159,7 +199,9 @@ class BinaryIndex(Described, ABC):
 
         Returns ``(D, I)``: int32 distances ``(nq, k)`` ascending and int64 ids ``(nq, k)``; slots
         past ``ntotal`` hold ``-1`` / ``INT32_MAX``. ``params`` sets search parameters for this
-        call only.
+        call only: they are not written to the index, so searches with different ``params`` may run
+        concurrently from many threads (not concurrently with ``add``, ``remove_ids``, ``reset`` or
+        ``set_search_params``).
         """
         x = as_codes(codes, self.code_size, name="queries")
         k = check_k(k)
@@ -169,11 +211,8 @@ class BinaryIndex(Described, ABC):
         kk = min(k, self.ntotal)
         if kk == 0 or nq == 0:
             return D, I
-        saved = self._push_params(params)
-        try:
+        with self._search_call(params):
             d_, i_ = self._search(x, kk)
-        finally:
-            self._pop_params(saved)
         D[:, :kk] = d_
         I[:, :kk] = i_
         return sort_results(D, I)
@@ -205,23 +244,22 @@ class BinaryIndex(Described, ABC):
         sel = as_id_selection(ids)
         if sel.size == 0 or self.ntotal == 0:
             return 0
+        self._before_write()
         self._code_map_cache = None
         return int(self._remove_ids(sel))
 
     def reset(self) -> None:
         """Remove everything; the index keeps its parameters."""
+        self._before_write()
         self._code_map_cache = None
         self._reset()
         self._next_id = 0
 
     def set_search_params(self, **params: Any) -> None:
         """Set search-time parameters by name (see ``search_params``); unknown names raise."""
-        unknown = sorted(set(params) - set(self.search_params))
-        if unknown:
-            allowed = ", ".join(self.search_params) or "none"
-            raise ValueError(f"unknown search parameter(s) {unknown} for {self.variant!r}; expected: {allowed}")
-        if params:
-            self._set_search_params(params)
+        checked = self._checked_search_params(params)
+        if checked:
+            self._set_search_params(checked)
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
         """The stored codes of ``ids``: uint8 ``ids.shape + (d // 8,)``, bytes exactly as added.
@@ -296,6 +334,10 @@ class BinaryIndex(Described, ABC):
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         """Search validated queries with 1 <= k <= ntotal."""
 
+    def _before_write(self) -> None:
+        """Called before ``add``, ``remove_ids`` and ``reset`` change the storage: an index loaded
+        with ``mmap=True`` copies its mapped codes into RAM here (copy on write)."""
+
     def _find_present(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """Which of ``ids`` are stored already (a variant may answer without listing all ids)."""
         return ids[np.isin(ids, self.get_ids())]
@@ -332,7 +374,8 @@ class BinaryIndex(Described, ABC):
         """Drop all stored codes."""
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
-        """Apply validated search parameter names (values still to check)."""
+        """Store search parameters already checked by ``_check_search_value``. ``_search`` reads
+        them through ``_effective_params()``, which puts a call's ``params=`` over them."""
 
     @abstractmethod
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -342,17 +385,6 @@ class BinaryIndex(Described, ABC):
     @abstractmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
         """Rebuild an index from what ``save`` wrote."""
-
-    def _push_params(self, params: dict[str, Any] | None) -> dict[str, Any] | None:
-        if not params:
-            return None
-        saved = self.get_search_params()
-        self.set_search_params(**params)
-        return saved
-
-    def _pop_params(self, saved: dict[str, Any] | None) -> None:
-        if saved is not None:
-            self._set_search_params(saved)
 
 
 def _lookup_ids(ids: Any) -> NDArray[np.int64]:

@@ -25,19 +25,24 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from typing import Any
 
 import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import INT32_MAX, InputTypeError, as_codes, check_d, check_int
+from annbin._checks import InputTypeError, as_codes, check_d, check_int
 from annbin.index._faiss import (
     TRAIN_POINTS_PER_LIST,
     InvertedListCodes,
     faiss_range_search,
     first_line,
+    hnsw_params,
     ivf_ids,
+    ivf_params,
+    normalize_missing,
+    read_blob,
     read_codes,
     train_on_sample,
     unwrap_idmap,
@@ -101,6 +106,7 @@ class FaissIndex(BinaryIndex):
     variant = "faiss"
     build_params = ("factory",)
     exact = False
+    _mapped: Any = None  # as FaissBackedIndex._mapped
 
     def __init__(self, d: int, *, factory: str = "BFlat") -> None:
         super().__init__(d)
@@ -113,6 +119,7 @@ class FaissIndex(BinaryIndex):
         # A downcast proxy does not own the C++ index: it must keep the proxy handed in alive,
         # else the index is freed with it (faiss's own pattern: ``referenced_objects``).
         self._owner = index
+        self._lock = threading.Lock()
         self._index = faiss.downcast_IndexBinary(index)
         self._index.referenced_objects = [index]  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
         self._core, self._idmap = unwrap_idmap(index)
@@ -170,14 +177,18 @@ class FaissIndex(BinaryIndex):
             return {"nflip": int(core.nflip)}
         return {}
 
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        return check_int(value, name, minimum=0 if name == "nflip" else 1)
+
     def _set_search_params(self, params: dict[str, Any]) -> None:
         core = self._core
         if "ef_search" in params:
-            core.hnsw.efSearch = check_int(params["ef_search"], "ef_search", minimum=1)
+            core.hnsw.efSearch = params["ef_search"]
         if "nprobe" in params:
-            core.nprobe = check_int(params["nprobe"], "nprobe", minimum=1)
+            core.nprobe = params["nprobe"]
         if "nflip" in params:
-            core.nflip = check_int(params["nflip"], "nflip", minimum=0)
+            with self._lock:  # not while a search with another nflip has it set (see _search)
+                core.nflip = params["nflip"]
 
     # --- hooks -----------------------------------------------------------------------------
     def get_ids(self) -> NDArray[np.int64]:
@@ -204,18 +215,21 @@ class FaissIndex(BinaryIndex):
             raise ValueError(f"faiss could not add to {type(self._core).__name__}: {first_line(exc)}") from None
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
-        hnsw = getattr(self._core, "hnsw", None)
-        ef = hnsw.efSearch if hnsw is not None else 0
-        if hnsw is not None and ef < k:  # faiss's HNSW returns fewer than k results when ef < k
-            hnsw.efSearch = k
-        try:
-            D, I = self._index.search(x, k)
-        finally:
-            if hnsw is not None:
-                hnsw.efSearch = ef
-        I = I.astype(np.int64, copy=False)
-        D = np.where(I < 0, INT32_MAX, D).astype(np.int32, copy=False)
-        return D, I
+        call = self._effective_params()
+        if "ef_search" in call:
+            return normalize_missing(*self._index.search(x, k, params=hnsw_params(call["ef_search"], k)))
+        if "nprobe" in call:
+            return normalize_missing(*self._index.search(x, k, params=ivf_params(call["nprobe"])))
+        if "nflip" in call:
+            # faiss's hash indexes take no SearchParameters: a call's nflip is set on the index for
+            # the call, so hash searches of one index take turns
+            with self._lock:
+                saved, self._core.nflip = self._core.nflip, call["nflip"]
+                try:
+                    return normalize_missing(*self._index.search(x, k))
+                finally:
+                    self._core.nflip = saved
+        return normalize_missing(*self._index.search(x, k))
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         try:
@@ -285,11 +299,19 @@ class FaissIndex(BinaryIndex):
 
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
-        try:
-            index = faiss.deserialize_index_binary(arrays["faiss"])
-        except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"faiss could not read the stored index: {first_line(exc)}") from None
-        return cls._wrap(index, d)
+        if "faiss" not in arrays:
+            raise ValueError("faiss could not read the stored index: no 'faiss' array in the file")
+        obj = cls._wrap(read_blob(arrays["faiss"]), d)
+        obj._mapped = arrays["faiss"] if isinstance(arrays["faiss"], np.memmap) else None
+        return obj
+
+    def _before_write(self) -> None:
+        # faiss aborts the process on a write to codes it holds as a view: copy them in first
+        if self._mapped is not None:
+            search, next_id = self.get_search_params(), self._next_id
+            self._attach(read_blob(np.array(self._mapped)))
+            self._set_search_params(search)
+            self._mapped, self._next_id = None, next_id
 
     @classmethod
     def _wrap(cls, index: Any, d: int | None = None) -> FaissIndex:

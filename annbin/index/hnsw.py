@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import check_int
-from annbin.index._faiss import FaissBackedIndex
+from annbin.index._faiss import FaissBackedIndex, hnsw_params
 from annbin.index.base import SearchResult
 from annbin.index.registry import register
 
@@ -19,7 +19,8 @@ class HNSWIndex(FaissBackedIndex):
     """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap``); approximate.
 
     ``M``: graph degree (layer 0 keeps ``2 * M`` links); ``ef_construction``: build beam width;
-    ``ef_search``: search beam width, settable per search. faiss's HNSW cannot remove ids or
+    ``ef_search``: search beam width, settable per search (``params=``, passed to faiss as
+    ``SearchParametersHNSW``, so concurrent searches may differ). faiss's HNSW cannot remove ids or
     range-search, so ``remove_ids`` / ``range_search`` raise ``UnsupportedOperation``.
     """
 
@@ -50,19 +51,16 @@ class HNSWIndex(FaissBackedIndex):
     def get_search_params(self) -> dict[str, Any]:
         return {"ef_search": int(self._inner.hnsw.efSearch)}
 
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        return check_int(value, name, minimum=1)
+
     def _set_search_params(self, params: dict[str, Any]) -> None:
         if "ef_search" in params:
-            self._inner.hnsw.efSearch = check_int(params["ef_search"], "ef_search", minimum=1)
+            self._inner.hnsw.efSearch = params["ef_search"]
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
-        # faiss's HNSW returns fewer than k results when ef_search < k; widen the beam for this call.
-        ef = self._inner.hnsw.efSearch
-        if ef < k:
-            self._inner.hnsw.efSearch = k
-        try:
-            return super()._search(x, k)
-        finally:
-            self._inner.hnsw.efSearch = ef
+        # faiss's HNSW returns fewer than k results when ef_search < k: widen the beam to k
+        return self._faiss_search(x, k, hnsw_params(self._effective_params()["ef_search"], k))
 
     def memory_bytes(self) -> int:
         h = self._inner.hnsw

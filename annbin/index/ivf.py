@@ -16,9 +16,10 @@ from annbin.index._faiss import (
     InvertedListCodes,
     faiss_range_search,
     ivf_ids,
+    ivf_params,
     train_on_sample,
 )
-from annbin.index.base import BinaryIndex, RangeResult
+from annbin.index.base import BinaryIndex, RangeResult, SearchResult
 from annbin.index.registry import register
 
 
@@ -33,7 +34,8 @@ class IVFIndex(FaissBackedIndex):
 
     ``d`` is in bits; codes are ``(n, d // 8)`` uint8. ``nlist``: number of inverted lists
     (k-means centroids); ``None`` picks ``default_nlist(n)`` from the size of the first ``add``.
-    ``nprobe``: lists visited per query, a search parameter (``nprobe >= nlist`` is exhaustive).
+    ``nprobe``: lists visited per query, a search parameter (``nprobe >= nlist`` is exhaustive);
+    a call's ``params=`` reach faiss as ``SearchParametersIVF``, so concurrent searches may differ.
 
     Training: the index is untrained (``is_trained`` False) until ``train(codes)`` is called or
     the first ``add``, which trains k-means on a seeded random sample of at most
@@ -114,10 +116,16 @@ class IVFIndex(FaissBackedIndex):
     def get_search_params(self) -> dict[str, Any]:
         return {"nprobe": int(self._inner.nprobe)}
 
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        return check_int(value, name, minimum=1)
+
     def _set_search_params(self, params: dict[str, Any]) -> None:
         if "nprobe" in params:
-            self._nprobe = check_int(params["nprobe"], "nprobe", minimum=1)
+            self._nprobe = params["nprobe"]
             self._inner.nprobe = self._nprobe
+
+    def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
+        return self._faiss_search(x, k, ivf_params(self._effective_params()["nprobe"]))
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         return faiss_range_search(self._index, x, radius)

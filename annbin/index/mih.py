@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -118,6 +119,7 @@ class MIHIndex(BinaryIndex):
         self._id_chunks: list[NDArray[np.int64]] = []
         self._ids_array = np.empty(0, dtype=np.int64)
         self._tables: list[MIHTable] | None = None
+        self._build_lock = threading.Lock()
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         #: ids in the tables' row order (ascending: the tie rule), set by each build
         self._table_ids = np.empty(0, dtype=np.int64)
@@ -191,17 +193,22 @@ class MIHIndex(BinaryIndex):
         The tables hold the codes in ascending id order (a row is an id's rank), so the search's
         tie rule on rows is the tie rule on ids; in insertion order as long as ids only grew.
         """
-        if self._tables is None:
-            m = self.m if self.m is not None else default_m(self.d, self.ntotal)
-            starts, lengths = substring_layout(self.d, m)
-            codes, ids = self._codes(), self._ids
-            if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
-                order = np.argsort(ids)
-                codes, ids = codes[order], ids[order]
-            self._tables = build_tables(to_words(codes), extract_substrings(codes, starts, lengths), lengths)
-            self._table_ids = ids
-            self._layout = (starts, lengths)
-        return self._tables
+        tables = self._tables
+        if tables is not None:
+            return tables
+        with self._build_lock:  # concurrent first searches: one builds, the others wait for it
+            if self._tables is None:
+                m = self.m if self.m is not None else default_m(self.d, self.ntotal)
+                starts, lengths = substring_layout(self.d, m)
+                codes, ids = self._codes(), self._ids
+                if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
+                    order = np.argsort(ids)
+                    codes, ids = codes[order], ids[order]
+                tables = build_tables(to_words(codes), extract_substrings(codes, starts, lengths), lengths)
+                self._table_ids = ids
+                self._layout = (starts, lengths)
+                self._tables = tables  # last: a search that sees the tables sees ids and layout too
+            return self._tables
 
     def build(self) -> None:
         """Build the hash tables now instead of at the next search (e.g. to time the build)."""
@@ -223,35 +230,39 @@ class MIHIndex(BinaryIndex):
     def get_search_params(self) -> dict[str, Any]:
         return {"fallback": self.fallback, "fallback_ratio": self.fallback_ratio, "num_threads": self.num_threads}
 
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        if name == "fallback":
+            if value not in FALLBACK_MODES:
+                raise ValueError(f"fallback must be one of {FALLBACK_MODES}, got {value!r}")
+            return value
+        if name == "fallback_ratio":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InputTypeError(f"fallback_ratio must be a number, got {type(value).__name__}")
+            if not float(value) > 0:  # float(): numbers.Real has no typed comparisons
+                raise ValueError(f"fallback_ratio must be > 0, got {value}")
+            return float(value)
+        return None if value is None else check_int(value, "num_threads", minimum=1)
+
     def _set_search_params(self, params: dict[str, Any]) -> None:
-        if "fallback" in params:
-            mode = params["fallback"]
-            if mode not in FALLBACK_MODES:
-                raise ValueError(f"fallback must be one of {FALLBACK_MODES}, got {mode!r}")
-            self.fallback = mode
-        if "fallback_ratio" in params:
-            ratio = params["fallback_ratio"]
-            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
-                raise InputTypeError(f"fallback_ratio must be a number, got {type(ratio).__name__}")
-            if not float(ratio) > 0:  # float(): numbers.Real has no typed comparisons
-                raise ValueError(f"fallback_ratio must be > 0, got {ratio}")
-            self.fallback_ratio = float(ratio)
-        if "num_threads" in params:
-            threads = params["num_threads"]
-            self.num_threads = None if threads is None else check_int(threads, "num_threads", minimum=1)
+        for name, value in params.items():
+            setattr(self, name, value)
 
     # --- search --------------------------------------------------------------------------
+    # _threads and _budget read the search call's parameters (``_effective_params``): call them in
+    # the searching thread, not in the block pool's workers.
     def _threads(self) -> int:
         """Threads for one search: ``num_threads``, or faiss's OpenMP thread count (all cores by default)."""
-        return self.num_threads if self.num_threads is not None else max(1, faiss.omp_get_max_threads())
+        threads = self._effective_params()["num_threads"]
+        return threads if threads is not None else max(1, faiss.omp_get_max_threads())
 
     def _budget(self) -> float:
         """Per-query cost (ns) above which a query goes to the flat scan."""
-        if self.fallback == "never":
+        call = self._effective_params()
+        if call["fallback"] == "never":
             return math.inf
-        if self.fallback == "always":
+        if call["fallback"] == "always":
             return -math.inf
-        return self.fallback_ratio * self.cost_model.flat_cost(self.ntotal, self.d)
+        return float(call["fallback_ratio"]) * self.cost_model.flat_cost(self.ntotal, self.d)
 
     def _queries(self, x: NDArray[np.uint8]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         if self._layout is None:
