@@ -262,6 +262,30 @@ def test_interface_and_params(fresh):
         fresh.search(base[:2], 3, params={"nprobe": 3})
 
 
+def test_per_call_params_reach_the_shards_and_stay_per_call(fresh):
+    """params= travel with one call to every shard (the shards' counters show it) and are never stored,
+    so searches with different params from a thread pool equal serial ones."""
+    if fresh.inner_spec.startswith("flat"):
+        pytest.skip("flat has no search parameters")
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = clustered_codes(np.random.default_rng(8), 400, CS)
+    fresh.add(base)
+    fresh.set_search_params(fallback="never")
+    before = fresh.get_search_params()
+    fresh.search(base[:10], 5, params={"fallback": "always"})
+    assert all(st["fallback_queries"] == st["queries"] > 0 for st in fresh.search_stats().values() if st)
+    fresh.search(base[:10], 5)
+    assert all(st["fallback_queries"] == 0 for st in fresh.search_stats().values() if st)
+    asks = [{"fallback": "always"}, None, {"fallback": "auto", "fallback_ratio": 0.5}] * 3
+    serial = [fresh.search(base[:30], 7, params=p) for p in asks]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda p: fresh.search(base[:30], 7, params=p), asks))
+    for (D, I), (Dt, It) in zip(serial, together):
+        assert np.array_equal(D, Dt) and np.array_equal(I, It)
+    assert fresh.get_search_params() == before
+
+
 def test_bad_inputs(fresh):
     with pytest.raises(TypeError, match="uint8"):
         fresh.add(np.zeros((3, CS), np.float32))

@@ -73,7 +73,6 @@ class ShardedIndex(BinaryIndex):
         # instance values shadow the class defaults: a sharded index searches like its shards
         self.exact = type(self._template).exact  # type: ignore[misc]
         self.search_params = type(self._template).search_params  # type: ignore[misc]
-        self._call_params: dict[str, Any] | None = None
         self._group = ShardGroup(self.inner_spec, self.d, shards, self._template.get_search_params(), dict(actor_options or {}), timeout_s)
 
     @classmethod
@@ -126,19 +125,9 @@ class ShardedIndex(BinaryIndex):
         present = self._group.call("find_present", {s: (ray.put(ids[rows]),) for s, rows in groups.items()})
         return np.concatenate([np.empty(0, np.int64), *present.values()])
 
-    def search(self, codes: NDArray[np.uint8], k: int, *, params: dict[str, Any] | None = None) -> SearchResult:
-        """As ``BinaryIndex.search``; ``params`` travel with the one call each shard gets."""
-        if params:
-            unknown = sorted(set(params) - set(self.search_params))
-            if unknown:
-                allowed = ", ".join(self.search_params) or "none"
-                raise ValueError(f"unknown search parameter(s) {unknown} for {self.inner_spec!r}; expected: {allowed}")
-            self._template.set_search_params(**params)  # checks the values once, here
-        self._call_params = dict(params) if params else None
-        try:
-            return super().search(codes, k)
-        finally:
-            self._call_params = None
+    def _check_search_value(self, name: str, value: Any) -> Any:
+        # the inner variant knows its parameters; checked here, once, before any shard is asked
+        return self._template._checked_search_params({name: value})[name]
 
     def get_ids(self) -> NDArray[np.int64]:
         """All ids, int64 ``(ntotal,)``: shard 0's in its storage order, then shard 1's, ..."""
@@ -252,7 +241,10 @@ class ShardedIndex(BinaryIndex):
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         xref = import_ray().put(x)  # once: every shard reads the same object
-        live, counts, params = self._live(), self._group.counts, self._call_params
+        # per-call params (BinaryIndex.search's params=) travel with this call to each shard, never stored
+        call = self._effective_params()
+        params = call if call != self.get_search_params() else None
+        live, counts = self._live(), self._group.counts
         parts = self._group.call("search", {s: (xref, int(min(k, counts[s])), params) for s in live})
         D, I = sort_results(np.concatenate([parts[s][0] for s in live], axis=1), np.concatenate([parts[s][1] for s in live], axis=1))
         return D[:, :k], I[:, :k]  # the tie rule: k smallest (distance, id) pairs of all shards
