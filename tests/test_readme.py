@@ -62,3 +62,12 @@ def assert_did_its_own_work(index) -> None:
     """The last search of an MIH index made bucket lookups and sent no query to the flat scan."""
     stats = index.last_search_stats
     assert stats["lookups"] > 0 and stats["fallback_queries"] == 0, stats
+
+
+def test_ci_runs_the_readme_commands():
+    """README's second command (install with extras, lint, tests) is what .ci/run does, step for step."""
+    bash = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    install, *steps = bash[1].strip().split(" && pip install ")[1].split(" && ")
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text().splitlines()
+    assert f"python -m pip install --quiet {install}" in ci
+    assert [line for line in ci if line in steps] == steps  # each step, in the README's order
