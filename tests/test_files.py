@@ -42,11 +42,14 @@ def test_mmap_load_searches_like_a_read_load_and_copies_on_write(spec, tmp_path,
     assert (getattr(mapped, "_mapped", None) is not None) == faiss_backed  # the faiss data is a view of the file
     if not spec.startswith("BHash"):
         np.testing.assert_array_equal(mapped.get_codes(mapped.get_ids()[:20]), read.get_codes(read.get_ids()[:20]))
+    if spec in ("flat", "hnsw:M=8,ef_search=20"):  # mapped codes are page cache, not RAM
+        assert mapped.memory_bytes() <= read.memory_bytes() - 3000 * 8
     # writes copy the mapped data into RAM first (faiss would abort on a write to a view)
     more = clustered_codes(rng, 10, 8)
     for idx in (read, mapped):
         idx.add(more)
     assert getattr(mapped, "_mapped", None) is None
+    assert mapped.memory_bytes() == read.memory_bytes()
     for a, b in zip(read.search(queries, 10), mapped.search(queries, 10)):
         np.testing.assert_array_equal(a, b)
     if spec in ("flat", "ivf:nlist=8,nprobe=3", "mih"):

@@ -40,4 +40,7 @@ class FlatIndex(FaissBackedIndex):
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def memory_bytes(self) -> int:
-        return self.ntotal * self.code_size + self._ids_bytes()
+        """RAM bytes: codes and id map; codes still mapped from a file (``load_index(mmap=True)``,
+        before any write) are page cache, not counted."""
+        codes = 0 if self._mapped is not None else self.ntotal * self.code_size
+        return codes + self._ids_bytes()

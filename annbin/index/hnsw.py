@@ -63,6 +63,10 @@ class HNSWIndex(FaissBackedIndex):
         return self._faiss_search(x, k, hnsw_params(self._effective_params()["ef_search"], k))
 
     def memory_bytes(self) -> int:
+        """RAM bytes: codes, graph and id map; codes and links still mapped from a file
+        (``load_index(mmap=True)``, before any write) are page cache, not counted."""
         h = self._inner.hnsw
+        if self._mapped is not None:
+            return self._ids_bytes() + int(h.levels.size() * 4 + h.offsets.size() * 8)
         graph = h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
         return self.ntotal * self.code_size + self._ids_bytes() + int(graph)
