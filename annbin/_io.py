@@ -35,6 +35,20 @@ _DTYPES = {"uint8", "int8", "int32", "uint32", "int64", "uint64", "float16", "fl
 _PREFIX = struct.Struct("<8sII")
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the renames and creations in directory ``path`` durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_index_file(path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Atomically write ``header`` (JSON-able) and ``arrays`` to ``path``."""
     specs = []

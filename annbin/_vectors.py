@@ -23,25 +23,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DiskVectors", "fsync_dir", "write_store"]
+from annbin._io import fsync_dir
+
+__all__ = ["DiskVectors", "write_store"]
 
 _HEADER = 128  # bytes of the .npy header annbin writes: room for any (rows, dim) shape
 _MAGIC = b"\x93NUMPY\x01\x00"
 _CHUNK_ROWS_BYTES = 1 << 24  # bytes read at a time when checking or copying rows
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the renames and creations in directory ``path`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _npy_header(rows: int, dim: int, size: int) -> bytes:

@@ -43,7 +43,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, InputTypeError, as_floats, as_ids, check_int, check_k
-from annbin._vectors import DiskVectors, fsync_dir, write_store
+from annbin._io import fsync_dir
+from annbin._vectors import DiskVectors, write_store
 from annbin.asymmetric import check_qb
 from annbin.baselines import is_float_spec, make_float_index
 from annbin.encoder import Encoded, Encoder

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._io import fsync_dir
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "annbin-sharded"
 MANIFEST_VERSION = 1
@@ -54,19 +56,6 @@ def group_by_shard(owner: NDArray[np.int64], shards: int) -> dict[int, NDArray[n
     return {s: order[bounds[s] : bounds[s + 1]] for s in range(shards) if bounds[s + 1] > bounds[s]}
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Atomically write ``manifest.json`` into ``directory`` (temp file, fsync, rename)."""
     data = json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **manifest}, indent=1, sort_keys=True)
@@ -81,7 +70,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
