@@ -40,6 +40,19 @@ _UNROTATED = ("float-flat", "float-hnsw")  # the float baselines search the floa
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 
 
+def check_stage_options(rotation: str | None, thresholds: str, rerank_bits: int, qb: int, vectors: str) -> None:
+    """The encoding and rescoring options ``annbin bench`` and ``annbin tune`` share (CLI names)."""
+    if rotation not in (None, "random", "itq"):
+        raise ValueError(f"rotation must be 'random' or 'itq', got {rotation!r}")
+    if thresholds not in ("zero", "median", "mean"):
+        raise ValueError(f"thresholds must be 'zero', 'median' or 'mean', got {thresholds!r}")
+    if rerank_bits not in (1, 2):
+        raise ValueError(f"rerank_bits must be 1 or 2, got {rerank_bits}")
+    check_qb(qb)
+    if vectors not in ("ram", "mmap"):
+        raise ValueError(f"vectors must be 'ram' or 'mmap', got {vectors!r}")
+
+
 @dataclass
 class BenchConfig:
     """Everything one ``annbin bench`` run needs; field names match the CLI options and config keys."""
@@ -70,22 +83,14 @@ class BenchConfig:
             check_int(r, "rerank factor", minimum=1)
         if self.rerank and not self.rescore:
             raise ValueError("--rerank keeps part of the --rescore candidates: give --rescore factors too")
-        if self.rotation not in (None, "random", "itq"):
-            raise ValueError(f"rotation must be 'random' or 'itq', got {self.rotation!r}")
-        if self.rerank_bits not in (1, 2):
-            raise ValueError(f"rerank_bits must be 1 or 2, got {self.rerank_bits}")
-        check_qb(self.qb)
+        check_stage_options(self.rotation, self.thresholds, self.rerank_bits, self.qb, self.vectors)
         check_int(self.runs, "runs", minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
         check_int(self.threads, "threads", minimum=1)
         if self.bits is not None and (check_int(self.bits, "bits", minimum=8) % 8):
             raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
-        if self.thresholds not in ("zero", "median", "mean"):
-            raise ValueError(f"thresholds must be 'zero', 'median' or 'mean', got {self.thresholds!r}")
         if self.vector_dtype not in ("float32", "float16"):
             raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {self.vector_dtype!r}")
-        if self.vectors not in ("ram", "mmap"):
-            raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
         if (self.rescore or self.rotation) and self.bits is not None:
             raise ValueError("--rescore / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
         if not self.indexes:

@@ -21,7 +21,7 @@ import numpy as np
 
 from annbin._checks import check_int, check_k
 from annbin._machine import machine_facts
-from annbin.asymmetric import check_qb
+from annbin.bench import check_stage_options
 from annbin.embedding_index import FLOAT_IN, BinaryEmbeddingIndex
 from annbin.evaluation import time_per_query
 from annbin.index.registry import expand_spec
@@ -75,13 +75,7 @@ class TuneConfig:
                 check_int(value, name, minimum=1)
         if self.rerank and not self.rescore:
             raise ValueError("--rerank keeps part of the --rescore candidates: give --rescore too")
-        if self.rotation not in (None, "random", "itq"):
-            raise ValueError(f"rotation must be 'random' or 'itq', got {self.rotation!r}")
-        if self.thresholds not in ("zero", "median", "mean"):
-            raise ValueError(f"thresholds must be 'zero', 'median' or 'mean', got {self.thresholds!r}")
-        check_qb(self.qb)
-        if self.vectors not in ("ram", "mmap"):
-            raise ValueError(f"vectors must be 'ram' or 'mmap', got {self.vectors!r}")
+        check_stage_options(self.rotation, self.thresholds, self.rerank_bits, self.qb, self.vectors)
         unknown = sorted(set(self.params or ()) - set(TUNABLE))
         if unknown:
             raise ValueError(f"--params: unknown {unknown}; tunable: {', '.join(TUNABLE)}")
