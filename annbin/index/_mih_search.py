@@ -215,8 +215,9 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r:
     word = keys >> 6
     below = table.occupancy64.take(word, mode="clip")
     keys &= 63
-    np.left_shift(below, (63 - keys).astype(np.uint64), out=below)
-    rank = table.ranks.take(word, mode="clip").astype(np.int64)
+    np.subtract(63, keys, out=keys)
+    np.left_shift(below, keys.view(np.uint64), out=below)  # keys are 0..63: the same bits as uint64
+    rank = table.ranks.take(word, mode="clip")
     rank += np.bitwise_count(below)
     end = table.starts.take(rank, mode="clip").astype(np.int64)
     rank -= 1

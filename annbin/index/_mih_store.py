@@ -22,7 +22,9 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._checks import as_ids
 from annbin.index._faiss import flat_codes
+from annbin.index._mih_tables import MIHTable, check_m, copies_words, substring_layout, to_words
 from annbin.index._rows import RowMap, gather
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
@@ -207,3 +209,52 @@ class MIHStore:
         if tail_codes is not None and tail_codes.shape[0]:
             self.tail.add(np.ascontiguousarray(tail_codes))
             self._tail_ids = np.asarray(tail_ids, dtype=np.int64)
+
+
+Restored = tuple[list[MIHTable], "NDArray[np.uint64] | None", tuple[NDArray[np.int64], NDArray[np.int64]]]
+
+
+def load_state(d: int, arrays: dict[str, np.ndarray]) -> tuple[MIHStore, Restored | None]:
+    """A store from ``MIHStore.state``'s arrays plus, when the file holds them (``table_lengths``,
+    ``t<j>.occupancy / .starts / .rows``), the tables, their shared words and their substring
+    layout. Without tables (an older file, or an index never built), every live code goes to the
+    tail. ``ValueError`` names any array that does not fit the others."""
+    codes, ids = _stored_codes(arrays, "codes", "ids", d)
+    tail_codes, tail_ids = (_stored_codes(arrays, "tail_codes", "tail_ids", d) if "tail_codes" in arrays
+                            else (codes[:0], ids[:0]))
+    dead = arrays.get("dead")
+    if dead is not None and dead.size and (dead.dtype != np.uint8 or dead.shape != (codes.shape[0],) or dead.max() > 1):
+        raise ValueError(f"stored tombstones must be uint8 0/1 ({codes.shape[0]},), got {dead.dtype} {dead.shape}")
+    if np.intersect1d(ids, tail_ids).size:
+        raise ValueError("stored ids repeat between the main codes and the tail")
+    store = MIHStore(d)
+    lengths = arrays.get("table_lengths")
+    if lengths is None or codes.shape[0] == 0:
+        live = slice(None) if dead is None or dead.size == 0 else dead == 0
+        codes, ids = np.concatenate([codes[live], tail_codes]), np.concatenate([ids[live], tail_ids])
+        if codes.shape[0]:
+            store.add(np.ascontiguousarray(codes), ids)
+        return store, None
+    if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
+        raise ValueError("stored main ids must be ascending (the tables' row order)")
+    if lengths.dtype != np.int64 or lengths.ndim != 1 or lengths.size == 0:
+        raise ValueError(f"stored table_lengths must be int64 (m,), got {lengths.dtype} {lengths.shape}")
+    starts, expected = substring_layout(d, check_m(int(lengths.size), d))
+    if not np.array_equal(lengths, expected):
+        raise ValueError(f"stored table lengths {lengths.tolist()} do not split {d} bits into {lengths.size} substrings")
+    store.load(codes, ids, dead, tail_codes, tail_ids)
+    words = to_words(flat_codes(store.main))
+    copy = copies_words(words, int(lengths.size))
+    tables = [MIHTable.from_state(int(length), arrays, f"t{j}.", words, copy) for j, length in enumerate(lengths.tolist())]
+    return store, (tables, None if copy else words, (starts, expected))
+
+
+def _stored_codes(arrays: dict[str, np.ndarray], codes_name: str, ids_name: str, d: int) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """A saved ``(codes, ids)`` pair, checked (``ValueError`` names what is wrong)."""
+    try:
+        codes, ids = arrays[codes_name], arrays[ids_name]
+    except KeyError as exc:
+        raise ValueError(f"MIH index file lacks the {exc.args[0]!r} array") from None
+    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != d // 8:
+        raise ValueError(f"stored {codes_name} must be uint8 (n, {d // 8}), got {codes.dtype} {codes.shape}")
+    return codes, as_ids(ids, codes.shape[0], name=f"stored {ids_name}")

@@ -30,10 +30,12 @@ MAX_SUBSTRING_BITS = 24
 #: they take at most this much in all; beyond it the tables share the index's own codes (main
 #: storage, row order) and verification reads them through ``rows``.
 COPY_WORDS_MAX_BYTES = 1 << 30
-#: ... and only for at most this many tables: each copy costs the codes' bytes again. Sharing the
-#: codes cost 64-bit codes (m = 3) 12% of their search speed (1M clustered codes, 1,000 queries,
-#: A/B medians of 8, shared 2-core box); 128 bits and up (m >= 6) share them.
-COPY_MAX_TABLES = 4
+#: ... and only for at most this many tables: each copy costs the codes' bytes again, and codes long
+#: enough to need more tables (384 bits and up at any N) have neighbours too far for MIH to beat a
+#: scan. Sharing costs speed: in-process A/B, 1M clustered codes, 1,000 queries, CPU time, medians
+#: (shared 2-core box): 128 bits (m = 6) 0.75x and 256 bits (m = 13) 0.73x the speed with copies
+#: (memory 150 -> 58 MiB and 500 -> 103 MiB), 64 bits (m = 3) 0.88x.
+COPY_MAX_TABLES = 16
 
 
 def check_m(m: object, d: int) -> int:
@@ -146,9 +148,9 @@ class MIHTable:
     ``occupancy``: uint8, one bit per bucket (``np.packbits`` little bit order: bucket ``b`` is bit
     ``b & 7`` of byte ``b >> 3``), set if it is non-empty, zero padded to whole uint64 words; a probe
     reads it first (``2**length / 8`` bytes: 512 KiB for 22 bits, it stays in L2 cache), and only
-    the non-empty buckets go further. ``ranks``: uint32 ``(ceil(2**length / 64),)``, how many
-    non-empty buckets precede each 64-bucket word of ``occupancy``, so a non-empty bucket's rank is
-    ``ranks[b >> 6]`` plus a popcount; ``starts``: uint32 ``(nonempty + 1,)``, where each non-empty
+    the non-empty buckets go further. ``ranks``: int64 ``(ceil(2**length / 64),)``, how many
+    non-empty buckets precede each 64-bucket word of ``occupancy`` (int64 spares the probe a cast,
+    for 1/8 byte a bucket), so a non-empty bucket's rank is ``ranks[b >> 6]`` plus a popcount; ``starts``: uint32 ``(nonempty + 1,)``, where each non-empty
     bucket's positions start in ``rows`` (the last entry is ``n``). Together 4 bytes per non-empty
     bucket instead of 8 per possible bucket (a dense ``lo << 32 | count`` array: 32 MiB for a
     22-bit table, whatever n).
@@ -160,7 +162,7 @@ class MIHTable:
 
     length: int
     occupancy: NDArray[np.uint8]
-    ranks: NDArray[np.uint32]
+    ranks: NDArray[np.int64]
     starts: NDArray[np.uint32]
     rows: NDArray[np.int32]
     words: NDArray[np.uint64]
@@ -204,10 +206,10 @@ class MIHTable:
         return cls(length, occ, ranks, starts, rows, *_table_words(words, rows, copy))
 
 
-def _ranks(occupancy: NDArray[np.uint8]) -> NDArray[np.uint32]:
+def _ranks(occupancy: NDArray[np.uint8]) -> NDArray[np.int64]:
     """Non-empty buckets before each uint64 word of ``occupancy`` (exclusive prefix popcount)."""
-    per_word = np.bitwise_count(occupancy.view(np.uint64)).astype(np.uint32)
-    out = np.zeros(per_word.size, dtype=np.uint32)
+    per_word = np.bitwise_count(occupancy.view(np.uint64)).astype(np.int64)
+    out = np.zeros(per_word.size, dtype=np.int64)
     np.cumsum(per_word[:-1], out=out[1:])
     return out
 

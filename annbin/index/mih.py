@@ -10,17 +10,27 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **m**: explicit, or ``None`` (default) for the paper's ``m ~ d / log2(ntotal)`` (substrings of at
   most 24 bits), re-chosen at every (re)build from the ntotal of that moment; ``effective_m``
   reports the value in use.
-- **Storage**: the codes live in a ``faiss.IndexBinaryFlat`` in insertion order (the brute-force
-  fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
-  occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
-  sorted by substring, and a copy of the codes as uint64 words in that order, so verifying a
-  bucket reads contiguous memory. ``memory_bytes()`` counts all of it. ``get_codes`` gathers
-  from a zero-copy view of the flat index's codes.
+- **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
+  ("main", ascending id order; the fallback scan reads it), codes added since in a second one
+  ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
+  enough to stay in L2 cache), a uint32 rank per 64 buckets and a uint32 start per non-empty
+  bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a copy of
+  the codes in that order (verifying a bucket then reads contiguous memory); more tables read
+  main's codes through the rows. At 1M 64-bit codes that is 57 MiB in all (115 MiB with dense
+  int64 buckets). ``get_codes`` gathers from zero-copy views of main and tail.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
   each query stops by the pigeonhole bound (see ``_mih_search``).
-- **add / remove_ids**: both only append to / compact the stored codes and mark the tables stale;
-  the tables are rebuilt lazily, in full, at the next search or ``build()`` (about 0.5 s per
-  million 64-bit codes).
+- **add / remove_ids**: ``add`` appends to the tail, which every search scans (faiss, exact, tie
+  rule) and merges with the tables' results by (distance, id); ``remove_ids`` tombstones the
+  tables' rows (skipped by the search and by the fallback scan) and drops tail rows. Once tail
+  plus tombstones exceed ``tail_fraction`` of the tables' codes, the next search (or ``build()``)
+  rebuilds: tail folded into main, tombstones dropped, every table rebuilt (~1.2 s per million
+  64-bit codes on the shared development box). ``rebuilds`` counts them.
+- **memory_bytes()** reports what is held now and never builds: added codes not yet built into
+  tables count as codes and ids only.
+- **save / load**: the file holds main, tombstones, tail and the tables, so a load rebuilds
+  nothing; a file without tables (older annbin, or an index never searched) loads everything
+  into the tail and builds at the first search.
 - **Fallback**: a cost model predicts, per query and step, what finishing by MIH would still cost;
   a query for which that exceeds ``fallback_ratio`` times a flat scan (far neighbours, e.g.
   uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
@@ -53,15 +63,14 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import as_ids, check_int
-from annbin.index._faiss import exact_knn, flat_codes, omp_threads
+from annbin._checks import check_int
+from annbin.index._faiss import exact_knn, omp_threads
 from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
-from annbin.index._mih_store import MIHStore, StorageMap
+from annbin.index._mih_store import MIHStore, StorageMap, load_state
 from annbin.index._mih_tables import (
     MIHTable,
     build_tables,
     check_m,
-    copies_words,
     default_m,
     extract_substrings,
     substring_layout,
@@ -81,8 +90,12 @@ QUERY_BLOCK = 4096
 #: free core gains.
 MIN_THREAD_BLOCK = 256
 #: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
-#: the tombstones exceed this fraction of the codes they cover (see benchmarks/mih_updates.py).
-TAIL_FRACTION = 0.05
+#: the tombstones exceed this fraction of the codes they cover. benchmarks/mih_updates.py (1M
+#: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box under heavy load):
+#: updated / static total 2.04x at 0.01, 2.00x at 0.02, 2.54x at 0.05 (a rebuild ~1.1 s against a
+#: tail scan growing ~7 ms per 1,000 tail codes and 1,000 queries). The best fraction grows as the
+#: square root of the codes added per query searched (rebuilds against scans of half a tail).
+TAIL_FRACTION = 0.02
 _T = TypeVar("_T")
 
 
@@ -92,6 +105,9 @@ class MIHIndex(BinaryIndex):
     ``d``: code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
     ``m``: number of substrings (hash tables); ``None`` chooses ``~ d / log2(ntotal)`` at each
     build. An explicit ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
+    ``tail_fraction``: codes added since the last build (scanned by brute force) plus removed ones
+    still in the tables (tombstones) may reach this fraction of the tables' codes before the next
+    search rebuilds them (default ``TAIL_FRACTION``).
 
     Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
     query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
@@ -408,47 +424,11 @@ class MIHIndex(BinaryIndex):
         unknown = sorted(set(params) - set(cls.build_params))
         if unknown:
             raise ValueError(f"unknown MIH build parameter(s) {unknown} in the index file")
-        codes, ids = _stored_codes(arrays, "codes", "ids", d)
-        tail_codes, tail_ids = (_stored_codes(arrays, "tail_codes", "tail_ids", d) if "tail_codes" in arrays
-                                else (codes[:0], ids[:0]))
-        dead = arrays.get("dead")
-        if dead is not None and dead.size and (dead.dtype != np.uint8 or dead.shape != (codes.shape[0],) or dead.max() > 1):
-            raise ValueError(f"stored tombstones must be uint8 0/1 ({codes.shape[0]},), got {dead.dtype} {dead.shape}")
-        if np.intersect1d(ids, tail_ids).size:
-            raise ValueError("stored ids repeat between the main codes and the tail")
         obj = cls(d, **params)
-        lengths = arrays.get("table_lengths")
-        if lengths is None or codes.shape[0] == 0:
-            live = slice(None) if dead is None or dead.size == 0 else dead == 0
-            codes, ids = np.concatenate([codes[live], tail_codes]), np.concatenate([ids[live], tail_ids])
-            if codes.shape[0]:
-                obj._add(np.ascontiguousarray(codes), ids)
-            return obj
-        if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
-            raise ValueError("stored main ids must be ascending (the tables' row order)")
-        if lengths.dtype != np.int64 or lengths.ndim != 1 or lengths.size == 0:
-            raise ValueError(f"stored table_lengths must be int64 (m,), got {lengths.dtype} {lengths.shape}")
-        starts, expected = substring_layout(d, check_m(int(lengths.size), d))
-        if not np.array_equal(lengths, expected):
-            raise ValueError(f"stored table lengths {lengths.tolist()} do not split {d} bits into {lengths.size} substrings")
-        obj._store.load(codes, ids, dead, tail_codes, tail_ids)
-        words = to_words(flat_codes(obj._store.main))
-        copy = copies_words(words, int(lengths.size))
-        obj._tables = [MIHTable.from_state(int(length), arrays, f"t{j}.", words, copy) for j, length in enumerate(lengths.tolist())]
-        obj._words = None if copy else words
-        obj._layout = (starts, expected)
+        obj._store, restored = load_state(d, arrays)
+        if restored is not None:
+            obj._tables, obj._words, obj._layout = restored
         return obj
-
-
-def _stored_codes(arrays: dict[str, np.ndarray], codes_name: str, ids_name: str, d: int) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """A saved ``(codes, ids)`` pair, checked (``ValueError`` names what is wrong)."""
-    try:
-        codes, ids = arrays[codes_name], arrays[ids_name]
-    except KeyError as exc:
-        raise ValueError(f"MIH index file lacks the {exc.args[0]!r} array") from None
-    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != d // 8:
-        raise ValueError(f"stored {codes_name} must be uint8 (n, {d // 8}), got {codes.dtype} {codes.shape}")
-    return codes, as_ids(ids, codes.shape[0], name=f"stored {ids_name}")
 
 
 def _check_fraction(value: object) -> float:
