@@ -84,7 +84,7 @@ def run(fraction: float, args: argparse.Namespace) -> dict:
 
 
 def memory(bits: list[int], args: argparse.Namespace) -> None:
-    print(f"| codes | N | m | memory_bytes() | codes alone |\n|---|---|---|---|---|")
+    print("| codes | N | m | memory_bytes() | codes alone |\n|---|---|---|---|---|")
     for d in bits:
         codes, _ = make_data(Config("clustered", d, args.n), 1, DEFAULT_FLIP.get(d, 0.08), args.centres, args.seed)
         index = MIHIndex(d)

@@ -180,7 +180,8 @@ class MIHTable:
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         """The arrays that, with the shared codes, restore this table (``from_state``)."""
-        out = {f"{prefix}occupancy": self.occupancy, f"{prefix}starts": self.starts, f"{prefix}rows": self.rows}
+        out: dict[str, np.ndarray] = {f"{prefix}occupancy": self.occupancy, f"{prefix}starts": self.starts,
+                                      f"{prefix}rows": self.rows}
         return out
 
     @classmethod

@@ -13,7 +13,7 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
   ("main", ascending id order; the fallback scan reads it), codes added since in a second one
   ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
-  enough to stay in L2 cache), a uint32 rank per 64 buckets and a uint32 start per non-empty
+  enough to stay in L2 cache), an int64 rank per 64 buckets and a uint32 start per non-empty
   bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a copy of
   the codes in that order (verifying a bucket then reads contiguous memory); more tables read
   main's codes through the rows. At 1M 64-bit codes that is 57 MiB in all (115 MiB with dense
@@ -24,8 +24,8 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
   rule) and merges with the tables' results by (distance, id); ``remove_ids`` tombstones the
   tables' rows (skipped by the search and by the fallback scan) and drops tail rows. Once tail
   plus tombstones exceed ``tail_fraction`` of the tables' codes, the next search (or ``build()``)
-  rebuilds: tail folded into main, tombstones dropped, every table rebuilt (~1.2 s per million
-  64-bit codes on the shared development box). ``rebuilds`` counts them.
+  rebuilds: tail folded into main, tombstones dropped, every table rebuilt (0.4-1.1 s per million
+  64-bit codes on the shared development box, by its load). ``rebuilds`` counts them.
 - **memory_bytes()** reports what is held now and never builds: added codes not yet built into
   tables count as codes and ids only.
 - **save / load**: the file holds main, tombstones, tail and the tables, so a load rebuilds
@@ -91,10 +91,10 @@ QUERY_BLOCK = 4096
 MIN_THREAD_BLOCK = 256
 #: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
 #: the tombstones exceed this fraction of the codes they cover. benchmarks/mih_updates.py (1M
-#: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box under heavy load):
-#: updated / static total 2.04x at 0.01, 2.00x at 0.02, 2.54x at 0.05 (a rebuild ~1.1 s against a
-#: tail scan growing ~7 ms per 1,000 tail codes and 1,000 queries). The best fraction grows as the
-#: square root of the codes added per query searched (rebuilds against scans of half a tail).
+#: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box): updated /
+#: static total 2.04x / 2.26x at 0.01, 2.00x / 2.14x at 0.02, 2.54x / 2.61x at 0.05, 3.24x at 0.1
+#: (a rebuild, 0.4-1.1 s by load, against a tail scan adding ~3 ms per 1,000 tail codes to a batch
+#: of 1,000 queries). The best fraction grows with the square root of the codes added per query.
 TAIL_FRACTION = 0.02
 _T = TypeVar("_T")
 
@@ -137,7 +137,8 @@ class MIHIndex(BinaryIndex):
         #: the tables over the store's main codes (None while main is empty)
         self._tables: list[MIHTable] | None = None
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
-        #: the tables' shared codes: a view of main's codes, or a zero-padded copy (d % 64 not 0 mod 8)
+        #: the tables' shared codes (None while each table keeps a copy): a view of main's codes, or
+        #: a zero-padded copy where d is not a multiple of 64
         self._words: NDArray[np.uint64] | None = None
         #: how many times this object (re)built its tables (a load that restores them does not count)
         self.rebuilds = 0
@@ -435,6 +436,7 @@ def _check_fraction(value: object) -> float:
     """``tail_fraction``: a number >= 0 (0 rebuilds the tables at every search after a change)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"tail_fraction must be a number, got {type(value).__name__}")
-    if not value >= 0 or not math.isfinite(value):
+    fraction = float(value)
+    if not fraction >= 0 or not math.isfinite(fraction):
         raise ValueError(f"tail_fraction must be a finite number >= 0, got {value}")
-    return float(value)
+    return fraction
