@@ -363,7 +363,9 @@ def test_ties_follow_ids_not_insertion_order():
     index.add(codes, ids=ids)
     ascending = MIHIndex(64, m=4)
     ascending.add(codes[::-1], ids=ids[::-1])
-    assert index.memory_bytes() == ascending.memory_bytes() + 3000 * 8  # the ids in table order
+    index.build()
+    ascending.build()
+    assert index.memory_bytes() == ascending.memory_bytes()  # main is rewritten in id order: no second copy of the ids
     keep = np.ones(3000, bool)
     keep[rng.choice(3000, 500, replace=False)] = False
     index.remove_ids(ids[~keep])
@@ -492,10 +494,11 @@ def test_grid_of_sizes_kinds_and_k(d, kind):
         check_range(*index.range_search(q, radius), codes, np.arange(n), q, radius)
 
 
-@pytest.mark.parametrize("d", [64, 256])
+@pytest.mark.parametrize("d", [64, 72, 256])
 def test_shared_code_copy_is_exact(d, monkeypatch):
-    """Long codes x many tables: the tables share one copy of the codes (read through rows)."""
+    """Tables that keep no copy of the codes read the index's own (main storage, through rows)."""
     import annbin.index._mih_tables as tables_module
+    from annbin.index._faiss import flat_codes
 
     monkeypatch.setattr(tables_module, "COPY_WORDS_MAX_BYTES", 0)
     rng = np.random.default_rng(d)
@@ -505,25 +508,33 @@ def test_shared_code_copy_is_exact(d, monkeypatch):
     index.add(codes)
     check_knn(*index.search(q, 10), codes, np.arange(3000), q, 10)
     check_range(*index.range_search(q, d // 10), codes, np.arange(3000), q, d // 10)
-    assert all(t.shared for t in index._tables)
-    m = len(index._tables)
-    # the shared copy is counted once: codes + ids + per table (buckets + rows) + one copy of the words
-    assert index.memory_bytes() == 3000 * (d // 8) * 2 + 3000 * 8 + sum(t.buckets.nbytes + t.occupancy.nbytes + 3000 * 4 for t in index._tables)
-    assert m > 1
+    assert all(t.shared and t.words is index._words for t in index._tables)
+    padded = d % 64 != 0  # then the shared words are a zero-padded copy, counted once
+    assert np.shares_memory(index._words, flat_codes(index._store.main)) != padded
+    tables = sum(t.occupancy.nbytes + t.ranks.nbytes + t.starts.nbytes + 3000 * 4 for t in index._tables)
+    assert index.memory_bytes() == 3000 * (d // 8) + 3000 * 8 + tables + (index._words.nbytes if padded else 0)
+    assert len(index._tables) > 1
 
 
-@pytest.mark.parametrize("filtered", [True, False])
-@pytest.mark.parametrize("kind", ["clustered", "random"])
-def test_occupancy_filter_either_way_is_exact(filtered, kind, monkeypatch):
-    """Probes that test the occupancy flags first and probes that read the buckets directly agree."""
-    import annbin.index._mih_tables as tables_module
-
-    monkeypatch.setattr(tables_module, "FILTER_MAX_FILL", 1.0 if filtered else -1.0)
-    codes, q, index = mih_problem(kind, 4000, 30, seed=11)
-    check_knn(*index.search(q, 10), codes, np.arange(4000), q, 10)
-    check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
-    assert all(t.filtered == filtered for t in index._tables)
-    assert all(np.array_equal(np.unpackbits(t.occupancy, bitorder="little")[: t.buckets.size], t.buckets != 0) for t in index._tables)
+@pytest.mark.parametrize("kind", ["clustered", "random", "duplicates"])
+def test_compact_tables_list_each_bucket(kind):
+    """Occupancy bits, per-word ranks and starts of the non-empty buckets give each bucket exactly
+    the rows whose substring is its key."""
+    codes, _, index = mih_problem(kind, 3000, 1, seed=11)
+    index.build()
+    subs = extract_substrings(codes, *index._layout)
+    for j, t in enumerate(index._tables):
+        counts = np.bincount(subs[:, j], minlength=1 << t.length)
+        bits = np.unpackbits(t.occupancy, bitorder="little")
+        np.testing.assert_array_equal(bits[: counts.size], counts != 0)
+        assert not bits[counts.size :].any()
+        nonempty = np.flatnonzero(counts)
+        np.testing.assert_array_equal(np.diff(t.starts.astype(np.int64)), counts[nonempty])
+        np.testing.assert_array_equal(t.ranks, np.concatenate([[0], np.cumsum(np.bitwise_count(t.occupancy.view(np.uint64)))[:-1]]))
+        for rank, key in enumerate(nonempty[:50].tolist()):
+            rows = t.rows[t.starts[rank] : t.starts[rank + 1]]
+            np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(subs[:, j] == key))
+            np.testing.assert_array_equal(t.words[t.starts[rank] : t.starts[rank + 1], 0], codes[rows].view(np.uint64)[:, 0])
 
 
 @pytest.mark.parametrize("chunk", [7, 300])
@@ -844,19 +855,23 @@ def test_spec_strings_and_memory():
     index = annbin.make_index("mih:m=4,fallback=never", 64)
     assert isinstance(index, MIHIndex) and index.m == 4 and index.fallback == "never"
     assert annbin.make_index("mih", 64).m is None
-    assert MIHIndex.build_params == ("m",) and MIHIndex.exact
+    assert MIHIndex.build_params == ("m", "tail_fraction") and MIHIndex.exact
+    assert annbin.make_index("mih:tail_fraction=0.2", 64).spec == "mih:tail_fraction=0.2,fallback=auto,fallback_ratio=1.0"
     rng = np.random.default_rng(8)
     codes = make_codes("random", 5000, 64, rng)
-    sizes = {}
     for m in (3, 4, 8):
         index = MIHIndex(64, m=m)
         index.add(codes)
-        sizes[m] = index.memory_bytes()
+        assert index.memory_bytes() == 5000 * 8 + 5000 * 8  # codes + ids: memory_bytes does not build
+        assert index._tables is None and index.rebuilds == 0
+        index.build()
         tables = index._tables
-        assert len(tables) == m
-        expected = 5000 * 8 + 5000 * 8 + sum((1 << t.length) * 8 + -(-(1 << t.length) // 8) + 5000 * (4 + 8) for t in tables)
-        assert sizes[m] == expected  # codes + ids + (buckets, occupancy bits, rows, words) per table
-    assert sizes[3] > sizes[4] > sizes[8]  # 22-bit tables hold far more buckets than 8-bit ones
+        assert len(tables) == m and index.rebuilds == 1
+        copies = m <= 16  # COPY_MAX_TABLES: more tables share the index's codes
+        assert all(t.occupancy.nbytes == 8 * -(-(1 << t.length) // 64) and t.ranks.nbytes == 8 * -(-(1 << t.length) // 64) for t in tables)
+        expected = 5000 * 8 + 5000 * 8 + sum(t.occupancy.nbytes + t.ranks.nbytes + t.starts.nbytes + 5000 * (4 + 8 * copies) for t in tables)
+        assert index.memory_bytes() == expected  # codes + ids + (occupancy bits, ranks, starts, rows, words copy) per table
+        assert all(t.starts.nbytes == 4 * (np.unique(s).size + 1) for t, s in zip(tables, extract_substrings(codes, *index._layout).T))
     assert MIHIndex(64).memory_bytes() == 0
 
 

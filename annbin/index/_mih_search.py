@@ -18,12 +18,12 @@ exact matches with ``m = 2``.) Range search to radius ``R`` runs steps ``0..R``.
 
 All active queries of a batch advance together, one step at a time: their bucket keys for the step
 are one XOR of the query substrings with the precomputed popcount-``r`` masks, one random read per
-key into the table's occupancy bitmap (64 times smaller than the buckets, so it stays in L2 cache;
-the XOR is split into byte index and bit index, see ``occupancy_probes``) drops the empty
-buckets, which are most of them at radius >= 2, one read of the non-empty ones gives their start
-and size, ``np.repeat`` expands the non-empty buckets to candidate
+key into the table's occupancy bitmap (one bit a bucket, so it stays in L2 cache; the XOR is split
+into byte index and bit index, see ``occupancy_probes``) drops the empty buckets, which are most
+of them at radius >= 2, a rank over those bits (a per-word count plus a popcount) finds each
+non-empty bucket's start and end, ``np.repeat`` expands the non-empty buckets to candidate
 positions, and candidates are verified with ``np.bitwise_count`` on codes stored in the table's
-bucket order (contiguous reads). There is no per-query seen bitmap: a candidate is kept only if it
+bucket order (contiguous reads) or on the index's shared codes through the table's rows. There is no per-query seen bitmap: a candidate is kept only if it
 is within its query's current k-th distance (ties kept, see above), and the kept ones are merged
 into the top-k, where a code found twice (from two tables, or already in the top-k) is dropped as
 an exact duplicate key.
@@ -147,6 +147,7 @@ class _Batch:
         self.lookups = self.candidates = 0  # work counters, for benchmarks
         self.pending: list[NDArray[np.int64]] = []  # keys of candidates not merged yet
         self.merged = False  # whether any k-th distance is below the sentinel yet
+        self.dead: NDArray[np.bool_] | None = None  # rows to skip (tombstones)
 
     def add(self, q: NDArray[np.int64], dist: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
         """Queue candidates (each within its query's k-th distance) for the next merge; ``dist`` is consumed."""
@@ -198,31 +199,37 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r:
     and an add expand the buckets; no second cumsum).
     """
     nq, nmasks = sub.size, masks.size
-    if table.filtered:  # mostly empty buckets: test the (cached) occupancy bits first
-        mhi, lot = occupancy_probes(table.length, r)
-        hi = ((sub >> 3)[:, None] ^ mhi[None, :]).ravel()  # byte of the bit
-        lo = lot.take(sub & 7, axis=0).ravel()  # bit in the byte, uint8
-        bit = table.occupancy.take(hi, mode="clip")
-        np.right_shift(bit, lo, out=bit)
-        bit &= 1
-        nonempty = bit.view(bool).nonzero()[0]
-        keys = hi.take(nonempty, mode="clip")
-        keys <<= 3
-        keys |= lo.take(nonempty, mode="clip")
-        packed = table.buckets.take(keys, mode="clip")
-    else:
-        keys = (sub[:, None] ^ masks[None, :]).ravel()
-        packed = table.buckets.take(keys, mode="clip")
-        nonempty = (packed != 0).nonzero()[0]
-        packed = packed.take(nonempty, mode="clip")
-    cnt = packed & 0xFFFFFFFF
+    # the (cached) occupancy bits first: most probes at radius >= 2 find an empty bucket
+    mhi, lot = occupancy_probes(table.length, r)
+    hi = ((sub >> 3)[:, None] ^ mhi[None, :]).ravel()  # byte of the bit
+    lo = lot.take(sub & 7, axis=0).ravel()  # bit in the byte, uint8
+    bit = table.occupancy.take(hi, mode="clip")
+    np.right_shift(bit, lo, out=bit)
+    bit &= 1
+    nonempty = bit.view(bool).nonzero()[0]
+    keys = hi.take(nonempty, mode="clip")
+    keys <<= 3
+    keys |= lo.take(nonempty, mode="clip")
+    # a non-empty bucket's rank among the non-empty ones: the count before its 64-bucket word plus
+    # the set bits up to it in that word (itself included, so the rank is one past: its end)
+    word = keys >> 6
+    below = table.occupancy64.take(word, mode="clip")
+    keys &= 63
+    np.subtract(63, keys, out=keys)
+    np.left_shift(below, keys.view(np.uint64), out=below)  # keys are 0..63: the same bits as uint64
+    rank = table.ranks.take(word, mode="clip")
+    rank += np.bitwise_count(below)
+    end = table.starts.take(rank, mode="clip").astype(np.int64)
+    rank -= 1
+    packed = table.starts.take(rank, mode="clip").astype(np.int64)  # the bucket's start
+    cnt = end
+    cnt -= packed
     bounds = nonempty.searchsorted(_arange(nq + 1) * nmasks)  # each query's buckets: bounds[i]..bounds[i + 1]
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
     cnt.cumsum(out=ends[1:])
     at = ends.take(bounds)
     per_query = at[1:] - at[:-1]
     group_end = bounds[1:]
-    packed >>= 32
     packed -= ends[:-1]  # bucket start minus where its candidates start in the concatenation
     return packed, cnt, per_query, group_end
 
@@ -245,13 +252,17 @@ def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cn
     if table.shared:  # codes stored once, in insertion order
         pos = table.rows.take(pos, mode="clip")
     dtype = np.uint8 if nwords * 64 < 255 else np.uint16
-    g = table.words[0].take(pos, mode="clip")
-    np.bitwise_xor(g, xw[:, 0].repeat(per_query), out=g)
-    dist = np.bitwise_count(g).astype(dtype, copy=False)
-    for w in range(1, nwords):  # (dropping far candidates after each word measured slower)
-        table.words[w].take(pos, mode="clip", out=g)
-        np.bitwise_xor(g, xw[:, w].repeat(per_query), out=g)
-        dist += np.bitwise_count(g)
+    if nwords == 1:
+        g = table.words.reshape(-1).take(pos, mode="clip")
+        np.bitwise_xor(g, xw[:, 0].repeat(per_query), out=g)
+        dist = np.bitwise_count(g)
+    else:  # whole codes at once: one cache line per candidate, not one per word
+        g = table.words.take(pos, axis=0, mode="clip")
+        np.bitwise_xor(g, xw.repeat(per_query, axis=0), out=g)
+        bits = np.bitwise_count(g)
+        dist = bits[:, 0].astype(dtype)
+        for w in range(1, nwords):
+            dist += bits[:, w]
     if not isinstance(thr, np.ndarray):
         hit = (dist < thr).nonzero()[0]
     else:
@@ -279,9 +290,10 @@ def _rows(table: MIHTable, pos: NDArray[np.signedinteger]) -> NDArray[np.int64]:
 
 def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], k: int,
                budget: float = math.inf, costs: CostModel = COSTS, stats: dict[str, int] | None = None,
-               steps: list[dict[str, float]] | None = None,
+               steps: list[dict[str, float]] | None = None, dead: NDArray[np.bool_] | None = None,
                ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
-    """Exact k nearest rows (1 <= k <= n) for queries ``xw`` (uint64 words) / ``xs`` (substrings).
+    """Exact k nearest rows (1 <= k <= rows not in ``dead``) for queries ``xw`` (uint64 words) /
+    ``xs`` (substrings). ``dead``: bool ``(n,)``, rows to skip (tombstones), or None.
 
     Returns ``(D, rows, fallback)``: int32 ``(nq, k)``, int64 ``(nq, k)``: each row's k smallest
     (distance, row) pairs (ties at the k-th distance go to the smallest rows, whatever the order in
@@ -293,6 +305,7 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
     nq, words = xw.shape
     m = len(tables)
     batch = _Batch(xw, xs, k, d)
+    batch.dead = dead
     guard = _Budget(tables, n, d, k, words, budget, costs, nq) if budget < math.inf else None
     active = np.arange(nq)
     step = 0
@@ -407,9 +420,11 @@ def _drop(over: NDArray[np.bool_], base: NDArray[np.int64], cnt: NDArray[np.int6
 
 def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
                 per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64] | int,
+                dead: NDArray[np.bool_] | None = None,
                 ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
     """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
-    exceed it); yields (query index, distance, row) per group, query indices into ``xw``."""
+    exceed it); yields (query index, distance, row) per group, query indices into ``xw``, without
+    the rows flagged in ``dead`` (removed codes still in the tables: tested on hits only)."""
     nq = xw.shape[0]
     before = per_query.cumsum()  # candidates of queries 0..i
     total = int(before[-1])
@@ -426,6 +441,9 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
             part = thr[a:b] if isinstance(thr, np.ndarray) else thr
             q, dist, rows = _verify(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], part, offset,
                                     int(before[b - 1]) - offset)
+            if dead is not None and q.size:
+                live = ~dead.take(rows)
+                q, dist, rows = q[live], dist[live], rows[live]
             if q.size:
                 yield q + a, dist, rows
 
@@ -443,7 +461,7 @@ def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int6
     # keep candidates at the k-th distance too: a smaller row among them wins the tie.
     # Nothing merged yet: every k-th distance is the sentinel, above any distance.
     thr = batch.kth.take(A) + 1 if batch.merged else batch.sentinel
-    for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, thr):
+    for q, dist, rows in _verify_all(table, batch.xw[A], base, cnt, per_query, group_end, thr, batch.dead):
         # threshold over all of A, not the group's own queries: sized per group it also fired on
         # steps with a few crowded queries, where the histogram costs more than it saves (A/B 0.963x)
         if q.size > CAP_MIN_HITS * batch.k * A.size:
@@ -469,9 +487,10 @@ def _cap(q: NDArray[np.int64], dist: NDArray[np.int64], rows: NDArray[np.int64],
 
 
 def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], xs: NDArray[np.int64], radius: int,
-                 budget: float = math.inf, costs: CostModel = COSTS,
+                 budget: float = math.inf, costs: CostModel = COSTS, dead: NDArray[np.bool_] | None = None,
                  ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.bool_]]:
-    """Every row within distance ``<= radius``: steps ``0..radius`` (pigeonhole, see module doc).
+    """Every row within distance ``<= radius`` (but those in ``dead``): steps ``0..radius``
+    (pigeonhole, see module doc).
 
     Returns ``(lims, D, rows, fallback)``, grouped by query, unsorted within a query. Queries whose
     buckets turn out to hold more than the uniform estimate promised (skewed data), so that the
@@ -505,7 +524,7 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
                 if over.any():
                     fallback[A[over]] = True
                     base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
-            for q, dist, rows in _verify_all(table, xw[A], base, cnt, per_query, group_end, int(radius) + 1):
+            for q, dist, rows in _verify_all(table, xw[A], base, cnt, per_query, group_end, int(radius) + 1, dead):
                 found_q.append(A[q])
                 found_d.append(dist)
                 found_r.append(rows)

@@ -5,10 +5,12 @@ most one bit. Bit ``p`` of a code is bit ``7 - p % 8`` of byte ``p // 8`` (numpy
 order); which bit order is used does not matter for Hamming distance, only that codes and queries
 are split the same way.
 
-Each substring gets a direct-address table in CSR form (``MIHTable``): the positions of the codes
-(in the index's insertion order) sorted by substring value, and one int64 per possible substring
-value holding where its bucket starts in that order and how many codes it has. A table also keeps
-a copy of the codes in bucket order, so verifying a bucket's candidates reads contiguous memory.
+Each substring gets a direct-address table in compact CSR form (``MIHTable``): the rows of the
+codes (in the index's main storage, ascending id order) sorted by substring value, one occupancy
+bit per possible substring value, and the start of each non-empty bucket (located by a rank over
+the occupancy bits). A table over few substrings also keeps a copy of the codes in bucket order,
+so verifying a bucket's candidates reads contiguous memory; otherwise the tables share the
+index's own codes.
 """
 
 from __future__ import annotations
@@ -25,16 +27,15 @@ from annbin._checks import check_int
 #: Longest substring a direct-address table takes (2**24 int64 buckets are 128 MiB per table).
 MAX_SUBSTRING_BITS = 24
 #: Per-table copies of the codes in bucket order (contiguous verification reads) are made while
-#: they take at most this much in all; beyond it (long codes, many tables) the tables share one
-#: copy in insertion order and verification reads it through ``rows``.
+#: they take at most this much in all; beyond it the tables share the index's own codes (main
+#: storage, row order) and verification reads them through ``rows``.
 COPY_WORDS_MAX_BYTES = 1 << 30
-#: ... and only for at most this many tables: m copies cost m x the codes' bytes, and codes long
+#: ... and only for at most this many tables: each copy costs the codes' bytes again, and codes long
 #: enough to need more tables (384 bits and up at any N) have neighbours too far for MIH to beat a
-#: scan, so their searches mostly fall back and the copies would be memory spent for nothing.
+#: scan. Sharing costs speed: in-process A/B, 1M clustered codes, 1,000 queries, CPU time, medians
+#: (shared 2-core box): 128 bits (m = 6) 0.75x and 256 bits (m = 13) 0.73x the speed with copies
+#: (memory 150 -> 58 MiB and 500 -> 103 MiB), 64 bits (m = 3) 0.88x.
 COPY_MAX_TABLES = 16
-#: Probes read a table's occupancy bits before its buckets only while at most this fraction of its
-#: buckets is non-empty (1M clustered 64-bit codes fill 12-22% of 21/22-bit tables, 10M fill 73-91%).
-FILTER_MAX_FILL = 0.5
 
 
 def check_m(m: object, d: int) -> int:
@@ -142,59 +143,110 @@ def occupancy_probes(length: int, r: int) -> tuple[NDArray[np.int64], NDArray[np
 
 @dataclass
 class MIHTable:
-    """One substring's direct-address table (CSR).
+    """One substring's direct-address table, in compact CSR form.
 
-    ``buckets``: int64 ``(2**length,)``, ``lo << 32 | count`` for a non-empty bucket (its codes are
-    positions ``lo .. lo + count - 1``) and 0 for an empty one; ``occupancy``: uint8
-    ``(ceil(2**length / 8),)``, one bit per bucket (``np.packbits`` little bit order: bucket ``b``
-    is bit ``b & 7`` of byte ``b >> 3``), set if it is non-empty: 64 times smaller than
-    ``buckets`` (512 KiB for 22 bits: it stays in L2 cache), so the probes (most of which hit
-    empty buckets at radius >= 2) read it first and read ``buckets`` only where it says there is
-    something (``filtered``: only when at most ``FILTER_MAX_FILL`` of the buckets are non-empty;
-    in fuller tables most probes find something and the filter is a wasted read);
-    ``rows``: int32 ``(n,)`` insertion-order positions sorted by substring value; ``words``: uint64
-    ``(W, n)``, one contiguous array per 64-bit word: the codes in bucket order (``shared`` False),
-    or the codes in insertion order shared by all tables, to be read at ``rows[position]``.
+    ``occupancy``: uint8, one bit per bucket (``np.packbits`` little bit order: bucket ``b`` is bit
+    ``b & 7`` of byte ``b >> 3``), set if it is non-empty, zero padded to whole uint64 words; a probe
+    reads it first (``2**length / 8`` bytes: 512 KiB for 22 bits, it stays in L2 cache), and only
+    the non-empty buckets go further. ``ranks``: int64 ``(ceil(2**length / 64),)``, how many
+    non-empty buckets precede each 64-bucket word of ``occupancy`` (int64 spares the probe a cast,
+    for 1/8 byte a bucket), so a non-empty bucket's rank is ``ranks[b >> 6]`` plus a popcount; ``starts``: uint32 ``(nonempty + 1,)``, where each non-empty
+    bucket's positions start in ``rows`` (the last entry is ``n``). Together 4 bytes per non-empty
+    bucket instead of 8 per possible bucket (a dense ``lo << 32 | count`` array: 32 MiB for a
+    22-bit table, whatever n).
+    ``rows``: int32 ``(n,)`` main-storage rows sorted by substring value; ``words``: uint64
+    ``(n, W)``, the codes in bucket order (``shared`` False: verification reads contiguous memory),
+    or the main storage's codes in row order shared by all tables (``shared`` True: read at
+    ``rows[position]``, a view of memory the index owns, not counted here).
     """
 
     length: int
-    buckets: NDArray[np.int64]
     occupancy: NDArray[np.uint8]
+    ranks: NDArray[np.int64]
+    starts: NDArray[np.uint32]
     rows: NDArray[np.int32]
     words: NDArray[np.uint64]
     shared: bool = False
-    filtered: bool = True
 
     @property
     def nbytes(self) -> int:
         """Bytes this table holds (a shared ``words`` array is counted by its owner, not here)."""
-        return int(self.buckets.nbytes + self.occupancy.nbytes + self.rows.nbytes + (0 if self.shared else self.words.nbytes))
+        own = self.occupancy.nbytes + self.ranks.nbytes + self.starts.nbytes + self.rows.nbytes
+        return int(own + (0 if self.shared else self.words.nbytes))
+
+    @property
+    def occupancy64(self) -> NDArray[np.uint64]:
+        return self.occupancy.view(np.uint64)
+
+    def state(self, prefix: str) -> dict[str, np.ndarray]:
+        """The arrays that, with the shared codes, restore this table (``from_state``)."""
+        out: dict[str, np.ndarray] = {f"{prefix}occupancy": self.occupancy, f"{prefix}starts": self.starts,
+                                      f"{prefix}rows": self.rows}
+        return out
+
+    @classmethod
+    def from_state(cls, length: int, arrays: dict[str, np.ndarray], prefix: str, words: NDArray[np.uint64],
+                   copy: bool) -> MIHTable:
+        """A table from ``state``'s arrays, checked against ``length`` and the ``words`` ``(n, W)``
+        it indexes (``ValueError`` names what does not fit); ``ranks`` is recomputed."""
+        occ, starts, rows = (arrays.get(prefix + name) for name in ("occupancy", "starts", "rows"))
+        if occ is None or starts is None or rows is None:
+            raise ValueError(f"stored MIH table {prefix!r} is incomplete")
+        n = words.shape[0]
+        nwords = -(-(1 << length) // 64)
+        if occ.dtype != np.uint8 or occ.shape != (8 * nwords,):
+            raise ValueError(f"stored MIH table {prefix!r}: occupancy must be uint8 ({8 * nwords},), got {occ.dtype} {occ.shape}")
+        nonempty = int(np.bitwise_count(occ).sum(dtype=np.int64))
+        if starts.dtype != np.uint32 or starts.shape != (nonempty + 1,) or (nonempty and (int(starts[0]) != 0 or int(starts[-1]) != n)):
+            raise ValueError(f"stored MIH table {prefix!r}: starts do not match its occupancy and {n} codes")
+        if nonempty and not (starts[1:] > starts[:-1]).all():
+            raise ValueError(f"stored MIH table {prefix!r}: starts must increase")
+        if rows.dtype != np.int32 or rows.shape != (n,) or (n and (int(rows.min()) < 0 or int(rows.max()) >= n)):
+            raise ValueError(f"stored MIH table {prefix!r}: rows must be int32 ({n},) within 0..{n - 1}")
+        ranks = _ranks(occ)
+        return cls(length, occ, ranks, starts, rows, *_table_words(words, rows, copy))
+
+
+def _ranks(occupancy: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """Non-empty buckets before each uint64 word of ``occupancy`` (exclusive prefix popcount)."""
+    per_word = np.bitwise_count(occupancy.view(np.uint64)).astype(np.int64)
+    out = np.zeros(per_word.size, dtype=np.int64)
+    np.cumsum(per_word[:-1], out=out[1:])
+    return out
+
+
+def _table_words(words: NDArray[np.uint64], rows: NDArray[np.int32], copy: bool) -> tuple[NDArray[np.uint64], bool]:
+    """The codes a table verifies against: a copy in bucket order, or the shared ``words``."""
+    return (np.ascontiguousarray(words[rows]), False) if copy else (words, True)
+
+
+def copies_words(words: NDArray[np.uint64], m: int) -> bool:
+    """Whether ``m`` tables over ``words`` each keep a copy of the codes in bucket order."""
+    return m <= COPY_MAX_TABLES and m * words.nbytes <= COPY_WORDS_MAX_BYTES
 
 
 def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64]) -> list[MIHTable]:
-    """One ``MIHTable`` per substring for codes given as ``words`` ``(n, W)`` and their substring
-    values ``subs`` ``(n, m)``."""
+    """One ``MIHTable`` per substring for codes given as ``words`` ``(n, W)`` uint64 (kept, as the
+    shared codes, by reference) and their substring values ``subs`` ``(n, m)``."""
     n = words.shape[0]
     if n >= 2**31 - 1:
         raise ValueError(f"MIHIndex holds fewer than 2**31 codes, got {n}")
-    shared = None
-    if lengths.size * words.nbytes > COPY_WORDS_MAX_BYTES or lengths.size > COPY_MAX_TABLES:
-        shared = np.ascontiguousarray(words.T)
+    copy = copies_words(words, lengths.size)
     tables = []
     for t, length in enumerate(lengths.tolist()):
         sub = subs[:, t]
-        rows = np.argsort(sub, kind="stable").astype(np.int32)
+        # a sort of unique keys (substring, row) is the stable argsort, several times faster
+        keys = sub << 32
+        keys |= np.arange(n, dtype=np.int64)
+        keys.sort()
+        rows = (keys & 0xFFFFFFFF).astype(np.int32)
+        del keys
         counts = np.bincount(sub, minlength=1 << length)
-        buckets = np.cumsum(counts)
-        buckets -= counts
-        buckets <<= 32
-        buckets |= counts
         occupied = counts != 0
-        buckets[~occupied] = 0
-        filtered = bool(np.count_nonzero(occupied) <= FILTER_MAX_FILL * occupied.size)
+        starts = np.zeros(int(np.count_nonzero(occupied)) + 1, dtype=np.uint32)
+        np.cumsum(counts[occupied], out=starts[1:])
+        occ = np.zeros(8 * -(-(1 << length) // 64), dtype=np.uint8)
         bits = np.packbits(occupied, bitorder="little")
-        if shared is None:
-            tables.append(MIHTable(length, buckets, bits, rows, np.ascontiguousarray(words[rows].T), filtered=filtered))
-        else:
-            tables.append(MIHTable(length, buckets, bits, rows, shared, shared=True, filtered=filtered))
+        occ[: bits.size] = bits
+        tables.append(MIHTable(length, occ, _ranks(occ), starts, rows, *_table_words(words, rows, copy)))
     return tables

@@ -10,17 +10,27 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **m**: explicit, or ``None`` (default) for the paper's ``m ~ d / log2(ntotal)`` (substrings of at
   most 24 bits), re-chosen at every (re)build from the ntotal of that moment; ``effective_m``
   reports the value in use.
-- **Storage**: the codes live in a ``faiss.IndexBinaryFlat`` in insertion order (the brute-force
-  fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
-  occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
-  sorted by substring, and a copy of the codes as uint64 words in that order, so verifying a
-  bucket reads contiguous memory. ``memory_bytes()`` counts all of it. ``get_codes`` gathers
-  from a zero-copy view of the flat index's codes.
+- **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
+  ("main", ascending id order; the fallback scan reads it), codes added since in a second one
+  ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
+  enough to stay in L2 cache), an int64 rank per 64 buckets and a uint32 start per non-empty
+  bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a copy of
+  the codes in that order (verifying a bucket then reads contiguous memory); more tables read
+  main's codes through the rows. At 1M 64-bit codes that is 57 MiB in all (115 MiB with dense
+  int64 buckets). ``get_codes`` gathers from zero-copy views of main and tail.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
   each query stops by the pigeonhole bound (see ``_mih_search``).
-- **add / remove_ids**: both only append to / compact the stored codes and mark the tables stale;
-  the tables are rebuilt lazily, in full, at the next search or ``build()`` (about 0.5 s per
-  million 64-bit codes).
+- **add / remove_ids**: ``add`` appends to the tail, which every search scans (faiss, exact, tie
+  rule) and merges with the tables' results by (distance, id); ``remove_ids`` tombstones the
+  tables' rows (skipped by the search and by the fallback scan) and drops tail rows. Once tail
+  plus tombstones exceed ``tail_fraction`` of the tables' codes, the next search (or ``build()``)
+  rebuilds: tail folded into main, tombstones dropped, every table rebuilt (0.4-1.1 s per million
+  64-bit codes on the shared development box, by its load). ``rebuilds`` counts them.
+- **memory_bytes()** reports what is held now and never builds: added codes not yet built into
+  tables count as codes and ids only.
+- **save / load**: the file holds main, tombstones, tail and the tables, so a load rebuilds
+  nothing; a file without tables (older annbin, or an index never searched) loads everything
+  into the tail and builds at the first search.
 - **Fallback**: a cost model predicts, per query and step, what finishing by MIH would still cost;
   a query for which that exceeds ``fallback_ratio`` times a flat scan (far neighbours, e.g.
   uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
@@ -54,9 +64,10 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import InputTypeError, as_ids, check_int
-from annbin.index._faiss import exact_knn, flat_codes, omp_threads
+from annbin._checks import InputTypeError, check_int
+from annbin.index._faiss import exact_knn, omp_threads
 from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
+from annbin.index._mih_store import MIHStore, StorageMap, load_state
 from annbin.index._mih_tables import (
     MIHTable,
     build_tables,
@@ -66,8 +77,7 @@ from annbin.index._mih_tables import (
     substring_layout,
     to_words,
 )
-from annbin.index._rows import gather
-from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, sort_results
 from annbin.index.registry import register
 
 FALLBACK_MODES = ("auto", "never", "always")
@@ -81,6 +91,13 @@ QUERY_BLOCK = 4096
 #: and never ran on two cores at once): indicative only, it shows what two blocks cost, not what a
 #: free core gains.
 MIN_THREAD_BLOCK = 256
+#: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
+#: the tombstones exceed this fraction of the codes they cover. benchmarks/mih_updates.py (1M
+#: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box): updated /
+#: static total 2.04x / 2.26x at 0.01, 2.00x / 2.14x at 0.02, 2.54x / 2.61x at 0.05, 3.24x at 0.1
+#: (a rebuild, 0.4-1.1 s by load, against a tail scan adding ~3 ms per 1,000 tail codes to a batch
+#: of 1,000 queries). The best fraction grows with the square root of the codes added per query.
+TAIL_FRACTION = 0.02
 _T = TypeVar("_T")
 
 
@@ -91,6 +108,9 @@ class MIHIndex(BinaryIndex):
     ``d``: code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
     ``m``: number of substrings (hash tables); ``None`` chooses ``~ d / log2(ntotal)`` at each
     build. An explicit ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
+    ``tail_fraction``: codes added since the last build (scanned by brute force) plus removed ones
+    still in the tables (tombstones) may reach this fraction of the tables' codes before the next
+    search rebuilds them (default ``TAIL_FRACTION``).
 
     Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
     query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
@@ -102,27 +122,30 @@ class MIHIndex(BinaryIndex):
 
     variant = "mih"
     exact = True
-    build_params = ("m",)
+    build_params = ("m", "tail_fraction")
     search_params = ("fallback", "fallback_ratio", "num_threads")
 
-    def __init__(self, d: int, *, m: int | None = None, fallback: str = "auto", fallback_ratio: float = 1.0,
-                 num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
+    def __init__(self, d: int, *, m: int | None = None, tail_fraction: float = TAIL_FRACTION, fallback: str = "auto",
+                 fallback_ratio: float = 1.0, num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
         super().__init__(d)
         self.m = None if m is None else check_m(m, self.d)
+        self.tail_fraction = _check_fraction(tail_fraction)
         self.fallback = "auto"
         self.fallback_ratio = 1.0
         self.num_threads: int | None = None
         if cost_model is not None and not isinstance(cost_model, CostModel):
             raise InputTypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
         self.cost_model = COSTS if cost_model is None else cost_model
-        self._flat = faiss.IndexBinaryFlat(self.d)
-        self._id_chunks: list[NDArray[np.int64]] = []
-        self._ids_array = np.empty(0, dtype=np.int64)
+        self._store = MIHStore(self.d)
+        #: the tables over the store's main codes (None while main is empty)
         self._tables: list[MIHTable] | None = None
         self._build_lock = threading.Lock()
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
-        #: ids in the tables' row order (ascending: the tie rule), set by each build
-        self._table_ids = np.empty(0, dtype=np.int64)
+        #: the tables' shared codes (None while each table keeps a copy): a view of main's codes, or
+        #: a zero-padded copy where d is not a multiple of 64
+        self._words: NDArray[np.uint64] | None = None
+        #: how many times this object (re)built its tables (a load that restores them does not count)
+        self.rebuilds = 0
         #: work done by the last search: queries, bucket lookups and candidates verified (kNN), and
         #: how many queries went to the flat scan
         self.last_search_stats: dict[str, Any] | None = None
@@ -134,98 +157,82 @@ class MIHIndex(BinaryIndex):
     # --- storage -------------------------------------------------------------------------
     @property
     def ntotal(self) -> int:
-        return int(self._flat.ntotal)
+        return self._store.ntotal
 
     @property
     def effective_m(self) -> int | None:
         """The number of substrings the tables use (or will use at the next build); None if empty."""
-        if self._layout is not None:
+        if self._layout is not None and not self._stale():
             return int(self._layout[0].size)
         if self.m is not None:
             return self.m
         return default_m(self.d, self.ntotal) if self.ntotal else None
 
-    @property
-    def _ids(self) -> NDArray[np.int64]:
-        if self._id_chunks:
-            self._ids_array = np.concatenate([self._ids_array, *self._id_chunks])
-            self._id_chunks = []
-        return self._ids_array
-
     def get_ids(self) -> NDArray[np.int64]:
-        return self._ids.copy()
-
-    def _codes(self) -> NDArray[np.uint8]:
-        """All codes ``(ntotal, d // 8)`` uint8 in insertion order (a copy)."""
-        return faiss.vector_to_array(self._flat.xb).reshape(self.ntotal, self.code_size)  # type: ignore[attr-defined, unused-ignore]  # not in faiss's stubs
+        """Live ids: those the tables cover (ascending), then those added since (insertion order)."""
+        return self._store.ids()
 
     def _add(self, codes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
-        if self.ntotal + codes.shape[0] >= 2**31 - 1:
-            raise ValueError(f"MIHIndex holds fewer than 2**31 codes; adding {codes.shape[0]} to {self.ntotal}")
-        self._flat.add(codes)
-        self._id_chunks.append(ids.copy())
-        self._tables = self._layout = None
+        self._store.add(codes, ids)
 
     def _remove_ids(self, ids: NDArray[np.int64]) -> int:
-        rows = np.flatnonzero(np.isin(self._ids, ids))
-        if rows.size == 0:
-            return 0
-        removed = int(self._flat.remove_ids(faiss.IDSelectorBatch(rows.astype(np.int64))))
-        if removed != rows.size:  # faiss's flat index compacts in order; anything else is a bug
-            raise RuntimeError(f"faiss removed {removed} codes, expected {rows.size}")
-        self._ids_array = np.delete(self._ids_array, rows)
-        self._tables = self._layout = None
-        return removed
+        return self._store.remove(ids)
+
+    def _build_code_map(self) -> StorageMap:
+        return StorageMap(self._store)
 
     def _get_codes(self, ids: NDArray[np.int64]) -> CodesResult:
-        rows, found = self._code_map().lookup(ids)
-        return gather(flat_codes(self._flat), rows, found), found
+        return self._store.get_codes(self._code_map(), ids)
 
     def _reset(self) -> None:
-        self._flat.reset()
-        self._id_chunks = []
-        self._ids_array = np.empty(0, dtype=np.int64)
-        self._tables = self._layout = None
+        self._store.reset()
+        self._tables = self._layout = self._words = None
 
-    def _build(self) -> list[MIHTable]:
-        """(Re)build the tables from the stored codes if they are stale.
+    def _stale(self) -> bool:
+        """Whether the tail and the tombstones together exceed ``tail_fraction`` of main."""
+        store = self._store
+        return store.ntail + store.ndead > self.tail_fraction * store.nmain
 
-        The tables hold the codes in ascending id order (a row is an id's rank), so the search's
-        tie rule on rows is the tie rule on ids; in insertion order as long as ids only grew.
-        """
-        tables = self._tables
-        if tables is not None:
-            return tables
-        with self._build_lock:  # concurrent first searches: one builds, the others wait for it
-            if self._tables is None:
-                m = self.m if self.m is not None else default_m(self.d, self.ntotal)
-                starts, lengths = substring_layout(self.d, m)
-                codes, ids = self._codes(), self._ids
-                if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
-                    order = np.argsort(ids)
-                    codes, ids = codes[order], ids[order]
-                tables = build_tables(to_words(codes), extract_substrings(codes, starts, lengths), lengths)
-                self._table_ids = ids
-                self._layout = (starts, lengths)
-                self._tables = tables  # last: a search that sees the tables sees ids and layout too
+    def _build(self, force: bool = False) -> list[MIHTable] | None:
+        """Fold the tail into the tables if it and the tombstones have outgrown ``tail_fraction``
+        (or ``force``): main is rewritten in ascending id order and every table rebuilt. Returns
+        the tables (None if no code is left outside the tail, i.e. the index is empty)."""
+        with self._build_lock:  # concurrent first searches after an add: one rebuilds, the others wait
+            if force or self._stale():
+                self._tables = self._layout = self._words = None
+                self._code_map_cache = None  # storage rows move
+                codes = self._store.compact()
+                if codes.shape[0]:
+                    m = self.m if self.m is not None else default_m(self.d, codes.shape[0])
+                    starts, lengths = substring_layout(self.d, m)
+                    words = to_words(codes)
+                    self._tables = build_tables(words, extract_substrings(codes, starts, lengths), lengths)
+                    self._words = words if self._tables[0].shared else None
+                    self._layout = (starts, lengths)
+                self.rebuilds += 1
             return self._tables
 
     def build(self) -> None:
-        """Build the hash tables now instead of at the next search (e.g. to time the build)."""
-        self._build()
+        """Build the hash tables over every stored code now (folding in the tail) instead of when
+        a search finds the tail past ``tail_fraction`` (e.g. to time the build)."""
+        if self.ntotal or self._store.nmain:
+            self._build(force=True)
 
     def memory_bytes(self) -> int:
-        """Codes, ids and hash tables (building pending tables first, so the figure is what a search uses)."""
-        tables = self._build() if self.ntotal else []
-        shared = {id(t.words): t.words.nbytes for t in tables if t.shared}
-        held = self.ntotal * self.code_size + self._ids.nbytes + sum(t.nbytes for t in tables) + sum(shared.values())
-        if tables and self._table_ids is not self._ids_array:  # ids not ascending: a sorted copy
-            held += self._table_ids.nbytes
+        """Bytes held now: codes (main and tail), ids, tombstones, the tables if built, and the
+        ``get_codes`` map if built. Never builds: an index whose tables are not built yet (added
+        to, not searched) counts its codes and ids only."""
+        held = self._store.nbytes + sum(t.nbytes for t in self._tables or [])
+        if self._words is not None and self.code_size % 8:  # a zero-padded copy, not a view of main
+            held += self._words.nbytes
         return held + self._code_map_bytes()
 
     # --- parameters ----------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        return {"m": self.m}
+        """``m``, and ``tail_fraction`` where it is not the default (spec strings stay short)."""
+        if self.tail_fraction == TAIL_FRACTION:
+            return {"m": self.m}
+        return {"m": self.m, "tail_fraction": self.tail_fraction}
 
     def get_search_params(self) -> dict[str, Any]:
         return {"fallback": self.fallback, "fallback_ratio": self.fallback_ratio, "num_threads": self.num_threads}
@@ -262,7 +269,7 @@ class MIHIndex(BinaryIndex):
             return math.inf
         if call["fallback"] == "always":
             return -math.inf
-        return float(call["fallback_ratio"]) * self.cost_model.flat_cost(self.ntotal, self.d)
+        return float(self._effective_params()["fallback_ratio"]) * self.cost_model.flat_cost(self._store.nmain - self._store.ndead, self.d)
 
     def _queries(self, x: NDArray[np.uint8]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         if self._layout is None:
@@ -290,19 +297,39 @@ class MIHIndex(BinaryIndex):
             return list(pool.map(lambda ab: fn(*ab), blocks))
 
     def _scan(self, x: NDArray[np.uint8], k: int, threads: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
-        """Exact kNN (ids, tie rule) by the faiss scan, on ``threads`` OpenMP threads."""
+        """Exact kNN (ids, tie rule) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
         with omp_threads(threads):
-            return exact_knn(self._flat, x, k, ids=self._ids)
+            return exact_knn(self._store.main_index(), x, k, ids=self._store.main_ids)
 
     def _range_scan(self, x: NDArray[np.uint8], radius: int, threads: int) -> RangeResult:
-        """Range search (ids) by the faiss scan, on ``threads`` OpenMP threads."""
+        """Range search (ids) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
         with omp_threads(threads):
-            lims, D, rows = self._flat.range_search(x, radius + 1)  # faiss keeps distance < radius
-        return lims.astype(np.int64), D.astype(np.int32), self._ids[rows]
+            lims, D, rows = self._store.main_index().range_search(x, radius + 1)  # faiss keeps distance < radius
+        return lims.astype(np.int64), D.astype(np.int32), self._store.main_ids[rows]
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         tables = self._build()
-        nq = x.shape[0]
+        store, nq = self._store, x.shape[0]
+        parts = []
+        live = store.nmain - store.ndead
+        if tables is not None and live:
+            parts.append(self._search_tables(tables, x, min(k, live)))
+        else:
+            self.last_search_stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": 0}
+        stats = self.last_search_stats
+        assert stats is not None
+        stats["tail_codes"] = store.ntail
+        if store.ntail:  # codes added since the last build: scanned, and merged by (distance, id)
+            with omp_threads(self._threads()):
+                parts.append(exact_knn(store.tail, x, min(k, store.ntail), ids=store.tail_ids))
+        if len(parts) == 1:
+            return parts[0]
+        D, I = sort_results(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1))
+        return D[:, :k], I[:, :k]
+
+    def _search_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], k: int) -> SearchResult:
+        """Exact kNN over main's live codes (``1 <= k <=`` their number) by the tables."""
+        store, nq = self._store, x.shape[0]
         budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # the first round of exact-match probes alone would cost more than a scan: scan everything
         if budget < len(tables) * (costs.step / nq + costs.lookup):
@@ -314,14 +341,15 @@ class MIHIndex(BinaryIndex):
         def block(a: int, b: int) -> tuple[Any, ...]:
             stats: dict[str, int] = {}
             steps: list[dict[str, float]] | None = [] if record else None
-            out = knn_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], k, budget, costs, stats=stats, steps=steps)
+            out = knn_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], k, budget, costs, stats=stats, steps=steps,
+                             dead=store.dead)
             return (*out, stats, steps)
 
         # top-k state is (block, k) int64 keys that also hold the query's index in the block
         cap = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
         parts = self._map_blocks(block, self._blocks(nq, cap, threads), threads)
         D = np.concatenate([p[0] for p in parts])
-        I = self._table_ids[np.concatenate([p[1] for p in parts])]
+        I = store.main_ids[np.concatenate([p[1] for p in parts])]
         fallback = np.concatenate([p[2] for p in parts])
         stats: dict[str, Any] = {"queries": nq, "lookups": sum(p[3]["lookups"] for p in parts),
                                  "candidates": sum(p[3]["candidates"] for p in parts)}
@@ -335,21 +363,45 @@ class MIHIndex(BinaryIndex):
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         tables = self._build()
-        nq = x.shape[0]
+        store, nq = self._store, x.shape[0]
         radius = min(radius, self.d)
+        parts = []
+        if tables is not None and store.nmain > store.ndead:
+            parts.append(self._range_tables(tables, x, radius))
+        else:
+            self.last_search_stats = {"queries": nq, "fallback_queries": 0}
+        assert self.last_search_stats is not None
+        self.last_search_stats["tail_codes"] = store.ntail
+        if store.ntail:
+            with omp_threads(self._threads()):
+                lims, D, rows = store.tail.range_search(x, radius + 1)  # faiss keeps distance < radius
+            parts.append((lims.astype(np.int64), D.astype(np.int32), store.tail_ids[rows]))
+        if len(parts) == 1:
+            return parts[0]
+        # both parts grouped by query: interleave them query by query
+        qid = np.concatenate([np.repeat(np.arange(nq), np.diff(p[0])) for p in parts])
+        order = np.argsort(qid, kind="stable")
+        sizes = sum(np.diff(p[0]) for p in parts)
+        return (np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([p[1] for p in parts])[order],
+                np.concatenate([p[2] for p in parts])[order])
+
+    def _range_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], radius: int) -> RangeResult:
+        """Range search over main's live codes by the tables."""
+        store, nq = self._store, x.shape[0]
         budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # every step 0..radius is needed: predict their cost on uniform buckets
         steps = radius + 1
-        expected = expected_step_costs(tables, self.ntotal, -(-self.d // 64), steps, costs).sum() + steps * costs.step / nq
+        expected = expected_step_costs(tables, store.nmain, -(-self.d // 64), steps, costs).sum() + steps * costs.step / nq
         if expected > budget:
             self.last_search_stats = {"queries": nq, "fallback_queries": nq}
             return self._range_scan(x, radius, threads)
         xw, xs = self._queries(x)
-        parts = self._map_blocks(lambda a, b: range_search(tables, self.ntotal, self.d, xw[a:b], xs[a:b], radius, budget, costs),
+        parts = self._map_blocks(lambda a, b: range_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], radius, budget, costs,
+                                                           dead=store.dead),
                                  self._blocks(nq, nq, threads), threads)
         sizes = np.concatenate([np.diff(p[0]) for p in parts])
         D = np.concatenate([p[1] for p in parts])
-        I = self._table_ids[np.concatenate([p[2] for p in parts])]
+        I = store.main_ids[np.concatenate([p[2] for p in parts])]
         fallback = np.concatenate([p[3] for p in parts])
         self.last_search_stats = {"queries": nq, "fallback_queries": int(fallback.sum())}
         if fallback.any():  # skewed buckets: those queries by brute force, spliced back in query order
@@ -364,22 +416,35 @@ class MIHIndex(BinaryIndex):
 
     # --- persistence ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        """Codes and ids only: the tables are a deterministic function of them, rebuilt on load."""
-        return {"codes": self._codes(), "ids": self._ids}
+        """The store (main codes and ids, tombstones, tail) and, once built, the tables, so a load
+        needs no rebuild (``table_lengths`` and per table ``t<j>.occupancy``, ``.starts``, ``.rows``)."""
+        arrays = self._store.state()
+        if self._tables is not None and self._layout is not None:
+            arrays["table_lengths"] = self._layout[1]
+            for j, table in enumerate(self._tables):
+                arrays.update(table.state(f"t{j}."))
+        return arrays
 
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
-        try:
-            codes, ids = arrays["codes"], arrays["ids"]
-        except KeyError as exc:
-            raise ValueError(f"MIH index file lacks the {exc.args[0]!r} array") from None
-        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != d // 8:
-            raise ValueError(f"stored codes must be uint8 (n, {d // 8}), got {codes.dtype} {codes.shape}")
-        ids = as_ids(ids, codes.shape[0], name="stored ids")
+        """Restore what ``_state_arrays`` wrote. A file without tables (written before they were
+        saved, or by an index never searched) loads all its codes into the tail: the tables are
+        built at the first search."""
         unknown = sorted(set(params) - set(cls.build_params))
         if unknown:
             raise ValueError(f"unknown MIH build parameter(s) {unknown} in the index file")
         obj = cls(d, **params)
-        if codes.shape[0]:
-            obj._add(np.ascontiguousarray(codes), ids)
+        obj._store, restored = load_state(d, arrays)
+        if restored is not None:
+            obj._tables, obj._words, obj._layout = restored
         return obj
+
+
+def _check_fraction(value: object) -> float:
+    """``tail_fraction``: a number >= 0 (0 rebuilds the tables at every search after a change)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"tail_fraction must be a number, got {type(value).__name__}")
+    fraction = float(value)
+    if not fraction >= 0 or not math.isfinite(fraction):
+        raise ValueError(f"tail_fraction must be a finite number >= 0, got {value}")
+    return fraction
