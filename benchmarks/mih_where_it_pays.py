@@ -112,13 +112,17 @@ def build(xb: np.ndarray, d: int, threads: int) -> tuple[faiss.IndexBinaryFlat, 
 def knn_row(label: str, xb: np.ndarray, xq: np.ndarray, d: int, args: argparse.Namespace) -> dict:
     flat, mih, build_s = build(xb, d, args.threads)
     stats: list[dict] = []
-    res = interleaved({"flat": lambda: flat.search(xq, args.k), "mih": _with_stats(mih, lambda: mih.search(xq, args.k), stats)},
-                      args.repeats)
-    (t_flat, (D_flat, _)), (t_mih, (D_mih, _)) = res["flat"], res["mih"]
-    bad = np.flatnonzero((D_flat != D_mih).any(axis=1))
-    if bad.size:
-        raise SystemExit(f"EXACTNESS FAILURE (kNN, {label}): {bad.size} queries differ, e.g. query {bad[0]}: "
-                         f"MIH {D_mih[bad[0]].tolist()} vs faiss {D_flat[bad[0]].tolist()}")
+    fns = {"flat": lambda: flat.search(xq, args.k), "mih": _with_stats(mih, lambda: mih.search(xq, args.k), stats)}
+    if args.never:  # what the fallback saves: MIH made to finish every query itself
+        fns["never"] = lambda: mih.search(xq, args.k, params={"fallback": "never"})
+    res = interleaved(fns, args.repeats)
+    (t_flat, (D_flat, _)), t_mih = res["flat"], res["mih"][0]
+    for name in fns.keys() - {"flat"}:
+        D = res[name][1][0]
+        bad = np.flatnonzero((D_flat != D).any(axis=1))
+        if bad.size:
+            raise SystemExit(f"EXACTNESS FAILURE (kNN, {label}, {name}): {bad.size} queries differ, e.g. query {bad[0]}: "
+                             f"MIH {D[bad[0]].tolist()} vs faiss {D_flat[bad[0]].tolist()}")
     kth = D_flat[:, args.k - 1].astype(float)
     timed = stats[1::2]  # every other call was a warm-up
     row = {
@@ -131,6 +135,8 @@ def knn_row(label: str, xb: np.ndarray, xq: np.ndarray, d: int, args: argparse.N
         "build_s": build_s, "mih_bytes": mih.memory_bytes(), "exact": True,
     }
     row["ratio"] = statistics.median(t_flat) / statistics.median(t_mih)
+    if args.never:
+        row["never_ratio"] = statistics.median(t_flat) / statistics.median(res["never"][0])
     return row
 
 
@@ -171,15 +177,17 @@ def _n(n: int) -> str:
 
 
 def knn_table(rows: list[dict]) -> str:
+    never = all("never_ratio" in r for r in rows)
     head = ("| codes | d | N | m | 10th-NN dist p10 / p50 / p90 (bits) | p50 % of d | MIH q/s | flat q/s "
-            "| MIH / flat (per repeat) | fallback | lookups / q | exact |")
-    lines = [head, "|" + "---|" * 12]
+            "| MIH / flat (per repeat) | fallback | lookups / q | exact |" + (" MIH never falling back / flat |" if never else ""))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p = r["kth_p10_p50_p90"]
         lines.append(f"| {r['codes']} | {r['d']} | {_n(r['n'])} | {r['m']} | {p[0]:.0f} / {p[1]:.0f} / {p[2]:.0f} "
                      f"| {p[1] / r['d']:.0%} | {r['mih_qps']:,.0f} | {r['flat_qps']:,.0f} "
                      f"| **{r['ratio']:.2f}x** ({', '.join(f'{x:.2f}' for x in r['ratios'])}) "
-                     f"| {r['fallback_share']:.0%} | {r['lookups_per_q']:,.0f} | yes |")
+                     f"| {r['fallback_share']:.0%} | {r['lookups_per_q']:,.0f} | yes |"
+                     + (f" {r['never_ratio']:.2f}x |" if never else ""))
     return "\n".join(lines)
 
 
@@ -211,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--centres", type=int, default=1000, help="clustered generator: centres at every N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="threads for both methods")
+    parser.add_argument("--never", action="store_true", help="also time kNN with fallback='never' (what falling back saves)")
     parser.add_argument("--name", default="mih_where_it_pays", help="output file stem under benchmarks/results/")
     args = parser.parse_args(argv)
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
@@ -249,8 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     run = (f"Run {started:%Y-%m-%d %H:%M} UTC; {machine()}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
            f"(shared machine: medians of {args.repeats} interleaved repeats; compare ratios, not q/s); {args.threads} thread(s) each.")
     head = [f"Command: `{command.strip()}`  ", run, ""]
-    text = "\n".join(head + [f"kNN, k={args.k}, real codes:", "", knn_table(knn), "",
-                             "Range search (faiss's rule: distance < radius):", "", range_table(rng_rows), ""])
+    if knn:
+        head += [f"kNN, k={args.k}, real codes:", "", knn_table(knn), ""]
+    if rng_rows:
+        head += ["Range search (faiss's rule: distance < radius):", "", range_table(rng_rows), ""]
+    text = "\n".join(head)
     print(text)
     OUT.mkdir(exist_ok=True)
     (OUT / f"{args.name}.md").write_text(text)
