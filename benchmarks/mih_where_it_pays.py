@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import json
 import os
@@ -56,11 +57,18 @@ def log(msg: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _floats(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's base and queries (float32), loaded once for all its code widths and thresholds."""
+    ds = get_dataset(name)
+    return ds.get_database(), ds.get_queries()
+
+
 def real_codes(name: str, d: int, threshold: str, nq: int) -> tuple[np.ndarray, np.ndarray]:
     """``(base, queries)`` uint8 codes: bits of the first ``d`` dims of dataset ``name``."""
-    ds = get_dataset(name)
-    base = np.asarray(ds.get_database()[:, :d], dtype=np.float32)
-    queries = np.asarray(ds.get_queries()[:nq, :d], dtype=np.float32)
+    base_all, queries_all = _floats(name)
+    base = np.ascontiguousarray(base_all[:, :d], dtype=np.float32)
+    queries = np.ascontiguousarray(queries_all[:nq, :d], dtype=np.float32)
     t = fit_thresholds(base, "median") if threshold == "median" else None
     return binarize(base, t), binarize(queries, t)
 
