@@ -7,9 +7,12 @@ Results are exact: the distances equal ``faiss.IndexBinaryFlat``'s for every que
 
 Design (details in ``_mih_tables`` and ``_mih_search``):
 
-- **m**: explicit, or ``None`` (default) for the paper's ``m ~ d / log2(ntotal)`` (substrings of at
-  most 24 bits), re-chosen at every (re)build from the ntotal of that moment; ``effective_m``
-  reports the value in use.
+- **m**: explicit; ``"formula"`` for the paper's ``m ~ d / log2(ntotal)`` (substrings of at most 24
+  bits) at every (re)build; or ``None`` (default): the formula below ``MEASURE_M_MIN_N`` codes and,
+  from there on, measured: the build times a sample of the index's own codes as queries on
+  candidate ``m`` around the formula's (``_mih_calibrate.choose_m``; a few table builds, about 3x
+  a plain build). The choice is kept, saved with the index and reused until ntotal halves or
+  doubles. ``effective_m`` reports the value in use, ``measured_m`` what was measured.
 - **Storage**: the codes live in a ``faiss.IndexBinaryFlat`` in insertion order (the brute-force
   fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
   occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
@@ -21,7 +24,7 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **add / remove_ids**: both only append to / compact the stored codes and mark the tables stale;
   the tables are rebuilt lazily, in full, at the next search or ``build()`` (about 0.5 s per
   million 64-bit codes).
-- **Fallback**: a cost model predicts, per query and step, what finishing by MIH would still cost;
+- **Fallback**: a cost model (constants measured once per process, ``_mih_calibrate``) predicts, per query and step, what finishing by MIH would still cost;
   a query for which that exceeds ``fallback_ratio`` times a flat scan (far neighbours, e.g.
   uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
   ``fallback="never"`` / ``"always"`` force one path. Range search makes the same choice once per
@@ -55,7 +58,8 @@ from numpy.typing import NDArray
 
 from annbin._checks import as_ids, check_int
 from annbin.index._faiss import exact_knn, flat_codes, omp_threads
-from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
+from annbin.index._mih_calibrate import calibrated_costs, measure_m, planned_m
+from annbin.index._mih_search import CostModel, expected_step_costs, knn_search, range_search
 from annbin.index._mih_tables import (
     MIHTable,
     build_tables,
@@ -86,15 +90,18 @@ class MIHIndex(BinaryIndex):
     """Exact Hamming kNN and range search by multi-index hashing (pure numpy).
 
     ``d``: code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
-    ``m``: number of substrings (hash tables); ``None`` chooses ``~ d / log2(ntotal)`` at each
-    build. An explicit ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
+    ``m``: number of substrings (hash tables). ``None`` (default): chosen at each build, by
+    measuring candidates from ``MEASURE_M_MIN_N`` codes on (kept while ntotal stays within 2x) and
+    by the formula ``~ d / log2(ntotal)`` below; ``"formula"``: always the formula. An explicit
+    ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
 
     Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
     query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
     cost exceeds this multiple of a scan's, default 1.0) and ``num_threads`` (threads for one
     search, MIH and fallback scan alike; ``None``, the default: ``faiss.omp_get_max_threads()``,
     all cores unless OpenMP was told otherwise).
-    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: the measured constants).
+    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: ``calibrated_costs()``,
+    measured on this machine once per process; ``_mih_search.COSTS`` for fixed reference constants).
     """
 
     variant = "mih"
@@ -102,16 +109,19 @@ class MIHIndex(BinaryIndex):
     build_params = ("m",)
     search_params = ("fallback", "fallback_ratio", "num_threads")
 
-    def __init__(self, d: int, *, m: int | None = None, fallback: str = "auto", fallback_ratio: float = 1.0,
+    def __init__(self, d: int, *, m: int | str | None = None, fallback: str = "auto", fallback_ratio: float = 1.0,
                  num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
         super().__init__(d)
-        self.m = None if m is None else check_m(m, self.d)
+        self.m: int | str | None = m if m is None or m == "formula" else check_m(m, self.d)
         self.fallback = "auto"
         self.fallback_ratio = 1.0
         self.num_threads: int | None = None
         if cost_model is not None and not isinstance(cost_model, CostModel):
             raise TypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
-        self.cost_model = COSTS if cost_model is None else cost_model
+        self._cost_model = cost_model
+        #: the last measured choice of m: {"m", "ntotal" (when measured), "seconds" (by candidate m)}
+        self._m_choice: dict[str, Any] | None = None
+        self._measuring: int | None = None  # the candidate m being built while measuring
         self._flat = faiss.IndexBinaryFlat(self.d)
         self._id_chunks: list[NDArray[np.int64]] = []
         self._ids_array = np.empty(0, dtype=np.int64)
@@ -133,13 +143,54 @@ class MIHIndex(BinaryIndex):
         return int(self._flat.ntotal)
 
     @property
+    def cost_model(self) -> CostModel:
+        """The cost model behind ``fallback="auto"`` (calibrated on first use unless one was given)."""
+        return self._cost_model if self._cost_model is not None else calibrated_costs()
+
+    @cost_model.setter
+    def cost_model(self, value: CostModel) -> None:
+        self._cost_model = value
+
+    @property
     def effective_m(self) -> int | None:
-        """The number of substrings the tables use (or will use at the next build); None if empty."""
+        """The number of substrings the tables use (or will use at the next build, if it measures
+        nothing); None if empty."""
         if self._layout is not None:
             return int(self._layout[0].size)
-        if self.m is not None:
-            return self.m
-        return default_m(self.d, self.ntotal) if self.ntotal else None
+        if not self.ntotal and not isinstance(self.m, int):
+            return None
+        return planned_m(self.m, self.d, self.ntotal, self._m_choice) or default_m(self.d, self.ntotal)
+
+    @property
+    def measured_m(self) -> dict[str, Any] | None:
+        """The last measured choice of ``m`` (``m=None``): ``{"m", "ntotal", "seconds"}``, seconds
+        per candidate ``m`` (empty after a load: the choice is saved, its times are not); None if
+        none was measured."""
+        return None if self._m_choice is None else {**self._m_choice, "seconds": dict(self._m_choice["seconds"])}
+
+    def _resolve_m(self) -> int:
+        """The ``m`` for the next build; measuring it (which leaves the winner's tables built) if due."""
+        if self._measuring is not None:
+            return self._measuring
+        m = planned_m(self.m, self.d, self.ntotal, self._m_choice)
+        return m if m is not None else self._measure_m()
+
+    def _measure_m(self) -> int:
+        """Choose ``m`` by timing sample queries on candidate tables (``measure_m``)."""
+
+        def build(m: int) -> tuple[Any, Any]:
+            self._measuring, self._tables, self._layout = m, None, None
+            try:
+                self._build()
+            finally:
+                self._measuring = None
+            return self._tables, self._layout
+
+        stats = self.last_search_stats
+        self._m_choice, (self._tables, self._layout) = measure_m(
+            self.d, flat_codes(self._flat), build, lambda x, k: self.search(x, k, params={"num_threads": 1}))
+        self.last_search_stats = stats
+        return int(self._m_choice["m"])
 
     @property
     def _ids(self) -> NDArray[np.int64]:
@@ -182,6 +233,7 @@ class MIHIndex(BinaryIndex):
         self._id_chunks = []
         self._ids_array = np.empty(0, dtype=np.int64)
         self._tables = self._layout = None
+        self._m_choice = None  # measured on codes that are gone
 
     def _build(self) -> list[MIHTable]:
         """(Re)build the tables from the stored codes if they are stale.
@@ -190,7 +242,8 @@ class MIHIndex(BinaryIndex):
         tie rule on rows is the tie rule on ids; in insertion order as long as ids only grew.
         """
         if self._tables is None:
-            m = self.m if self.m is not None else default_m(self.d, self.ntotal)
+            m = self._resolve_m()
+        if self._tables is None:  # (measuring m built the chosen tables already)
             starts, lengths = substring_layout(self.d, m)
             codes, ids = self._codes(), self._ids
             if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
@@ -351,8 +404,12 @@ class MIHIndex(BinaryIndex):
 
     # --- persistence ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        """Codes and ids only: the tables are a deterministic function of them, rebuilt on load."""
-        return {"codes": self._codes(), "ids": self._ids}
+        """Codes and ids, and a measured ``m`` with the ntotal it was measured at (so a load does
+        not measure again): the tables are a deterministic function of them, rebuilt on load."""
+        arrays = {"codes": self._codes(), "ids": self._ids}
+        if self._m_choice is not None:
+            arrays["m_choice"] = np.array([self._m_choice["m"], self._m_choice["ntotal"]], dtype=np.int64)
+        return arrays
 
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
@@ -369,4 +426,7 @@ class MIHIndex(BinaryIndex):
         obj = cls(d, **params)
         if codes.shape[0]:
             obj._add(np.ascontiguousarray(codes), ids)
+        if "m_choice" in arrays:  # absent in files from before m was measured, or where it was not
+            m, n = (int(v) for v in np.asarray(arrays["m_choice"]).reshape(-1)[:2])
+            obj._m_choice = {"m": check_m(m, d), "ntotal": n, "seconds": {}}
         return obj
