@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index._faiss import omp_threads
+from annbin.index._faiss import exact_knn, omp_threads
 # _probe and _verify are the kernels the lookup and candidate constants price: timed directly, not
 # through a search whose mix of work would have to be untangled
 from annbin.index._mih_search import COSTS, CostModel, _probe, _verify, knn_search
@@ -95,8 +95,10 @@ def measure_costs(repeats: int = 3) -> CostModel:
     lookup: ``_probe`` at radius 2 of a table of 19-bit substrings a quarter full (as 1M codes fill
     21/22-bit tables), bucket reads included; candidate / candidate_word: ``_verify`` of 2**17
     candidates in buckets of 8 at random places, of 1 and 2 words; step: a small ``knn_search`` of
-    one query, less its probes and candidates; flat_*: a faiss ``IndexBinaryFlat`` scan (k = 10) of
-    2**16 codes of 64, 128 and 72 bits for 32 queries. About 0.3 s of CPU. Each constant is kept
+    one query, less its probes and candidates; flat_*: the fallback's scan (``exact_knn``, k = 10,
+    so faiss keeps ``tie_margin(10)`` results) of 2**16 random codes of 64, 128 and 72 bits for 32
+    queries (random 64-bit codes scan 2x slower than clustered ones: the fallback's queries are
+    the ones with far neighbours). About 0.3 s of CPU. Each constant is kept
     within ``CLAMP`` times the reference.
     """
     rng = np.random.default_rng(0)
@@ -133,6 +135,7 @@ def measure_costs(repeats: int = 3) -> CostModel:
         knn_search(tables, 4096, 64, qw, qs, 10, stats=stats, steps=record)
 
     fq, fn = 32, 1 << 16
+    ids = np.arange(fn, dtype=np.int64)
     flat = {}
     for d in (64, 128, 72):
         flat[d] = faiss.IndexBinaryFlat(d)
@@ -144,7 +147,7 @@ def measure_costs(repeats: int = 3) -> CostModel:
         "one": lambda: _verify(table1, xw[:, :1], base, cnt, per_query, thr, 0, total),
         "two": lambda: _verify(table2, xw, base, cnt, per_query, thr, 0, total),
         "step": search,
-        **{f"flat{d}": (lambda d=d: flat[d].search(fx[d], 10)) for d in flat},
+        **{f"flat{d}": (lambda d=d: exact_knn(flat[d], fx[d], 10, ids)) for d in flat},
     }
     with omp_threads(1):
         t = _fastest(kernels, repeats)
