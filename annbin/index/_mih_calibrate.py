@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 import faiss
@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin.index._faiss import exact_knn, omp_threads
+
 # _probe and _verify are the kernels the lookup and candidate constants price: timed directly, not
 # through a search whose mix of work would have to be untangled
 from annbin.index._mih_search import COSTS, CostModel, _probe, _verify, knn_search
@@ -147,8 +148,9 @@ def measure_costs(repeats: int = 3) -> CostModel:
         "one": lambda: _verify(table1, xw[:, :1], base, cnt, per_query, thr, 0, total),
         "two": lambda: _verify(table2, xw, base, cnt, per_query, thr, 0, total),
         "step": search,
-        **{f"flat{d}": (lambda d=d: exact_knn(flat[d], fx[d], 10, ids)) for d in flat},
     }
+    for d in flat:
+        kernels[f"flat{d}"] = partial(exact_knn, flat[d], fx[d], 10, ids)
     with omp_threads(1):
         t = _fastest(kernels, repeats)
     lookup = t["lookup"] / (nq * masks.size)

@@ -59,7 +59,12 @@ from numpy.typing import NDArray
 from annbin._checks import as_ids, check_int
 from annbin.index._faiss import exact_knn, flat_codes, omp_threads
 from annbin.index._mih_calibrate import calibrated_costs, measure_m, planned_m
-from annbin.index._mih_search import CostModel, expected_step_costs, knn_search, range_search
+from annbin.index._mih_search import (
+    CostModel,
+    expected_step_costs,
+    knn_search,
+    range_search,
+)
 from annbin.index._mih_tables import (
     MIHTable,
     build_tables,
@@ -406,7 +411,7 @@ class MIHIndex(BinaryIndex):
     def _state_arrays(self) -> dict[str, np.ndarray]:
         """Codes and ids, and a measured ``m`` with the ntotal it was measured at (so a load does
         not measure again): the tables are a deterministic function of them, rebuilt on load."""
-        arrays = {"codes": self._codes(), "ids": self._ids}
+        arrays: dict[str, np.ndarray] = {"codes": self._codes(), "ids": self._ids}
         if self._m_choice is not None:
             arrays["m_choice"] = np.array([self._m_choice["m"], self._m_choice["ntotal"]], dtype=np.int64)
         return arrays
