@@ -55,7 +55,7 @@ MEASURE_M_MIN_N = 100_000
 #: each query finds itself at distance 0, so its k + 1 nearest are k neighbours, as a fresh query's).
 MEASURE_M_QUERIES = 500
 MEASURE_M_K = 10
-#: Timed searches per candidate (after one untimed warm-up); the fastest counts.
+#: Timed searches (later candidates: timed pairs, see ``measure_m``) per candidate, after a warm-up.
 MEASURE_M_REPEATS = 3
 #: Farthest ``m`` from the formula's that ``choose_m`` tries.
 MEASURE_M_SPAN = 3
@@ -198,13 +198,20 @@ def planned_m(m: int | str | None, d: int, n: int, choice: dict[str, Any] | None
     return None
 
 
-def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], search: Callable[[NDArray[np.uint8], int], object],
-              ) -> tuple[dict[str, Any], _S]:
+def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], install: Callable[[_S], object],
+              search: Callable[[NDArray[np.uint8], int], object]) -> tuple[dict[str, Any], _S]:
     """Measure the best ``m`` for the stored ``codes`` ``(n, d // 8)`` uint8 (``choose_m`` from the
-    formula's ``m``): ``build(m)`` builds the index's tables for ``m`` and returns them, ``search(x, k)``
-    searches what was built last (single thread). The queries are ``MEASURE_M_QUERIES`` stored codes
-    (seeded by ``n``), k = ``MEASURE_M_K + 1`` (each finds itself first); each candidate counts its
-    fastest of ``MEASURE_M_REPEATS`` searches (thread CPU time) after a warm-up.
+    formula's ``m``). ``build(m)`` builds (and installs) the index's tables for ``m`` and returns
+    them, ``install(built)`` puts built tables back in place, ``search(x, k)`` searches the installed
+    ones (single thread). The queries are ``MEASURE_M_QUERIES`` stored codes (seeded by ``n``),
+    k = ``MEASURE_M_K + 1`` (each finds itself first).
+
+    Times are thread CPU seconds. The first candidate counts the median of ``MEASURE_M_REPEATS``
+    searches after a warm-up; each later one is timed in turns with the fastest so far, and counts
+    that one's time times the median of their paired ratios: the machine's state (on the shared
+    development box a busy neighbouring core) changes over the seconds a build takes, and timing
+    candidates one after the other once chose 6 tables for 1M SimHash codes whose fresh queries ran
+    1.17x faster with 7; a pair timed in turns sees the same state.
 
     Returns ``{"m", "ntotal", "seconds"}`` and the winner's ``build`` result (only the fastest so far
     is kept: the peak holds two candidates' tables).
@@ -215,15 +222,31 @@ def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], sear
     k = min(n, MEASURE_M_K + 1)
     best: dict[str, Any] = {"seconds": math.inf, "built": None}
 
+    def once() -> float:
+        t = time.thread_time()
+        search(sample, k)
+        return time.thread_time() - t
+
     def measure(m: int) -> float:
         built = build(m)
-        seconds = _fastest({"search": lambda: search(sample, k)}, MEASURE_M_REPEATS)["search"]
+        once()  # warm-up
+        if best["built"] is None:
+            seconds = float(np.median([once() for _ in range(MEASURE_M_REPEATS)]))
+        else:
+            ratios = []
+            for _ in range(MEASURE_M_REPEATS):
+                new = once()
+                install(best["built"])
+                ratios.append(new / max(once(), 1e-9))
+                install(built)
+            seconds = best["seconds"] * float(np.median(ratios))
         if seconds < best["seconds"]:
             best.update(seconds=seconds, built=built)
         return seconds
 
     lo, hi = m_range(d)
     m, seconds = choose_m(min(max(default_m(d, n), lo), hi), measure, lo=lo, hi=hi)
+    install(best["built"])
     return {"m": m, "ntotal": n, "seconds": seconds}, best["built"]
 
 

@@ -191,9 +191,12 @@ class MIHIndex(BinaryIndex):
                 self._measuring = None
             return self._tables, self._layout
 
+        def install(built: tuple[Any, Any]) -> None:
+            self._tables, self._layout = built
+
         stats = self.last_search_stats
         self._m_choice, (self._tables, self._layout) = measure_m(
-            self.d, flat_codes(self._flat), build, lambda x, k: self.search(x, k, params={"num_threads": 1}))
+            self.d, flat_codes(self._flat), build, install, lambda x, k: self.search(x, k, params={"num_threads": 1}))
         self.last_search_stats = stats
         return int(self._m_choice["m"])
 
