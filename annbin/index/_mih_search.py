@@ -66,6 +66,8 @@ class CostModel:
     faiss 1.15): MIH's per-probe and per-candidate work against a faiss ``IndexBinaryFlat`` scan.
 
     Only the ratio of MIH to flat costs matters: it decides when a query is cheaper to scan.
+    These defaults (``COSTS``) are the reference; ``MIHIndex`` uses constants measured on the
+    machine it runs on (``_mih_calibrate.calibrated_costs``) unless given a model.
     """
 
     lookup: float = 8.0  # one bucket probe (key, random read of the bucket, compaction)
