@@ -448,7 +448,7 @@ def sweep_main(configs: list[Config], args: argparse.Namespace, argv: list[str] 
         "index is `MIHIndex(d)`: from 100k codes it measures its own `m` at build, timing 500 of its stored "
         "codes as queries on candidate `m` around the formula's (`d / log2 N`); it is the entry for the `m` it "
         "chose. Target (issue 13): default / best <= 1.1. `measured at build` is what the build's own "
-        "measurement saw (ms for 500 sample queries, k=11; later candidates timed in turns with the best so "
+        "measurement saw (ms for its sample queries, k=11: 500 stored codes, fewer where a search of them took over 0.1 s; later candidates timed in turns with the best so "
         "far), build s includes it (wall time, the first build also calibrates the cost model, ~0.3 s).",
         "",
         out,

@@ -163,3 +163,24 @@ def test_measured_m_is_saved_and_not_measured_again(small_threshold, tmp_path):
     assert choose.call_count == 1 and loaded.measured_m["ntotal"] == 11_000
     loaded.reset()
     assert loaded.measured_m is None
+
+
+def test_slow_sample_searches_are_cut_for_every_candidate(small_threshold, monkeypatch):
+    monkeypatch.setattr(cal, "MEASURE_M_SEARCH_S", 1e-12)  # every search counts as slow
+    monkeypatch.setattr(cal, "MEASURE_M_MIN_QUERIES", 10)
+    sizes, installed = [], []
+    work = np.random.default_rng(0).random(20_000)
+
+    def search(x, k):
+        sizes.append((installed[-1], x.shape[0], k))
+        np.sort(work)  # some CPU time to measure
+
+    def build(m):
+        installed.append(m)
+        return m
+
+    codes = clustered_codes(np.random.default_rng(6), 4000, 8)
+    choice, built = cal.measure_m(64, codes, build, installed.append, search)
+    assert sizes[0] == (default_m(64, 4000), 64, cal.MEASURE_M_K + 1)  # the first warm-up: the full sample
+    assert {s[1] for s in sizes[1:]} == {10} and len(sizes) > 10
+    assert built == choice["m"] == installed[-1] and set(choice["seconds"]) >= {4, 5, 6}

@@ -55,6 +55,11 @@ MEASURE_M_MIN_N = 100_000
 #: each query finds itself at distance 0, so its k + 1 nearest are k neighbours, as a fresh query's).
 MEASURE_M_QUERIES = 500
 MEASURE_M_K = 10
+#: ... cut (for every candidate alike) to take about this long when the first candidate's warm-up
+#: search was slower, but to no fewer than MEASURE_M_MIN_QUERIES: far neighbours (1M uniform
+#: 64-bit codes, 1.4 ms a query) made measuring 19x a plain build with 500 queries a search.
+MEASURE_M_SEARCH_S = 0.1
+MEASURE_M_MIN_QUERIES = 100
 #: Timed searches (later candidates: timed pairs, see ``measure_m``) per candidate, after a warm-up.
 MEASURE_M_REPEATS = 3
 #: Farthest ``m`` from the formula's that ``choose_m`` tries.
@@ -149,8 +154,8 @@ def measure_costs(repeats: int = 3) -> CostModel:
         "two": lambda: _verify(table2, xw, base, cnt, per_query, thr, 0, total),
         "step": search,
     }
-    for d in flat:
-        kernels[f"flat{d}"] = partial(exact_knn, flat[d], fx[d], 10, ids)
+    for d, index in flat.items():
+        kernels[f"flat{d}"] = partial(exact_knn, index, fx[d], 10, ids)
     with omp_threads(1):
         t = _fastest(kernels, repeats)
     lookup = t["lookup"] / (nq * masks.size)
@@ -203,8 +208,9 @@ def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], inst
     """Measure the best ``m`` for the stored ``codes`` ``(n, d // 8)`` uint8 (``choose_m`` from the
     formula's ``m``). ``build(m)`` builds (and installs) the index's tables for ``m`` and returns
     them, ``install(built)`` puts built tables back in place, ``search(x, k)`` searches the installed
-    ones (single thread). The queries are ``MEASURE_M_QUERIES`` stored codes (seeded by ``n``),
-    k = ``MEASURE_M_K + 1`` (each finds itself first).
+    ones (single thread). The queries are ``MEASURE_M_QUERIES`` stored codes (seeded by ``n``; fewer
+    where searching them is slow, ``MEASURE_M_SEARCH_S``), k = ``MEASURE_M_K + 1`` (each finds
+    itself first).
 
     Times are thread CPU seconds. The first candidate counts the median of ``MEASURE_M_REPEATS``
     searches after a warm-up; each later one is timed in turns with the fastest so far, and counts
@@ -218,7 +224,7 @@ def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], inst
     """
     n = codes.shape[0]
     rng = np.random.default_rng(n)
-    sample = codes[np.sort(rng.choice(n, min(n, MEASURE_M_QUERIES), replace=False))]
+    sample = codes[rng.choice(n, min(n, MEASURE_M_QUERIES), replace=False)]  # random order: any prefix is a sample
     k = min(n, MEASURE_M_K + 1)
     best: dict[str, Any] = {"seconds": math.inf, "built": None}
 
@@ -228,9 +234,12 @@ def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], inst
         return time.thread_time() - t
 
     def measure(m: int) -> float:
+        nonlocal sample
         built = build(m)
-        once()  # warm-up
+        warm = once()
         if best["built"] is None:
+            if warm > MEASURE_M_SEARCH_S:
+                sample = sample[: max(MEASURE_M_MIN_QUERIES, int(len(sample) * MEASURE_M_SEARCH_S / warm))]
             seconds = float(np.median([once() for _ in range(MEASURE_M_REPEATS)]))
         else:
             ratios = []
