@@ -10,9 +10,10 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **m**: explicit; ``"formula"`` for the paper's ``m ~ d / log2(ntotal)`` (substrings of at most 24
   bits) at every (re)build; or ``None`` (default): the formula below ``MEASURE_M_MIN_N`` codes and,
   from there on, measured: the build times a sample of the index's own codes as queries on
-  candidate ``m`` around the formula's (``_mih_calibrate.choose_m``; a few table builds: 2-7x
-  a plain build at 1M codes in mih_vs_flat's m-sweep). The choice is kept, saved with the index and reused until ntotal halves or
-  doubles. ``effective_m`` reports the value in use, ``measured_m`` what was measured.
+  candidate ``m`` around the formula's (``_mih_calibrate.choose_m``; a few table builds: 2-7x a
+  plain build at 1M codes in mih_vs_flat's m-sweep). The choice is kept, saved with the index and
+  reused until ntotal halves or doubles. ``effective_m`` reports the value in use, ``measured_m``
+  what was measured.
 - **Storage**: the codes live in a ``faiss.IndexBinaryFlat`` in insertion order (the brute-force
   fallback scans it); each table holds ``2**length`` int64 buckets (start and size) and as many
   occupancy bits (read first by a probe: small enough to stay in L2 cache), int32 rows
