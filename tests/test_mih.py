@@ -644,9 +644,9 @@ def test_add_after_search_rebuilds():
     assert index.get_ids()[-5:].tolist() == list(range(10_000, 10_005))
 
 
-def test_auto_m_is_rechosen_at_rebuild():
+def test_formula_m_is_rechosen_at_rebuild():
     rng = np.random.default_rng(2)
-    index = MIHIndex(64)
+    index = MIHIndex(64, m="formula")  # the default, m=None, measures m from 100k codes (test_mih_calibrate)
     index.add(make_codes("random", 300, 64, rng))
     index.build()
     small = index.effective_m
@@ -791,14 +791,14 @@ def test_auto_fallback_follows_the_data():
     """Uniformly random 128-bit codes: neighbours are far, MIH gives up; clustered 64-bit: it stays."""
     rng = np.random.default_rng(6)
     far = make_codes("random", 100_000, 128, rng)
-    index = MIHIndex(128)
+    index = MIHIndex(128, m="formula")  # (measuring m at 100k codes would only slow the test)
     index.add(far)
     q = make_codes("random", 64, 128, rng)
     D, I = index.search(q, 10)
     np.testing.assert_array_equal(D, faiss_distances(far, q, 10))
     assert index.last_search_stats["fallback_queries"] == len(q)
     near = make_codes("clustered", 100_000, 64, rng)
-    index = MIHIndex(64)
+    index = MIHIndex(64, m="formula")
     index.add(near)
     q = near[rng.integers(0, len(near), 256)] ^ (rng.random((256, 8)) < 0.02).astype(np.uint8)  # near a cluster
     D, I = index.search(q, 10)

@@ -66,6 +66,8 @@ class CostModel:
     faiss 1.15): MIH's per-probe and per-candidate work against a faiss ``IndexBinaryFlat`` scan.
 
     Only the ratio of MIH to flat costs matters: it decides when a query is cheaper to scan.
+    These defaults (``COSTS``) are the reference; ``MIHIndex`` uses constants measured on the
+    machine it runs on (``_mih_calibrate.calibrated_costs``) unless given a model.
     """
 
     lookup: float = 8.0  # one bucket probe (key, random read of the bucket, compaction)
@@ -186,7 +188,7 @@ class _Batch:
         return ((self.top >> 32) & self.dist_mask).astype(np.int32), self.top & 0xFFFFFFFF
 
 
-def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r: int,
+def probe_buckets(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r: int,
            ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Probe the buckets ``sub[i] ^ masks`` of each query ``i`` (``sub`` int64 ``(nq,)``;
     ``masks = popcount_masks(table.length, r)``).
@@ -234,12 +236,12 @@ def _probe(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int64], r:
     return packed, cnt, per_query, group_end
 
 
-def _verify(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
+def verify_candidates(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
             per_query: NDArray[np.int64], thr: NDArray[np.int64] | int, offset: int, total: int,
             ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Verify non-empty buckets probed for queries ``xw`` ``(nq, W)``: ``cnt`` candidates each,
     the ``i``-th candidate of the concatenation at position ``base[bucket] + offset + i``
-    (``_probe``'s ``base``, sliced: ``offset`` candidates come before the slice).
+    (``probe_buckets``'s ``base``, sliced: ``offset`` candidates come before the slice).
 
     The buckets are grouped by query, ``per_query`` candidates each (``total`` in all). Returns
     (query index, distance, row) of the candidates whose distance is ``< thr[query]`` (or ``< thr``,
@@ -284,7 +286,7 @@ def _arange(stop: int, start: int = 0) -> NDArray[np.int64]:
 
 
 def _rows(table: MIHTable, pos: NDArray[np.signedinteger]) -> NDArray[np.int64]:
-    """Insertion-order rows of positions read by ``_verify`` (already rows for a shared table)."""
+    """Insertion-order rows of positions read by ``verify_candidates`` (already rows for a shared table)."""
     return pos.astype(np.int64, copy=False) if table.shared else table.rows.take(pos).astype(np.int64)
 
 
@@ -409,7 +411,7 @@ class _Budget:
 
 def _drop(over: NDArray[np.bool_], base: NDArray[np.int64], cnt: NDArray[np.int64], per_query: NDArray[np.int64],
           group_end: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """``_probe``'s output without the buckets of the queries flagged in ``over``."""
+    """``probe_buckets``'s output without the buckets of the queries flagged in ``over``."""
     sizes = np.diff(group_end, prepend=0)
     keep = np.repeat(~over, sizes)
     sizes[over] = 0
@@ -422,7 +424,7 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
                 per_query: NDArray[np.int64], group_end: NDArray[np.int64], thr: NDArray[np.int64] | int,
                 dead: NDArray[np.bool_] | None = None,
                 ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
-    """``_verify`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
+    """``verify_candidates`` over groups of queries holding at most CANDIDATE_CHUNK candidates (one query may
     exceed it); yields (query index, distance, row) per group, query indices into ``xw``, without
     the rows flagged in ``dead`` (removed codes still in the tables: tested on hits only)."""
     nq = xw.shape[0]
@@ -439,7 +441,7 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
         if e1 > e0:
             offset = int(before[a - 1]) if a else 0
             part = thr[a:b] if isinstance(thr, np.ndarray) else thr
-            q, dist, rows = _verify(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], part, offset,
+            q, dist, rows = verify_candidates(table, xw[a:b], base[e0:e1], cnt[e0:e1], per_query[a:b], part, offset,
                                     int(before[b - 1]) - offset)
             if dead is not None and q.size:
                 live = ~dead.take(rows)
@@ -451,7 +453,7 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
 def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
           guard: _Budget | None, nactive: int) -> None:
     """Probe ``table`` (index ``j``) at radius ``r`` (``masks``) for active queries ``A``; candidates go to ``batch.pending``."""
-    base, cnt, per_query, group_end = _probe(table, batch.xs[A, j], masks, r)
+    base, cnt, per_query, group_end = probe_buckets(table, batch.xs[A, j], masks, r)
     if guard is not None:
         over = guard.over(batch, A, step, per_query, nactive)
         if over is not None:
@@ -515,7 +517,7 @@ def range_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64],
         chunk = max(1, LOOKUP_CHUNK // masks.size)
         for a in range(0, active.size, chunk):
             A = active[a : a + chunk]
-            base, cnt, per_query, group_end = _probe(table, xs[A, j], masks, r)
+            base, cnt, per_query, group_end = probe_buckets(table, xs[A, j], masks, r)
             if guarded:
                 now = per_query * costs.candidate_cost(words) + costs.step / active.size
                 spent[A] += masks.size * costs.lookup + now

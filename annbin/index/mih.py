@@ -7,9 +7,13 @@ Results are exact: the distances equal ``faiss.IndexBinaryFlat``'s for every que
 
 Design (details in ``_mih_tables`` and ``_mih_search``):
 
-- **m**: explicit, or ``None`` (default) for the paper's ``m ~ d / log2(ntotal)`` (substrings of at
-  most 24 bits), re-chosen at every (re)build from the ntotal of that moment; ``effective_m``
-  reports the value in use.
+- **m**: explicit; ``"formula"`` for the paper's ``m ~ d / log2(ntotal)`` (substrings of at most 24
+  bits) at every (re)build; or ``None`` (default): the formula below ``MEASURE_M_MIN_N`` codes and,
+  from there on, measured: the build times a sample of the index's own codes as queries on
+  candidate ``m`` around the formula's (``_mih_calibrate.choose_m``; a few table builds: 2-7x a
+  plain build at 1M codes in mih_vs_flat's m-sweep). The choice is kept, saved with the index and
+  reused until ntotal halves or doubles. ``effective_m`` reports the value in use, ``measured_m``
+  what was measured.
 - **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
   ("main", ascending id order; the fallback scan reads it), codes added since in a second one
   ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
@@ -31,7 +35,7 @@ Design (details in ``_mih_tables`` and ``_mih_search``):
 - **save / load**: the file holds main, tombstones, tail and the tables, so a load rebuilds
   nothing; a file without tables (older annbin, or an index never searched) loads everything
   into the tail and builds at the first search.
-- **Fallback**: a cost model predicts, per query and step, what finishing by MIH would still cost;
+- **Fallback**: a cost model (constants measured once per process, ``_mih_calibrate``) predicts, per query and step, what finishing by MIH would still cost;
   a query for which that exceeds ``fallback_ratio`` times a flat scan (far neighbours, e.g.
   uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
   ``fallback="never"`` / ``"always"`` force one path. Range search makes the same choice once per
@@ -66,7 +70,8 @@ from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
 from annbin.index._faiss import exact_knn, omp_threads
-from annbin.index._mih_search import COSTS, CostModel, expected_step_costs, knn_search, range_search
+from annbin.index._mih_calibrate import calibrated_costs, measure_m, planned_m
+from annbin.index._mih_search import CostModel, expected_step_costs, knn_search, range_search
 from annbin.index._mih_store import MIHStore, StorageMap, load_state
 from annbin.index._mih_tables import (
     MIHTable,
@@ -106,8 +111,10 @@ class MIHIndex(BinaryIndex):
     """Exact Hamming kNN and range search by multi-index hashing (pure numpy).
 
     ``d``: code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
-    ``m``: number of substrings (hash tables); ``None`` chooses ``~ d / log2(ntotal)`` at each
-    build. An explicit ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
+    ``m``: number of substrings (hash tables). ``None`` (default): chosen at each build, by
+    measuring candidates from ``MEASURE_M_MIN_N`` codes on (kept while ntotal stays within 2x) and
+    by the formula ``~ d / log2(ntotal)`` below; ``"formula"``: always the formula. An explicit
+    ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
     ``tail_fraction``: codes added since the last build (scanned by brute force) plus removed ones
     still in the tables (tombstones) may reach this fraction of the tables' codes before the next
     search rebuilds them (default ``TAIL_FRACTION``).
@@ -117,7 +124,8 @@ class MIHIndex(BinaryIndex):
     cost exceeds this multiple of a scan's, default 1.0) and ``num_threads`` (threads for one
     search, MIH and fallback scan alike; ``None``, the default: ``faiss.omp_get_max_threads()``,
     all cores unless OpenMP was told otherwise).
-    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: the measured constants).
+    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: ``calibrated_costs()``,
+    measured on this machine once per process; ``_mih_search.COSTS`` for fixed reference constants).
     """
 
     variant = "mih"
@@ -125,21 +133,23 @@ class MIHIndex(BinaryIndex):
     build_params = ("m", "tail_fraction")
     search_params = ("fallback", "fallback_ratio", "num_threads")
 
-    def __init__(self, d: int, *, m: int | None = None, tail_fraction: float = TAIL_FRACTION, fallback: str = "auto",
+    def __init__(self, d: int, *, m: int | str | None = None, tail_fraction: float = TAIL_FRACTION, fallback: str = "auto",
                  fallback_ratio: float = 1.0, num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
         super().__init__(d)
-        self.m = None if m is None else check_m(m, self.d)
+        self.m: int | str | None = m if m is None or m == "formula" else check_m(m, self.d)
         self.tail_fraction = _check_fraction(tail_fraction)
         self.fallback = "auto"
         self.fallback_ratio = 1.0
         self.num_threads: int | None = None
         if cost_model is not None and not isinstance(cost_model, CostModel):
             raise InputTypeError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
-        self.cost_model = COSTS if cost_model is None else cost_model
+        self._cost_model = cost_model
+        #: the last measured choice of m: {"m", "ntotal" (when measured), "seconds" (by candidate m)}
+        self._m_choice: dict[str, Any] | None = None
         self._store = MIHStore(self.d)
         #: the tables over the store's main codes (None while main is empty)
         self._tables: list[MIHTable] | None = None
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()  # re-entered: measuring m searches candidate tables
         self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         #: the tables' shared codes (None while each table keeps a copy): a view of main's codes, or
         #: a zero-padded copy where d is not a multiple of 64
@@ -160,13 +170,30 @@ class MIHIndex(BinaryIndex):
         return self._store.ntotal
 
     @property
+    def cost_model(self) -> CostModel:
+        """The cost model behind ``fallback="auto"`` (calibrated on first use unless one was given)."""
+        return self._cost_model if self._cost_model is not None else calibrated_costs()
+
+    @cost_model.setter
+    def cost_model(self, value: CostModel) -> None:
+        self._cost_model = value
+
+    @property
     def effective_m(self) -> int | None:
-        """The number of substrings the tables use (or will use at the next build); None if empty."""
+        """The number of substrings the tables use (or will use at the next build, if it measures
+        nothing); None if empty."""
         if self._layout is not None and not self._stale():
             return int(self._layout[0].size)
-        if self.m is not None:
-            return self.m
-        return default_m(self.d, self.ntotal) if self.ntotal else None
+        if not self.ntotal and not isinstance(self.m, int):
+            return None
+        return planned_m(self.m, self.d, self.ntotal, self._m_choice) or default_m(self.d, self.ntotal)
+
+    @property
+    def measured_m(self) -> dict[str, Any] | None:
+        """The last measured choice of ``m`` (``m=None``): ``{"m", "ntotal", "seconds"}``, seconds
+        per candidate ``m`` (empty after a load: the choice is saved, its times are not); None if
+        none was measured."""
+        return None if self._m_choice is None else {**self._m_choice, "seconds": dict(self._m_choice["seconds"])}
 
     def get_ids(self) -> NDArray[np.int64]:
         """Live ids: those the tables cover (ascending), then those added since (insertion order)."""
@@ -187,6 +214,7 @@ class MIHIndex(BinaryIndex):
     def _reset(self) -> None:
         self._store.reset()
         self._tables = self._layout = self._words = None
+        self._m_choice = None  # measured on codes that are gone
 
     def _stale(self) -> bool:
         """Whether the tail and the tombstones together exceed ``tail_fraction`` of main."""
@@ -203,14 +231,38 @@ class MIHIndex(BinaryIndex):
                 self._code_map_cache = None  # storage rows move
                 codes = self._store.compact()
                 if codes.shape[0]:
-                    m = self.m if self.m is not None else default_m(self.d, codes.shape[0])
-                    starts, lengths = substring_layout(self.d, m)
-                    words = to_words(codes)
-                    self._tables = build_tables(words, extract_substrings(codes, starts, lengths), lengths)
-                    self._words = words if self._tables[0].shared else None
-                    self._layout = (starts, lengths)
+                    m = planned_m(self.m, self.d, codes.shape[0], self._m_choice)
+                    if m is None:
+                        self._measure_m(codes)  # leaves the chosen m's tables built
+                    else:
+                        self._make_tables(codes, m)
                 self.rebuilds += 1
             return self._tables
+
+    def _make_tables(self, codes: NDArray[np.uint8], m: int) -> None:
+        """Build and install the tables of ``m`` substrings over main's ``codes``."""
+        starts, lengths = substring_layout(self.d, m)
+        words = to_words(codes)
+        self._tables = build_tables(words, extract_substrings(codes, starts, lengths), lengths)
+        self._words = words if self._tables[0].shared else None
+        self._layout = (starts, lengths)
+
+    def _measure_m(self, codes: NDArray[np.uint8]) -> None:
+        """Choose ``m`` by timing sample queries on candidate tables (``measure_m``); the winner's
+        tables stay installed."""
+        Built = tuple[Any, Any, Any]
+
+        def build(m: int) -> Built:
+            self._make_tables(codes, m)
+            return self._tables, self._layout, self._words
+
+        def install(built: Built) -> None:
+            self._tables, self._layout, self._words = built
+
+        stats = self.last_search_stats
+        self._m_choice, built = measure_m(self.d, codes, build, install, lambda x, k: self.search(x, k, params={"num_threads": 1}))
+        install(built)
+        self.last_search_stats = stats
 
     def build(self) -> None:
         """Build the hash tables over every stored code now (folding in the tail) instead of when
@@ -419,6 +471,8 @@ class MIHIndex(BinaryIndex):
         """The store (main codes and ids, tombstones, tail) and, once built, the tables, so a load
         needs no rebuild (``table_lengths`` and per table ``t<j>.occupancy``, ``.starts``, ``.rows``)."""
         arrays = self._store.state()
+        if self._m_choice is not None:  # a measured m and the ntotal it was measured at: a load does not measure again
+            arrays["m_choice"] = np.array([self._m_choice["m"], self._m_choice["ntotal"]], dtype=np.int64)
         if self._tables is not None and self._layout is not None:
             arrays["table_lengths"] = self._layout[1]
             for j, table in enumerate(self._tables):
@@ -437,6 +491,9 @@ class MIHIndex(BinaryIndex):
         obj._store, restored = load_state(d, arrays)
         if restored is not None:
             obj._tables, obj._words, obj._layout = restored
+        if "m_choice" in arrays:  # absent in files from before m was measured, or where it was not
+            m, n = (int(v) for v in np.asarray(arrays["m_choice"]).reshape(-1)[:2])
+            obj._m_choice = {"m": check_m(m, d), "ntotal": n, "seconds": {}}
         return obj
 
 
