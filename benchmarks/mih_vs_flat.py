@@ -401,14 +401,9 @@ def main(argv: list[str] | None = None) -> None:
         out += "\n\n".join(steps_table(r, args.nq) for r in rows if r["steps"])
     print(out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    command = "OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_vs_flat.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = "\n".join([
-        f"## {args.title}",
-        "",
-        f"Command: `{command.strip()}`  ",
-        f"Run {started}; {machine()}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
-        f"(the 2 cores are shared, timings drift ~20% between runs: compare within a row); peak RSS {peak:.1f} GiB.",
-        "",
+        *_heading(args, argv, started, load0, "(the 2 cores are shared, timings drift ~20% between runs: compare within a row); "
+                  f"peak RSS {peak:.1f} GiB."),
         f"Single-thread exact search, k={args.k}, {args.nq} fresh queries per round, medians of {args.repeats} rounds, each "
         f"method timed after {args.warmup} untimed warm-up set(s) of its own; MIH distances equal faiss-flat's for every query in every "
         "round (checked). Clustered codes: centres uniform, each code flips each bit "
@@ -425,6 +420,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nwrote {RESULTS}", file=sys.stderr)
 
 
+def _heading(args: argparse.Namespace, argv: list[str] | None, started: str, load0: tuple[float, float, float], note: str) -> list[str]:
+    """A RESULTS section's title, command and run lines (then a blank line)."""
+    command = "OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_vs_flat.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return [f"## {args.title}", "", f"Command: `{command.strip()}`  ",
+            f"Run {started}; {machine()}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end {note}", ""]
+
+
 def sweep_main(configs: list[Config], args: argparse.Namespace, argv: list[str] | None, started: str,
                load0: tuple[float, float, float]) -> None:
     rows = []
@@ -436,12 +438,8 @@ def sweep_main(configs: list[Config], args: argparse.Namespace, argv: list[str] 
               f"({r['median'][r['chosen']] / r['median'][r['best']]:.3f}x the best's time)", file=sys.stderr, flush=True)
     out = sweep_table(rows)
     print(out)
-    command = "OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_vs_flat.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = "\n".join([
-        f"## {args.title}", "",
-        f"Command: `{command.strip()}`  ",
-        f"Run {started}; {machine()}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end (2 shared cores).",
-        "",
+        *_heading(args, argv, started, load0, "(2 shared cores)."),
         f"Single-thread exact kNN, k={args.k}, {args.nq} fresh queries per round, medians of {args.repeats} rounds of "
         "thread CPU time; in each round every index answers a warm-up set and then the timed set, the indexes "
         "taking turns (rotated each round); every answer equals faiss-flat's distances (checked). The default "
