@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import annbin
 from annbin import MIHIndex
 from annbin._checks import INT32_MAX
-from annbin.index._mih_search import CostModel
+from annbin.index._mih_cost import CostModel
 from annbin.index._mih_tables import (
     MAX_SUBSTRING_BITS,
     default_m,
@@ -291,12 +291,13 @@ def mixed_problems(draw: st.DrawFn) -> tuple[int, int, np.ndarray, np.ndarray, n
 def test_mixed_batches_of_mih_and_fallback_queries(problem, threads, block):
     """One batch, some queries finished by MIH and some by the scan (split over blocks and threads):
     the tie rule's (D, I) either way, and exactly the queries the cost model sends away fall back."""
+    import annbin.index._mih_blocks as blocks_module
     import annbin.index.mih as mih_module
 
     d, m, codes, ids, q, k = problem
     index = mixing_index(d, m, len(codes), num_threads=threads)
     index.add(codes, ids=ids)
-    with mock.patch.object(mih_module, "QUERY_BLOCK", block), mock.patch.object(mih_module, "MIN_THREAD_BLOCK", 1):
+    with mock.patch.object(mih_module, "QUERY_BLOCK", block), mock.patch.object(blocks_module, "MIN_THREAD_BLOCK", 1):
         D, I = index.search(q, k)
     tD, tI = tie_rule_knn(codes, ids, q, k)
     np.testing.assert_array_equal(D, tD)
@@ -387,9 +388,9 @@ def test_ties_follow_ids_not_insertion_order():
 
 # --- threads ---------------------------------------------------------------------------------
 def test_threads_give_identical_results(monkeypatch):
-    import annbin.index.mih as mih_module
+    import annbin.index._mih_blocks as blocks_module
 
-    monkeypatch.setattr(mih_module, "MIN_THREAD_BLOCK", 16)
+    monkeypatch.setattr(blocks_module, "MIN_THREAD_BLOCK", 16)
     rng = np.random.default_rng(17)
     codes = make_codes("clustered", 4000, 64, rng)
     q = make_queries(codes, "clustered", 300, 64, rng)
@@ -416,10 +417,10 @@ def test_threads_give_identical_results(monkeypatch):
 
 
 def test_query_blocks_split_evenly_over_threads(monkeypatch):
-    import annbin.index.mih as mih_module
+    import annbin.index._mih_blocks as blocks_module
 
-    monkeypatch.setattr(mih_module, "MIN_THREAD_BLOCK", 256)
-    blocks = MIHIndex._blocks
+    monkeypatch.setattr(blocks_module, "MIN_THREAD_BLOCK", 256)
+    blocks = blocks_module.query_blocks
     assert blocks(1000, 4096, 1) == [(0, 1000)]
     assert blocks(1000, 4096, 2) == [(0, 500), (500, 1000)]
     assert blocks(300, 4096, 2) == [(0, 300)]  # two blocks would hold fewer than MIN_THREAD_BLOCK
@@ -430,6 +431,19 @@ def test_query_blocks_split_evenly_over_threads(monkeypatch):
         got = blocks(nq, cap, threads)
         assert got[0][0] == 0 and got[-1][1] == nq and all(a[1] == b[0] for a, b in zip(got, got[1:]))
         assert all(0 < b - a <= cap for a, b in got)
+
+
+def test_splice_ranges_groups_parts_by_query():
+    """Range results of parts that answer different queries (MIH and fallback scan, tables and
+    tail) come back grouped by query, each query's results in part order."""
+    from annbin.index._mih_blocks import splice_ranges
+
+    a = (np.array([0, 2, 3]), np.array([2, 0, 1]), np.array([5, 6, 7], np.int32), np.array([50, 60, 70]))
+    b = (np.array([1, 3]), np.array([1, 2]), np.array([1, 2, 3], np.int32), np.array([10, 20, 30]))
+    lims, D, I = splice_ranges(5, [a, b])
+    assert lims.tolist() == [0, 2, 3, 3, 6, 6]
+    assert D.tolist() == [5, 6, 1, 7, 2, 3] and I.tolist() == [50, 60, 10, 70, 20, 30]
+    assert D.dtype == np.int32 and I.dtype == np.int64
 
 
 def test_fallback_scan_runs_on_num_threads(monkeypatch):
@@ -767,7 +781,8 @@ def test_candidates_pending_when_every_query_stops_are_merged():
 def test_cost_model_predicts_nothing_during_the_radius_0_round():
     """A k-th distance merged from part of the radius-0 round is loose; predicting the remaining cost
     from it sent clustered queries to the scan. From radius 1 on, the same k-th distance counts."""
-    from annbin.index._mih_search import COSTS, _Batch, _Budget
+    from annbin.index._mih_cost import COSTS, Budget
+    from annbin.index._mih_search import _Batch
 
     rng = np.random.default_rng(9)
     codes = make_codes("random", 20_000, 128, rng)
@@ -781,9 +796,9 @@ def test_cost_model_predicts_nothing_during_the_radius_0_round():
     for step, expected in ((0, False), (m - 1, False), (m, True)):
         batch = _Batch(xw, xs, 10, 128)
         batch.kth[:] = 60  # loose: the rest of the search to radius 60 would cost many scans
-        guard = _Budget(tables, index.ntotal, 128, 10, 2, budget, COSTS, 4)
+        guard = Budget(tables, index.ntotal, 128, 10, 2, budget, COSTS, 4)
         guard.start_step(1, 1000)
-        over = guard.over(batch, A, step, few, 1000)
+        over = guard.over(batch.kth, batch.sentinel, A, step, few, 1000)
         assert (over is not None and over.tolist() == [True] * 4) if expected else over is None, step
 
 

@@ -13,7 +13,7 @@ import pytest
 import annbin
 from annbin import MIHIndex
 from annbin.index import _mih_calibrate as cal
-from annbin.index._mih_search import COSTS, CostModel
+from annbin.index._mih_cost import COSTS, CostModel
 from annbin.index._mih_tables import default_m
 from tests.conftest import clustered_codes
 

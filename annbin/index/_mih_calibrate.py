@@ -36,7 +36,8 @@ from annbin.index._faiss import exact_knn, omp_threads
 
 # probe_buckets and verify_candidates are the kernels the lookup and candidate constants price: timed directly, not
 # through a search whose mix of work would have to be untangled
-from annbin.index._mih_search import COSTS, CostModel, knn_search, probe_buckets, verify_candidates
+from annbin.index._mih_cost import COSTS, CostModel
+from annbin.index._mih_search import knn_search, probe_buckets, verify_candidates
 from annbin.index._mih_tables import (
     MAX_SUBSTRING_BITS,
     build_tables,

@@ -30,12 +30,7 @@ an exact duplicate key.
 Where a step finds many more hits than ``k`` per query (large buckets in dense clusters, at radius
 0 where no k-th distance filters them yet), a per-query distance histogram first cuts them at the
 query's k-th nearest hit of that step (``_cap``), so the merge sorts far fewer keys.
-
-Cost model (``_Budget``): each step's cost is known exactly once its buckets are read; the steps a
-query still needs are priced on uniformly filled buckets up to its current k-th distance (capped
-by the k-th distance of random codes, since early k-th distances are loose). A query whose
-remaining cost exceeds its budget (``fallback_ratio`` times a faiss-flat scan) leaves the batch
-and is answered by the scan; exact either way.
+The cost model behind the fallback is in ``_mih_cost``.
 """
 
 from __future__ import annotations
@@ -43,12 +38,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin.index._mih_cost import COSTS, Budget, CostModel, expected_step_costs
 from annbin.index._mih_tables import MIHTable, occupancy_probes, popcount_masks
 
 #: Most bucket probes made at once (bounds the size of temporaries).
@@ -58,74 +52,6 @@ CANDIDATE_CHUNK = 1 << 17
 #: A step's hits are cut at each query's k-th nearest hit of the step (``_cap``) when there are more
 #: than this many per query and k (dense buckets); fewer hits are cheaper to sort as they are.
 CAP_MIN_HITS = 4
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """Single-thread costs in nanoseconds, measured on the 2-core x86 development box (numpy 2.4,
-    faiss 1.15): MIH's per-probe and per-candidate work against a faiss ``IndexBinaryFlat`` scan.
-
-    Only the ratio of MIH to flat costs matters: it decides when a query is cheaper to scan.
-    These defaults (``COSTS``) are the reference; ``MIHIndex`` uses constants measured on the
-    machine it runs on (``_mih_calibrate.calibrated_costs``) unless given a model.
-    """
-
-    lookup: float = 8.0  # one bucket probe (key, random read of the bucket, compaction)
-    candidate: float = 15.0  # one candidate of one 64-bit word (expand, gather, popcount, filter)
-    candidate_word: float = 8.0  # each further 64-bit word of a candidate
-    step: float = 80_000.0  # fixed numpy overhead of one step for the whole batch, merge included
-    flat_code: float = 0.65  # faiss IndexBinaryFlat, k = 10, per code of one 64-bit word
-    flat_word: float = 0.3  # each further word
-    flat_odd_code: float = 2.0  # codes whose bit length is not a multiple of 64 scan slower
-
-    def candidate_cost(self, words: int) -> float:
-        return self.candidate + self.candidate_word * (words - 1)
-
-    def flat_cost(self, n: int, d: int) -> float:
-        """One query's flat scan over ``n`` codes of ``d`` bits."""
-        words = -(-d // 64)
-        per_code = self.flat_code + self.flat_word * (words - 1)
-        if d % 64:
-            per_code = max(per_code, self.flat_odd_code)
-        return n * per_code
-
-
-COSTS = CostModel()
-
-
-def expected_step_costs(tables: list[MIHTable], n: int, words: int, nsteps: int, costs: CostModel = COSTS) -> NDArray[np.float64]:
-    """Expected per-query cost of steps ``0..nsteps-1`` on uniformly filled buckets (read-only)."""
-    return _expected_step_costs(tuple(t.length for t in tables), n, words, nsteps, costs)
-
-
-@lru_cache(maxsize=64)
-def _expected_step_costs(lengths: tuple[int, ...], n: int, words: int, nsteps: int, costs: CostModel) -> NDArray[np.float64]:
-    m = len(lengths)
-    out = np.zeros(nsteps)
-    cand = costs.candidate_cost(words)
-    for s in range(nsteps):
-        r, j = divmod(s, m)
-        length = lengths[j]
-        if r <= length:
-            probes = math.comb(length, r)
-            out[s] = probes * (costs.lookup + cand * n / 2.0**length)
-    out.setflags(write=False)
-    return out
-
-
-@lru_cache(maxsize=64)
-def random_knn_distance(n: int, d: int, k: int) -> int:
-    """The k-th nearest distance expected among ``n`` uniformly random ``d``-bit codes.
-
-    Smallest ``D`` with ``n * P(Binomial(d, 1/2) <= D) >= k``. Clustered data has nearer neighbours,
-    so this caps the cost predicted from a k-th distance that is still loose early in a search.
-    """
-    need, total = k << d, 0
-    for dist in range(d + 1):
-        total += n * math.comb(d, dist)
-        if total >= need:
-            return dist
-    return d
 
 
 class _Batch:
@@ -312,7 +238,7 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
     m = len(tables)
     batch = _Batch(xw, xs, k, d)
     batch.dead = dead
-    guard = _Budget(tables, n, d, k, words, budget, costs, nq) if budget < math.inf else None
+    guard = Budget(tables, n, d, k, words, budget, costs, nq) if budget < math.inf else None
     active = np.arange(nq)
     step = 0
     while active.size:
@@ -349,68 +275,6 @@ def knn_search(tables: list[MIHTable], n: int, d: int, xw: NDArray[np.uint64], x
     return (*batch.result(), fallback)
 
 
-class _Budget:
-    """Per-query cost accounting that decides when a query should leave MIH for a flat scan."""
-
-    def __init__(self, tables: list[MIHTable], n: int, d: int, k: int, words: int, budget: float, costs: CostModel, nq: int) -> None:
-        self.budget, self.costs, self.m = budget, costs, len(tables)
-        self.cand_cost = costs.candidate_cost(words)
-        self.cum = np.cumsum(expected_step_costs(tables, n, words, d + 2, costs))
-        self.cap = random_knn_distance(n, d, k)
-        # a query's cost so far is common + cand_cost * candidates[query]: every active query has
-        # made the same probes (all start at step 0 and run every step until they leave)
-        self.common = 0.0
-        self.dropped = False  # whether this step gave up on any query
-        self.candidates = np.zeros(nq)
-        self.fallback = np.zeros(nq, dtype=bool)
-
-    def _to_come(self, kth: NDArray[np.int64] | np.int64, step: int) -> NDArray[np.float64]:
-        """Expected cost of the steps after ``step`` that a k-th distance ``kth`` still needs: up to
-        step ``kth`` (the tie rule's last step), ``kth`` capped at the random-code k-th distance
-        (the steps predicted for a loose k-th distance are the same as before the tie rule: capped
-        one higher, clustered 64-bit queries at radius 1 were sent to the scan, 13% of them)."""
-        until = np.minimum(np.minimum(kth, self.cap), self.cum.size - 1)
-        cost: NDArray[np.float64] = np.maximum(self.cum[until] - self.cum[step], 0.0)
-        return cost
-
-    def start_step(self, nmasks: int, nactive: int) -> None:
-        """Charge every active query for a step's probes (``nmasks`` each) and fixed overhead."""
-        self.common += nmasks * self.costs.lookup + self.costs.step / nactive
-        self.dropped = False
-
-    def over(self, batch: _Batch, A: NDArray[np.int64], step: int, per_query: NDArray[np.int64],
-             nactive: int) -> NDArray[np.bool_] | None:
-        """Flag (and return) the queries of ``A`` (some or all of the active ones) to give up,
-        knowing this step's candidate counts (``start_step`` charged its probes); None if there
-        are none (the usual case, decided from maxima alone).
-
-        Rational rule: give up when what is still to come costs more than a scan (what is spent is
-        spent). The steps still to come are those needed if the current k-th distance were final,
-        capped one above what uniformly random codes would give (an early k-th distance is loose);
-        nothing is predicted before radius 1 (a k-th distance from part of the radius-0 round is
-        looser still: predicting from it sent clustered queries to the scan). A query
-        that has spent twice a scan anyway (the prediction failed: adversarial data) gives up too.
-        """
-        costs, cand_cost = self.costs, self.cand_cost
-        seen = self.candidates[A]
-        seen += per_query
-        self.candidates[A] = seen
-        kth = batch.kth.take(A) if step >= self.m else None  # predictions start at radius 1
-        # no query can be over if the costliest step and the costliest prediction together are not
-        most = float(per_query.max()) * cand_cost + costs.step / nactive
-        if kth is not None:
-            most += float(self._to_come(kth.max(), step))
-        if most <= self.budget and self.common + cand_cost * float(seen.max()) <= 2 * self.budget:
-            return None
-        ahead = per_query * cand_cost + costs.step / nactive
-        if kth is not None:  # what the current k-th distance still needs (nothing while it is unknown)
-            ahead += np.where(kth < batch.sentinel, self._to_come(kth, step), 0.0)
-        over = (ahead > self.budget) | (self.common + cand_cost * seen > 2 * self.budget)
-        if not over.any():
-            return None
-        self.fallback[A[over]] = True
-        self.dropped = True
-        return over
 
 
 def _drop(over: NDArray[np.bool_], base: NDArray[np.int64], cnt: NDArray[np.int64], per_query: NDArray[np.int64],
@@ -455,11 +319,11 @@ def _verify_all(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64]
 
 
 def _step(batch: _Batch, table: MIHTable, j: int, r: int, masks: NDArray[np.int64], A: NDArray[np.int64], step: int,
-          guard: _Budget | None, nactive: int) -> None:
+          guard: Budget | None, nactive: int) -> None:
     """Probe ``table`` (index ``j``) at radius ``r`` (``masks``) for active queries ``A``; candidates go to ``batch.pending``."""
     base, cnt, per_query, group_end = probe_buckets(table, batch.xs[A, j], masks, r)
     if guard is not None:
-        over = guard.over(batch, A, step, per_query, nactive)
+        over = guard.over(batch.kth, batch.sentinel, A, step, per_query, nactive)
         if over is not None:
             base, cnt, per_query, group_end = _drop(over, base, cnt, per_query, group_end)
     batch.lookups += A.size * masks.size

@@ -5,7 +5,7 @@ Norouzi, Punjani & Fleet, "Fast Exact Search in Hamming Space with Multi-Index H
 hash table; a query probes buckets at growing substring radius and stops by the pigeonhole bound.
 Results are exact: the distances equal ``faiss.IndexBinaryFlat``'s for every query.
 
-Design (details in ``_mih_tables`` and ``_mih_search``):
+Design (details in ``_mih_tables``, ``_mih_search``, ``_mih_cost`` and ``_mih_blocks``):
 
 - **m**: explicit; ``"formula"`` for the paper's ``m ~ d / log2(ntotal)`` (substrings of at most 24
   bits) at every (re)build; or ``None`` (default): the formula below ``MEASURE_M_MIN_N`` codes and,
@@ -60,9 +60,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import faiss
 import numpy as np
@@ -70,8 +68,10 @@ from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
 from annbin.index._faiss import exact_knn, omp_threads
+from annbin.index._mih_blocks import map_blocks, query_blocks, splice_ranges
 from annbin.index._mih_calibrate import calibrated_costs, measure_m, planned_m
-from annbin.index._mih_search import CostModel, expected_step_costs, knn_search, range_search
+from annbin.index._mih_cost import CostModel, expected_step_costs
+from annbin.index._mih_search import knn_search, range_search
 from annbin.index._mih_store import MIHStore, StorageMap, load_state
 from annbin.index._mih_tables import (
     MIHTable,
@@ -88,14 +88,6 @@ from annbin.index.registry import register
 FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
 QUERY_BLOCK = 4096
-#: Fewest queries a block is cut to when spreading a batch over threads: a step's fixed numpy
-#: overhead (~0.1 ms, mostly holding the GIL) would dominate smaller blocks.
-#: Measured, 1M clustered 64-bit codes (mih_vs_flat's generator), 1,000 queries, k=10, median of 3,
-#: three runs: 2 threads took 0.66x, 0.84x and 0.85x the speed of 1 on the shared 2-core development
-#: box, whose other core was busy with other work (2 threads' CPU time was 1.15-1.25x one thread's
-#: and never ran on two cores at once): indicative only, it shows what two blocks cost, not what a
-#: free core gains.
-MIN_THREAD_BLOCK = 256
 #: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
 #: the tombstones exceed this fraction of the codes they cover. benchmarks/mih_updates.py (1M
 #: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box): updated /
@@ -103,7 +95,6 @@ MIN_THREAD_BLOCK = 256
 #: (a rebuild, 0.4-1.1 s by load, against a tail scan adding ~3 ms per 1,000 tail codes to a batch
 #: of 1,000 queries). The best fraction grows with the square root of the codes added per query.
 TAIL_FRACTION = 0.02
-_T = TypeVar("_T")
 
 
 @register
@@ -125,7 +116,7 @@ class MIHIndex(BinaryIndex):
     search, MIH and fallback scan alike; ``None``, the default: ``faiss.omp_get_max_threads()``,
     all cores unless OpenMP was told otherwise).
     ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: ``calibrated_costs()``,
-    measured on this machine once per process; ``_mih_search.COSTS`` for fixed reference constants).
+    measured on this machine once per process; ``_mih_cost.COSTS`` for fixed reference constants).
     """
 
     variant = "mih"
@@ -328,26 +319,6 @@ class MIHIndex(BinaryIndex):
             raise RuntimeError("tables not built")
         return to_words(x), extract_substrings(x, *self._layout)
 
-    @staticmethod
-    def _blocks(nq: int, cap: int, threads: int) -> list[tuple[int, int]]:
-        """Query blocks ``[a, b)`` of at most ``cap`` queries; with threads, at least one per thread
-        (while each keeps ``MIN_THREAD_BLOCK`` queries) and a multiple of them, of equal size."""
-        count = -(-nq // cap)
-        if threads > 1:
-            count = max(count, min(threads, nq // MIN_THREAD_BLOCK))
-            if count > threads:
-                count = -(-count // threads) * threads
-        size = -(-nq // count)
-        return [(a, min(nq, a + size)) for a in range(0, nq, size)]
-
-    @staticmethod
-    def _map_blocks(fn: Callable[[int, int], _T], blocks: list[tuple[int, int]], threads: int) -> list[_T]:
-        """``fn(a, b)`` for each block, in order, on up to ``threads`` threads."""
-        if threads == 1 or len(blocks) == 1:
-            return [fn(a, b) for a, b in blocks]
-        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
-            return list(pool.map(lambda ab: fn(*ab), blocks))
-
     def _scan(self, x: NDArray[np.uint8], k: int, threads: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """Exact kNN (ids, tie rule) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
         with omp_threads(threads):
@@ -399,7 +370,7 @@ class MIHIndex(BinaryIndex):
 
         # top-k state is (block, k) int64 keys that also hold the query's index in the block
         cap = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
-        parts = self._map_blocks(block, self._blocks(nq, cap, threads), threads)
+        parts = map_blocks(block, query_blocks(nq, cap, threads), threads)
         D = np.concatenate([p[0] for p in parts])
         I = store.main_ids[np.concatenate([p[1] for p in parts])]
         fallback = np.concatenate([p[2] for p in parts])
@@ -430,12 +401,8 @@ class MIHIndex(BinaryIndex):
             parts.append((lims.astype(np.int64), D.astype(np.int32), store.tail_ids[rows]))
         if len(parts) == 1:
             return parts[0]
-        # both parts grouped by query: interleave them query by query
-        qid = np.concatenate([np.repeat(np.arange(nq), np.diff(p[0])) for p in parts])
-        order = np.argsort(qid, kind="stable")
-        sizes = sum(np.diff(p[0]) for p in parts)
-        return (np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([p[1] for p in parts])[order],
-                np.concatenate([p[2] for p in parts])[order])
+        every = np.arange(nq)  # both parts answer every query: interleave them query by query
+        return splice_ranges(nq, [(every, np.diff(lims), D, I) for lims, D, I in parts])
 
     def _range_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], radius: int) -> RangeResult:
         """Range search over main's live codes by the tables."""
@@ -448,9 +415,9 @@ class MIHIndex(BinaryIndex):
             self.last_search_stats = {"queries": nq, "fallback_queries": nq}
             return self._range_scan(x, radius, threads)
         xw, xs = self._queries(x)
-        parts = self._map_blocks(lambda a, b: range_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], radius, budget, costs,
+        parts = map_blocks(lambda a, b: range_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], radius, budget, costs,
                                                            dead=store.dead),
-                                 self._blocks(nq, nq, threads), threads)
+                                 query_blocks(nq, nq, threads), threads)
         sizes = np.concatenate([np.diff(p[0]) for p in parts])
         D = np.concatenate([p[1] for p in parts])
         I = store.main_ids[np.concatenate([p[2] for p in parts])]
@@ -458,12 +425,8 @@ class MIHIndex(BinaryIndex):
         self.last_search_stats = {"queries": nq, "fallback_queries": int(fallback.sum())}
         if fallback.any():  # skewed buckets: those queries by brute force, spliced back in query order
             flims, fD, fI = self._range_scan(x[fallback], radius, threads)
-            sizes[fallback] = np.diff(flims)
-            qid = np.concatenate([np.repeat(np.flatnonzero(~fallback), sizes[~fallback]),
-                                  np.repeat(np.flatnonzero(fallback), sizes[fallback])])
-            order = np.argsort(qid, kind="stable")
-            D = np.concatenate([D, fD])[order]
-            I = np.concatenate([I, fI])[order]
+            return splice_ranges(nq, [(np.flatnonzero(~fallback), sizes[~fallback], D, I),
+                                      (np.flatnonzero(fallback), np.diff(flims), fD, fI)])
         return np.concatenate([[0], np.cumsum(sizes)]), D, I
 
     # --- persistence ---------------------------------------------------------------------
