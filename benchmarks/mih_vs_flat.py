@@ -388,13 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     load0 = os.getloadavg()
     if args.m_sweep:
         return sweep_main(configs, args, argv, started, load0)
-    rows = []
-    for cfg in configs:
-        print(f"{cfg.label}: running ...", file=sys.stderr, flush=True)
-        rows.append(run_config(cfg, args))
-        r = rows[-1]
-        print(f"{cfg.label}: MIH {r['mih_qps']:,.0f} q/s, flat {r['flat1_qps']:,.0f} q/s, {r['ratio']:.1f}x; exact on all "
-              f"{args.nq} queries x {args.repeats} repeats", file=sys.stderr, flush=True)
+    rows = run_each(configs, args, run_config, "running", lambda r: (
+        f"MIH {r['mih_qps']:,.0f} q/s, flat {r['flat1_qps']:,.0f} q/s, {r['ratio']:.1f}x; exact on all "
+        f"{args.nq} queries x {args.repeats} repeats"))
     out = table(rows, args.k)
     if args.steps:
         out += "\n\nWhere MIH's time goes (`--steps`): per search step, radius `r` in table `j`; times include the merge.\n\n"
@@ -427,15 +423,20 @@ def _heading(args: argparse.Namespace, argv: list[str] | None, started: str, loa
             f"Run {started}; {machine()}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end {note}", ""]
 
 
-def sweep_main(configs: list[Config], args: argparse.Namespace, argv: list[str] | None, started: str,
-               load0: tuple[float, float, float]) -> None:
+def run_each(configs: list[Config], args: argparse.Namespace, run, doing: str, summary) -> list[dict]:  # type: ignore[no-untyped-def]
+    """``run(cfg, args)`` for each config, saying on stderr what it is doing and, after, ``summary(row)``."""
     rows = []
     for cfg in configs:
-        print(f"{cfg.label}: sweeping m ...", file=sys.stderr, flush=True)
-        rows.append(run_sweep(cfg, args))
-        r = rows[-1]
-        print(f"{cfg.label}: best m={r['best']}, default m={r['chosen']} "
-              f"({r['median'][r['chosen']] / r['median'][r['best']]:.3f}x the best's time)", file=sys.stderr, flush=True)
+        print(f"{cfg.label}: {doing} ...", file=sys.stderr, flush=True)
+        rows.append(run(cfg, args))
+        print(f"{cfg.label}: {summary(rows[-1])}", file=sys.stderr, flush=True)
+    return rows
+
+
+def sweep_main(configs: list[Config], args: argparse.Namespace, argv: list[str] | None, started: str,
+               load0: tuple[float, float, float]) -> None:
+    rows = run_each(configs, args, run_sweep, "sweeping m", lambda r: (
+        f"best m={r['best']}, default m={r['chosen']} ({r['median'][r['chosen']] / r['median'][r['best']]:.3f}x the best's time)"))
     out = sweep_table(rows)
     print(out)
     text = "\n".join([
