@@ -525,15 +525,15 @@ def test_shared_code_copy_is_exact(d, monkeypatch):
     assert all(t.shared and t.words is index._words for t in index._tables)
     padded = d % 64 != 0  # then the shared words are a zero-padded copy, counted once
     assert np.shares_memory(index._words, flat_codes(index._store.main)) != padded
-    tables = sum(t.occupancy.nbytes + t.ranks.nbytes + t.starts.nbytes + 3000 * 4 for t in index._tables)
-    assert index.memory_bytes() == 3000 * (d // 8) + 3000 * 8 + tables + (index._words.nbytes if padded else 0)
+    tables = sum(t.occupancy.nbytes + t.ranks.nbytes + t.buckets.nbytes + 3000 * 4 for t in index._tables)
+    assert index.memory_bytes() == 3000 * (d // 8) + tables + (index._words.nbytes if padded else 0)  # ids 0..n-1: none stored
     assert len(index._tables) > 1
 
 
 @pytest.mark.parametrize("kind", ["clustered", "random", "duplicates"])
 def test_compact_tables_list_each_bucket(kind):
-    """Occupancy bits, per-word ranks and starts of the non-empty buckets give each bucket exactly
-    the rows whose substring is its key."""
+    """Occupancy bits, per-word ranks and (start, count) of the non-empty buckets give each bucket
+    exactly the rows whose substring is its key."""
     codes, _, index = mih_problem(kind, 3000, 1, seed=11)
     index.build()
     subs = extract_substrings(codes, *index._layout)
@@ -543,12 +543,14 @@ def test_compact_tables_list_each_bucket(kind):
         np.testing.assert_array_equal(bits[: counts.size], counts != 0)
         assert not bits[counts.size :].any()
         nonempty = np.flatnonzero(counts)
-        np.testing.assert_array_equal(np.diff(t.starts.astype(np.int64)), counts[nonempty])
+        start, count = t.buckets >> 32, t.buckets & 0xFFFFFFFF
+        np.testing.assert_array_equal(count, counts[nonempty])
+        np.testing.assert_array_equal(start, np.concatenate([[0], np.cumsum(counts[nonempty])[:-1]]))
         np.testing.assert_array_equal(t.ranks, np.concatenate([[0], np.cumsum(np.bitwise_count(t.occupancy.view(np.uint64)))[:-1]]))
         for rank, key in enumerate(nonempty[:50].tolist()):
-            rows = t.rows[t.starts[rank] : t.starts[rank + 1]]
+            rows = t.rows[start[rank] : start[rank] + count[rank]]
             np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(subs[:, j] == key))
-            np.testing.assert_array_equal(t.words[t.starts[rank] : t.starts[rank + 1], 0], codes[rows].view(np.uint64)[:, 0])
+            np.testing.assert_array_equal(t.words[start[rank] : start[rank] + count[rank], 0], codes[rows].view(np.uint64)[:, 0])
 
 
 @pytest.mark.parametrize("chunk", [7, 300])
@@ -874,9 +876,9 @@ def test_spec_strings_and_memory():
     assert annbin.make_index("mih:tail_fraction=0.2", 64).spec == "mih:tail_fraction=0.2,fallback=auto,fallback_ratio=1.0"
     rng = np.random.default_rng(8)
     codes = make_codes("random", 5000, 64, rng)
-    for m in (3, 4, 8):
+    for m, ids in ((3, None), (4, None), (8, None), (4, 7 * np.arange(5000) + 3)):
         index = MIHIndex(64, m=m)
-        index.add(codes)
+        index.add(codes, ids=ids)
         assert index.memory_bytes() == 5000 * 8 + 5000 * 8  # codes + ids: memory_bytes does not build
         assert index._tables is None and index.rebuilds == 0
         index.build()
@@ -884,10 +886,43 @@ def test_spec_strings_and_memory():
         assert len(tables) == m and index.rebuilds == 1
         copies = m <= 16  # COPY_MAX_TABLES: more tables share the index's codes
         assert all(t.occupancy.nbytes == 8 * -(-(1 << t.length) // 64) and t.ranks.nbytes == 8 * -(-(1 << t.length) // 64) for t in tables)
-        expected = 5000 * 8 + 5000 * 8 + sum(t.occupancy.nbytes + t.ranks.nbytes + t.starts.nbytes + 5000 * (4 + 8 * copies) for t in tables)
-        assert index.memory_bytes() == expected  # codes + ids + (occupancy bits, ranks, starts, rows, words copy) per table
-        assert all(t.starts.nbytes == 4 * (np.unique(s).size + 1) for t, s in zip(tables, extract_substrings(codes, *index._layout).T))
+        stored_ids = 0 if ids is None else 5000 * 8  # ids 0..n-1 are the rows: not stored
+        expected = 5000 * 8 + stored_ids + sum(t.occupancy.nbytes + t.ranks.nbytes + t.buckets.nbytes + 5000 * (4 + 8 * copies) for t in tables)
+        assert index.memory_bytes() == expected  # codes + ids + (occupancy bits, ranks, buckets, rows, words copy) per table
+        assert all(t.buckets.nbytes == 8 * np.unique(s).size for t, s in zip(tables, extract_substrings(codes, *index._layout).T))
     assert MIHIndex(64).memory_bytes() == 0
+
+
+def test_ids_that_are_the_rows_are_not_stored(tmp_path):
+    """Ids 0..n-1 (an index filled without ids, in any order) are main's rows: none are stored, and
+    searches, removals, rebuilds and a save / load map rows to ids as if they were."""
+    rng = np.random.default_rng(21)
+    codes = make_codes("clustered", 3000, 64, rng)
+    q = make_queries(codes, "clustered", 30, 64, rng)
+    order = rng.permutation(3000)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes[order], ids=order)  # ids 0..n-1, shuffled: main is rewritten in id order
+    index.build()
+    assert index._store.scan_ids is None
+    check_knn(*index.search(q, 10), codes, np.arange(3000), q, 10)
+    check_knn(*index.search(q, 10, params={"fallback": "always"}), codes, np.arange(3000), q, 10)  # the scan's rows too
+    assert index.last_search_stats["fallback_queries"] == len(q)
+    gone = np.array([0, 7, 2999, 5000, -1])  # 5000 and -1 are not stored
+    assert index.remove_ids(gone) == 3
+    live = np.setdiff1d(np.arange(3000), gone)
+    check_knn(*index.search(q, 10), codes[live], live, q, 10)
+    check_range(*index.range_search(q, 6), codes[live], live, q, 6)
+    index.build()  # ids 1..2998 with gaps: now stored
+    assert index._store.scan_ids is not None
+    check_knn(*index.search(q, 10), codes[live], live, q, 10)
+    fresh = MIHIndex(64, m=4)
+    fresh.add(codes)
+    fresh.build()
+    fresh.save(tmp_path / "rows.annbin")
+    loaded = annbin.load_index(tmp_path / "rows.annbin")
+    assert loaded._store.scan_ids is None and loaded.rebuilds == 0
+    assert loaded.memory_bytes() == fresh.memory_bytes()
+    np.testing.assert_array_equal(loaded.search(q, 10)[1], fresh.search(q, 10)[1])
 
 
 def test_empty_and_tiny_indexes():

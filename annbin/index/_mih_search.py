@@ -141,7 +141,7 @@ def probe_buckets(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int
     keys <<= 3
     keys |= lo.take(nonempty, mode="clip")
     # a non-empty bucket's rank among the non-empty ones: the count before its 64-bucket word plus
-    # the set bits up to it in that word (itself included, so the rank is one past: its end)
+    # the set bits up to it in that word (itself included, so one past its rank)
     word = keys >> 6
     below = table.occupancy64.take(word, mode="clip")
     keys &= 63
@@ -149,11 +149,10 @@ def probe_buckets(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int
     np.left_shift(below, keys.view(np.uint64), out=below)  # keys are 0..63: the same bits as uint64
     rank = table.ranks.take(word, mode="clip")
     rank += np.bitwise_count(below)
-    end = table.starts.take(rank, mode="clip").astype(np.int64)
     rank -= 1
-    packed = table.starts.take(rank, mode="clip").astype(np.int64)  # the bucket's start
-    cnt = end
-    cnt -= packed
+    packed = table.buckets.take(rank, mode="clip")  # start << 32 | count
+    cnt = packed & 0xFFFFFFFF
+    packed >>= 32  # the bucket's start
     bounds = nonempty.searchsorted(_arange(nq + 1) * nmasks)  # each query's buckets: bounds[i]..bounds[i + 1]
     ends = np.zeros(cnt.size + 1, dtype=np.int64)
     cnt.cumsum(out=ends[1:])

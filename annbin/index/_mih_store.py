@@ -2,7 +2,8 @@
 
 - **main**: a ``faiss.IndexBinaryFlat`` holding the codes the tables were built over, in ascending
   id order (a row is an id's rank, so the search's (distance, row) order is the tie rule's
-  (distance, id) order), with their ids (``main_ids``, int64, ascending). It changes only when the
+  (distance, id) order), with their ids (``main_ids``, int64, ascending; not stored while they are
+  ``0..n-1``, the ids of an index filled without explicit ids). It changes only when the
   tables are rebuilt (``compact``), so a zero-copy view of its codes stays valid as the tables'
   shared codes.
 - **tail**: a second ``IndexBinaryFlat`` with the codes added since, in insertion order, and their
@@ -83,7 +84,9 @@ class MIHStore:
     def __init__(self, d: int) -> None:
         self.d, self.code_size = d, d // 8
         self.main = faiss.IndexBinaryFlat(d)
-        self.main_ids = _EMPTY_IDS
+        #: main's ids, or None while they are 0..nmain-1 (8 bytes a code saved: half the tables'
+        #: overhead at 64 bits)
+        self._main_ids: NDArray[np.int64] | None = None
         self.tail = faiss.IndexBinaryFlat(d)
         self._tail_chunks: list[NDArray[np.int64]] = []
         self._tail_ids = _EMPTY_IDS
@@ -94,6 +97,24 @@ class MIHStore:
     def nmain(self) -> int:
         """Main rows, tombstoned ones included."""
         return int(self.main.ntotal)
+
+    @property
+    def main_ids(self) -> NDArray[np.int64]:
+        """Main's ids in row order (a new ``arange`` while they are ``0..nmain-1``)."""
+        return np.arange(self.nmain, dtype=np.int64) if self._main_ids is None else self._main_ids
+
+    def ids_of(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The ids of main ``rows``."""
+        return rows.astype(np.int64, copy=False) if self._main_ids is None else self._main_ids[rows]
+
+    @property
+    def scan_ids(self) -> NDArray[np.int64] | None:
+        """``exact_knn``'s ``ids`` for a scan of main: None while ids are rows."""
+        return self._main_ids
+
+    def _set_main_ids(self, ids: NDArray[np.int64]) -> None:
+        """Keep main's ids (ascending, unique), or nothing if they are ``0..nmain-1``."""
+        self._main_ids = None if ids.size == 0 or (ids[0] == 0 and ids[-1] == ids.size - 1) else ids
 
     @property
     def ntail(self) -> int:
@@ -127,7 +148,11 @@ class MIHStore:
         """Tombstone the main rows of ``ids``, drop their tail rows; returns how many went."""
         removed = 0
         if self.nmain:
-            hit = np.isin(self.main_ids, ids)
+            if self._main_ids is None:  # ids are rows
+                hit = np.zeros(self.nmain, dtype=bool)
+                hit[ids[(ids >= 0) & (ids < self.nmain)]] = True
+            else:
+                hit = np.isin(self._main_ids, ids)
             if self.dead is not None:
                 hit &= ~self.dead
             count = int(np.count_nonzero(hit))
@@ -163,7 +188,7 @@ class MIHStore:
         if codes.shape[0]:
             self.main.add(codes)
         del codes
-        self.main_ids = ids
+        self._set_main_ids(ids)
         self.tail.reset()
         self._tail_chunks, self._tail_ids = [], _EMPTY_IDS
         self.dead, self.ndead = None, 0
@@ -188,7 +213,7 @@ class MIHStore:
     @property
     def nbytes(self) -> int:
         """Codes, ids and tombstones held now."""
-        ids = self.main_ids.nbytes + self._tail_ids.nbytes + sum(c.nbytes for c in self._tail_chunks)
+        ids = (0 if self._main_ids is None else self._main_ids.nbytes) + self._tail_ids.nbytes + sum(c.nbytes for c in self._tail_chunks)
         return (self.nmain + self.ntail) * self.code_size + ids + (0 if self.dead is None else self.dead.nbytes)
 
     # --- persistence -----------------------------------------------------------------------
@@ -204,7 +229,7 @@ class MIHStore:
         """Restore ``state``'s arrays (validated by the caller) into this empty store."""
         if codes.shape[0]:
             self.main.add(np.ascontiguousarray(codes))
-        self.main_ids = ids
+        self._set_main_ids(ids)
         if dead is not None and dead.size and dead.any():
             self.dead = dead.astype(bool)
             self.ndead = int(np.count_nonzero(self.dead))

@@ -17,11 +17,12 @@ Design (details in ``_mih_tables``, ``_mih_search``, ``_mih_cost`` and ``_mih_bl
 - **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
   ("main", ascending id order; the fallback scan reads it), codes added since in a second one
   ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
-  enough to stay in L2 cache), an int64 rank per 64 buckets and a uint32 start per non-empty
-  bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a copy of
-  the codes in that order (verifying a bucket then reads contiguous memory); more tables read
-  main's codes through the rows. At 1M 64-bit codes that is 57 MiB in all (115 MiB with dense
-  int64 buckets). ``get_codes`` gathers from zero-copy views of main and tail.
+  enough to stay in L2 cache), an int64 rank per 64 buckets and an int64 start and count per
+  non-empty bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a
+  copy of the codes in that order (verifying a bucket then reads contiguous memory); more tables
+  read main's codes through the rows. Main's ids are not stored while they are ``0..n-1`` (an
+  index filled without ids). At 1M 64-bit codes that is 55 MiB in all, 62.5 MiB with other ids
+  (115 MiB with dense int64 buckets). ``get_codes`` gathers from zero-copy views of main and tail.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
   each query stops by the pigeonhole bound (see ``_mih_search``).
 - **add / remove_ids**: ``add`` appends to the tail, which every search scans (faiss, exact, tie
@@ -322,13 +323,13 @@ class MIHIndex(BinaryIndex):
     def _scan(self, x: NDArray[np.uint8], k: int, threads: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """Exact kNN (ids, tie rule) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
         with omp_threads(threads):
-            return exact_knn(self._store.main_index(), x, k, ids=self._store.main_ids)
+            return exact_knn(self._store.main_index(), x, k, ids=self._store.scan_ids)
 
     def _range_scan(self, x: NDArray[np.uint8], radius: int, threads: int) -> RangeResult:
         """Range search (ids) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
         with omp_threads(threads):
             lims, D, rows = self._store.main_index().range_search(x, radius + 1)  # faiss keeps distance < radius
-        return lims.astype(np.int64), D.astype(np.int32), self._store.main_ids[rows]
+        return lims.astype(np.int64), D.astype(np.int32), self._store.ids_of(rows)
 
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         tables = self._build()
@@ -372,7 +373,7 @@ class MIHIndex(BinaryIndex):
         cap = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
         parts = map_blocks(block, query_blocks(nq, cap, threads), threads)
         D = np.concatenate([p[0] for p in parts])
-        I = store.main_ids[np.concatenate([p[1] for p in parts])]
+        I = store.ids_of(np.concatenate([p[1] for p in parts]))
         fallback = np.concatenate([p[2] for p in parts])
         stats: dict[str, Any] = {"queries": nq, "lookups": sum(p[3]["lookups"] for p in parts),
                                  "candidates": sum(p[3]["candidates"] for p in parts)}
@@ -420,7 +421,7 @@ class MIHIndex(BinaryIndex):
                                  query_blocks(nq, nq, threads), threads)
         sizes = np.concatenate([np.diff(p[0]) for p in parts])
         D = np.concatenate([p[1] for p in parts])
-        I = store.main_ids[np.concatenate([p[2] for p in parts])]
+        I = store.ids_of(np.concatenate([p[2] for p in parts]))
         fallback = np.concatenate([p[3] for p in parts])
         self.last_search_stats = {"queries": nq, "fallback_queries": int(fallback.sum())}
         if fallback.any():  # skewed buckets: those queries by brute force, spliced back in query order
