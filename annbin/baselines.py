@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from annbin._checks import check_int
 from annbin.float_base import METRICS, FloatIndex, FloatResult
-from annbin.index.registry import float_variants, register
+from annbin.index.registry import float_variants, register, unknown_spec_error, variants
 from annbin.spec import parse_spec, split_params, variant_name
 
 __all__ = ["METRICS", "FloatFlat", "FloatHNSW", "FloatIndex", "FloatResult", "is_float_spec", "make_float_index"]
@@ -150,10 +150,11 @@ def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
     ``"rabitq"``, ``"ivf-rabitq"``, ``"rabitq-hnsw"`` (see ``annbin.rabitq``).
     """
     name, params = parse_spec(spec)
-    variants = float_variants()
-    cls = variants.get(name)
+    cls = float_variants().get(name)
     if cls is None:
-        raise ValueError(f"unknown float index spec {spec!r}; known: {', '.join(sorted(variants))}")
+        if name in variants():
+            raise ValueError(f"{spec!r} is a binary index (codes, not float vectors): build it with make_index(spec, d)")
+        raise unknown_spec_error(name, spec, what="float index spec")
     build, search = split_params(name, (cls.build_params, cls.search_params), params, spec)
     index = cls(dim, metric=metric, **build)
     index.set_search_params(**search)

@@ -8,9 +8,12 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from annbin._extras import require
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
 
 COLUMNS = [
     ("index", "index"),
@@ -51,14 +54,7 @@ def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
     if key == "index":
         return label(row)
     if key == "params":
-        items = dict(value)
-        if row.get("rescore"):
-            items["oversample"] = row["rescore"]
-        if row.get("rerank"):
-            items["rerank"] = row["rerank"]
-        if row.get("rotation"):
-            items["rotation"] = row["rotation"]
-        return ",".join(f"{k}={v}" for k, v in items.items()) or "-"
+        return ",".join(f"{k}={v}" for k, v in _param_items(value, row).items()) or "-"
     if key.startswith("recall"):
         return f"{value:.3f}"
     if key == "qps":
@@ -70,16 +66,72 @@ def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
     return str(value)
 
 
-def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Any:
-    """A ``rich.table.Table`` of the rows."""
-    from rich.table import Table
+def _param_items(params: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A row's settings: its index parameters, then the rescore's and rerank's oversample and the rotation."""
+    items = dict(params)
+    if row.get("rescore"):
+        items["oversample"] = row["rescore"]
+    if row.get("rerank"):
+        items["rerank"] = row["rerank"]
+    if row.get("rotation"):
+        items["rotation"] = row["rotation"]
+    return items
 
-    table = Table(title=title)
-    for _, header in COLUMNS:
-        table.add_column(header, justify="left" if header in ("index", "params") else "right")
-    for row in rows:
-        table.add_row(*(_fmt(key, row.get(key), row) for key, _ in COLUMNS))
-    return table
+
+#: terminal columns left out, in this order, while a table is wider than the console (after any
+#: column with no value in any row)
+DROPPABLE = ("build_s", "latency_p99_ms", "vectors_read_per_query", "latency_p50_ms", "recall_hamming")
+
+
+def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Any:
+    """The rows as a terminal table (a ``rich`` renderable, laid out for the console's width).
+
+    Nothing that tells rows apart is cut: parameters equal in every row are said once, in the
+    title, and each row shows the rest, wrapped between parameters; every column is at least as
+    wide as its longest word. Where that is wider than the console, the ``DROPPABLE`` columns are
+    left out (the caption names them) rather than cut.
+    """
+    return _ResultsTable(rows, title)
+
+
+class _ResultsTable:
+    def __init__(self, rows: list[dict[str, Any]], title: str | None) -> None:
+        params = [_param_items(row.get("params") or {}, row) for row in rows]
+        shared = {k: v for k, v in params[0].items() if all(k in p and p[k] == v for p in params)} if len(rows) > 1 else {}
+        self.cells = {key: [_fmt(key, row.get(key), row) for row in rows] for key, _ in COLUMNS}
+        # ", " between parameters: rich wraps a cell at spaces only
+        self.cells["params"] = [", ".join(f"{k}={v}" for k, v in p.items() if k not in shared) or ("" if shared else "-") for p in params]
+        every = ", ".join(f"{k}={v}" for k, v in shared.items())
+        self.title = "; ".join(filter(None, [title, every and f"every row: {every}"])) or None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.cells import cell_len
+        from rich.table import Table
+
+        headers = dict(COLUMNS)
+        texts = {key: [headers[key], *cells] for key, cells in self.cells.items()}
+        least = {key: max(cell_len(w) for t in ts for w in t.split() or [""]) for key, ts in texts.items()}
+        most = {key: max(cell_len(t) for t in ts) for key, ts in texts.items()}
+        empty = [key for key, cells in self.cells.items() if key not in ("index", "params") and all(c == "-" for c in cells)]
+        shown, dropped = list(self.cells), []
+        for key in [*empty, *(k for k in DROPPABLE if k not in empty)]:
+            if sum(least[k] for k in shown) + 3 * len(shown) + 1 <= options.max_width:  # "│ " + cell + " " per column, one "│"
+                break
+            shown.remove(key)
+            dropped.append(key)
+        width = {key: least[key] for key in shown}
+        spare = options.max_width - sum(width.values()) - 3 * len(shown) - 1
+        for key in ["params", "index", *(k for k in shown if k not in ("params", "index"))]:  # the settings on one line first
+            grow = max(0, min(spare, most[key] - width[key]))
+            width[key] += grow
+            spare -= grow
+        caption = f"not shown at this width: {', '.join(headers[k] for k in dropped)}" if dropped else None
+        table = Table(title=self.title, caption=caption)
+        for key in shown:
+            table.add_column(headers[key], justify="left" if key in ("index", "params") else "right", width=width[key], overflow="fold")
+        for i in range(len(self.cells["index"])):
+            table.add_row(*(self.cells[key][i] for key in shown))
+        yield table
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

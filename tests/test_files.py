@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,41 @@ def test_read_index_file_mapped_arrays_are_read_only_views(tmp_path):
         assert isinstance(got["a"], np.memmap) == mmap
 
 
+# --- load_index of a stage of a saved BinaryEmbeddingIndex, or of a directory ------------------
+
+
+def _saved_embedding_index(tmp_path: Path) -> Path:
+    x = np.random.default_rng(7).standard_normal((50, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = annbin.BinaryEmbeddingIndex("flat")
+    index.add(x)
+    index.save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+def test_load_index_of_a_stage_warns_and_names_the_whole_loader(tmp_path):
+    root = _saved_embedding_index(tmp_path)
+    stage = root / read_index_file(root / "embedding.annbin")[0]["index_file"]
+    with pytest.warns(UserWarning, match=r"one stage of a saved BinaryEmbeddingIndex.*annbin\.BinaryEmbeddingIndex\.load\(") as caught:
+        bare = annbin.load_index(stage, mmap=True)
+    assert bare.ntotal == 50 and repr(str(root)) in str(caught[0].message)
+    assert [w.filename for w in caught] == [__file__]  # one warning, at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole loads without a word, and so does a lone index file
+        whole = annbin.BinaryEmbeddingIndex.load(root)
+        bare.save(str(tmp_path / "alone.annbin"))
+        assert load_index(tmp_path / "alone.annbin").ntotal == 50
+    assert whole.ntotal == 50
+
+
+def test_load_index_of_a_directory_says_it_is_one(tmp_path):
+    root = _saved_embedding_index(tmp_path)
+    with pytest.raises(ValueError, match=r"is a directory saved by BinaryEmbeddingIndex\.save.*annbin\.BinaryEmbeddingIndex\.load\("):
+        annbin.load_index(root)
+    with pytest.raises(ValueError, match="is a directory, not an index file"):
+        annbin.load_index(tmp_path)
+
+
 # --- the append-only vector store --------------------------------------------------------------
 
 
@@ -131,7 +167,8 @@ def test_save_alternates_files_and_removes_the_previous_ones(tmp_path):
     assert names[0] == ["embedding.annbin", "index.annbin", "vectors.npy"]
     assert names[1] == ["embedding.annbin", "index.1.annbin", "vectors.1.npy"]
     assert names[2] == names[0]
-    assert annbin.load_index(root / "index.annbin").ntotal == 180  # readable alone
+    with pytest.warns(UserWarning, match="one stage of a saved BinaryEmbeddingIndex"):
+        assert annbin.load_index(root / "index.annbin").ntotal == 180  # readable alone
 
 
 def test_store_mapped_from_the_directory_is_committed_in_place(tmp_path):

@@ -4,6 +4,7 @@ rendered by a real headless browser when one is installed)."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -13,9 +14,10 @@ from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from annbin.cli import main
-from annbin.report import FLOAT_BASELINES, html_report, summary_line
+from annbin.report import FLOAT_BASELINES, html_report, results_table, summary_line
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -171,3 +173,34 @@ def test_summary_line_picks_fastest_binary_at_target_and_matching_hnsw():
     assert summary_line([{**rows[1], "tune": {"half": "tune"}}, rows[4]]) is None  # tuner trials are not results
     assert summary_line([{**rows[1], "tune": {"half": "holdout"}}, rows[4]]).startswith("binary hnsw+rescore (tuned) M=16")
     assert set(FLOAT_BASELINES) == {"float-flat", "float-hnsw"}
+
+
+def _settings(row):
+    return {**row["params"], **({"oversample": row["rescore"]} if row.get("rescore") else {})}
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_terminal_table_keeps_what_tells_rows_apart(width):
+    """Bench rows that differ in the 2nd and 3rd setting and tune trials that differ in the last:
+    every row's differing settings appear whole in its own lines, the shared ones in the title."""
+    timing = {"recall_hamming": 0.8, "vectors_read_per_query": 40.0, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "build_s": 1.5}
+    bench = [_row("hnsw", 0.9, 1000 + i, 64.0, params={"M": 16, "ef_search": ef}, rescore=over, **timing)
+             for i, (ef, over) in enumerate([(16, 4), (16, 10), (64, 4), (64, 10)])]
+    bench.append(_row("float-hnsw", 0.97, 2000, 1684.6, params={"M": 16, "ef_construction": 200, "ef": 64}, **timing))
+    trials = [_row("rabitq-hnsw", 0.9, 3000 + i, 40.0, params={"M": 16, "ef_construction": 100, "build": "float", "ef_search": ef, "qb": qb},
+                   tune={"half": "tune"}) for i, (ef, qb) in enumerate([(16, 0), (16, 4), (32, 4), (32, 8)])]
+    for rows, shared in ((bench, {"M": 16}), (trials, {"M": 16, "ef_construction": 100, "build": "float"})):
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(results_table(rows, title="a run"))
+        lines = console.export_text().splitlines()
+        assert all(len(line) <= width for line in lines) and not any("\u2026" in line for line in lines), "\n".join(lines)
+        starts = [next(i for i, line in enumerate(lines) if f" {row['qps']:,} " in line) for row in rows]
+        ends = [*starts[1:], next(i for i, line in enumerate(lines) if line.startswith("\u2514"))]
+        title = " ".join(lines[: starts[0]])
+        assert all(f"{k}={v}" in title for k, v in shared.items()), title
+        for row, start, end in zip(rows, starts, ends):
+            own = " ".join(lines[start:end])
+            differing = {k: v for k, v in _settings(row).items() if k not in shared}
+            assert differing and all(re.search(rf"(?<![\w=.]){k}={v}(?![\w.])", own) for k, v in differing.items()), (differing, own)
+        if width == 200:  # room for every column
+            assert "not shown" not in "\n".join(lines) and "recall@k hamming (ties)" in lines[starts[0] - 2]

@@ -147,6 +147,29 @@ def test_register_refuses_clashes_and_bad_names():
     assert registry.variants()["flat"] is annbin.FlatIndex
 
 
+def test_unknown_names_suggest_the_close_one_and_list_binary_and_float_in_variants():
+    binaries, floats = sorted(registry.variants()), sorted(registry.float_variants())
+    for call in (lambda: annbin.make_index("rabitq_hnsw", d=D), lambda: annbin.make_index("rabitq_hnsw:M=8+rescore", d=D),
+                 lambda: annbin.BinaryEmbeddingIndex("rabitq_hnsw"), lambda: registry.expand_spec("rabitq_hnsw:ef_search=8|16")):
+        with pytest.raises(ValueError, match="did you mean 'rabitq-hnsw'") as err:
+            call()
+        message = str(err.value)
+        assert message.startswith("unknown index spec 'rabitq_hnsw")
+        binary, _, float_in = message.partition("float-in (vectors in): ")
+        assert binary.split("binary (codes in): ")[1].rstrip("; ").split(", ") == binaries
+        assert float_in.split(", ") == floats and {"rabitq-hnsw", "float-hnsw"} <= set(floats)
+    with pytest.raises(ValueError, match=r"unknown index spec 'hsnw:M=8'; did you mean 'hnsw'\? known: binary"):
+        annbin.make_index("hsnw:M=8", d=D)
+    with pytest.raises(ValueError, match=r"unknown index spec 'nope'; known: binary .*; float-in \(vectors in\): .*rabitq"):
+        annbin.make_index("nope", d=D)  # nothing close: no suggestion
+    with pytest.raises(ValueError, match=r"unknown float index spec 'float_hnsw'; did you mean 'float-hnsw'\? known: binary .*float-in"):
+        make_float_index("float_hnsw", 8)
+    with pytest.raises(ValueError, match="'hnsw:M=8' is a binary index .*make_index"):
+        make_float_index("hnsw:M=8", 8)
+    with pytest.raises(ValueError, match=r"unknown wrapper 'rescor' .*did you mean 'rescore'\?"):
+        annbin.make_index("flat+rescor:oversample=2", d=D)
+
+
 def test_make_index_errors():
     with pytest.raises(ValueError, match="unknown index spec 'nope'"):
         annbin.make_index("nope", d=D)

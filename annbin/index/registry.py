@@ -14,9 +14,13 @@ behind ``sharded:`` and ``+rescore`` only when such a spec is used, so Ray stays
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from annbin import spec as grammar
@@ -102,12 +106,28 @@ def float_variants() -> dict[str, type[FloatIndex]]:
     return dict(_FLOAT)
 
 
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    """``"did you mean 'x'? "`` for the choice closest to ``name`` (``difflib``), or ``""``."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def unknown_spec_error(name: str, spec: str, *, what: str = "index spec") -> ValueError:
+    """The one error for a variant name nobody registered: the closest known name, then every
+    variant, binary (codes in) and float-in (vectors in) apart, e.g. ``unknown index spec
+    'rabitq_hnsw'; did you mean 'rabitq-hnsw'? known: binary (codes in): ...; float-in (vectors in): ...``."""
+    _builtins()
+    binary, floats = sorted(_BINARY), sorted(_FLOAT)
+    return ValueError(f"unknown {what} {spec!r}; {_did_you_mean(name, binary + floats)}known: "
+                      f"binary (codes in): {', '.join(binary)}; float-in (vectors in): {', '.join(floats)}")
+
+
 def param_names(name: str) -> grammar.ParamNames:
     """(build, search) parameter names of a binary or float-in variant; ``ValueError`` if unknown."""
     _builtins()
     cls: Any = _BINARY.get(name) or _FLOAT.get(name)
     if cls is None:
-        raise ValueError(f"unknown index spec {name!r}; known: {', '.join(sorted(_BINARY) + sorted(_FLOAT))}")
+        raise unknown_spec_error(name, name)
     return tuple(cls.build_params), tuple(cls.search_params)
 
 
@@ -142,7 +162,7 @@ def _binary_class(name: str, spec: str) -> type[BinaryIndex]:
     if cls is None:
         if name in _FLOAT:
             raise ValueError(f"{spec!r} is a float-in index (float vectors, not codes): build it with make_float_index(spec, dim)")
-        raise ValueError(f"unknown index spec {spec!r}; known variants: {', '.join(sorted(_BINARY))}")
+        raise unknown_spec_error(name, spec)
     return cls
 
 
@@ -150,7 +170,8 @@ def _wrapper(name: str, spec: str) -> Callable[..., Any]:
     if name not in _WRAPPERS and name in WRAPPER_MODULES:
         _load(WRAPPER_MODULES[name])
     if name not in _WRAPPERS:
-        raise ValueError(f"unknown wrapper {name!r} in index spec {spec!r}; known: {', '.join(sorted({*WRAPPER_MODULES, *_WRAPPERS}))}")
+        known = sorted({*WRAPPER_MODULES, *_WRAPPERS})
+        raise ValueError(f"unknown wrapper {name!r} in index spec {spec!r}; {_did_you_mean(name, known)}known: {', '.join(known)}")
     return _WRAPPERS[name]
 
 
@@ -205,14 +226,53 @@ def load_index(path: str | os.PathLike[str], *, mmap: bool = False) -> BinaryInd
     A file without annbin's magic bytes is read with ``faiss.read_index_binary`` (a file written
     by ``faiss.write_index_binary``) and returned as a ``FaissIndex``; if faiss cannot read it
     either, ``ValueError``. A directory holding a ``manifest.json`` is a saved ``ShardedIndex``
-    (needs Ray).
+    (needs Ray); any other directory is a ``ValueError`` (one saved by ``BinaryEmbeddingIndex.save``
+    is loaded by ``annbin.BinaryEmbeddingIndex.load(dir)``).
+
+    The first-stage file inside a directory saved by ``BinaryEmbeddingIndex.save`` loads as that
+    bare index, without the encoder and the rescoring, and a ``UserWarning`` says so.
     """
+    index = load_first_stage(path, mmap=mmap)
+    # BinaryEmbeddingIndex.load reads its first stage through here (until it calls
+    # load_first_stage): only other callers are warned
+    if sys._getframe(1).f_globals.get("__name__") != "annbin.embedding_index":
+        _warn_if_stage(path)
+    return index
+
+
+def _warn_if_stage(path: str | os.PathLike[str]) -> None:
+    """``UserWarning`` if ``path`` is the first stage that an ``embedding.annbin`` beside it names."""
+    from annbin._io import read_index_file
+
+    file = Path(path)
+    record = file.parent / "embedding.annbin"
+    if not record.is_file():
+        return
+    try:
+        header, _ = read_index_file(record, mmap=True)
+    except ValueError:
+        return  # not a readable record: nothing to say about this file
+    if header.get("index_file", "index.annbin") == file.name and "spec" in header:  # version 2: fixed name
+        warnings.warn(f"{str(path)!r} is one stage of a saved BinaryEmbeddingIndex: loaded as the bare first stage "
+                      f"({header['spec']!r}), without its encoder and rescoring; "
+                      f"annbin.BinaryEmbeddingIndex.load({str(file.parent)!r}) loads the whole", UserWarning, stacklevel=3)
+
+
+def load_first_stage(path: str | os.PathLike[str], *, mmap: bool = False) -> BinaryIndex:
+    """``load_index`` without the warning for a stage of a saved ``BinaryEmbeddingIndex``: for the
+    loader of that whole (``BinaryEmbeddingIndex.load``)."""
     from annbin._io import is_annbin_file, read_index_file
 
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
-        distributed: Any = importlib.import_module(PREFIX_MODULES[grammar.SHARDED])
-        sharded: BinaryIndex = distributed.ShardedIndex.load(path)
-        return sharded
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "manifest.json")):
+            distributed: Any = importlib.import_module(PREFIX_MODULES[grammar.SHARDED])
+            sharded: BinaryIndex = distributed.ShardedIndex.load(path)
+            return sharded
+        if os.path.isfile(os.path.join(path, "embedding.annbin")):
+            raise ValueError(f"{str(path)!r} is a directory saved by BinaryEmbeddingIndex.save, not an index file: "
+                             f"load it with annbin.BinaryEmbeddingIndex.load({str(path)!r})")
+        raise ValueError(f"{str(path)!r} is a directory, not an index file (load_index reads a file written by "
+                         "BinaryIndex.save, or a ShardedIndex directory holding a manifest.json)")
     if os.path.isfile(path) and not is_annbin_file(path):
         faiss_wrap: Any = importlib.import_module(_FAISS_MODULE)
         wrapped: BinaryIndex = faiss_wrap.read_faiss_file(path)
