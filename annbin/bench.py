@@ -26,17 +26,16 @@ from typing import Any
 import numpy as np
 
 from annbin._checks import check_int, check_k
-from annbin._extras import require
+from annbin._extras import MissingExtraError, require
 from annbin._machine import machine_facts
 from annbin.asymmetric import check_qb
 from annbin.encoder import Encoder
 from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
-from annbin.index.registry import expand_spec, make_index
+from annbin.index.registry import expand_spec, float_variants, make_index
 from annbin.spec import describe_spec, variant_name
 
 # A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
-_UNROTATED = ("float-flat", "float-hnsw")  # the float baselines search the floats as given: no rotation
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 
 
@@ -244,17 +243,32 @@ def _run(cfg: BenchConfig, progress: bool, on_row: Callable[[dict[str, Any]], No
     return rows
 
 
+def _library(cls: Any) -> str:
+    """Which library a row's index runs on: annbin's own indexes and pipelines (a rescorable first
+    stage is one), a peer's ``library``, hnswlib, or faiss (``float-flat``)."""
+    if cls is None or cls.rescorable:
+        return "annbin"
+    return str(getattr(cls, "library", "") or ("hnswlib" if cls.variant == "float-hnsw" else "faiss"))
+
+
 def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], vectors: Any, progress: bool) -> Iterator[dict[str, Any]]:
-    from annbin.baselines import is_float_spec, make_float_index
-    from annbin.embedding_index import FLOAT_IN
+    from annbin.baselines import make_float_index
     from annbin.rescore import RescoredIndex
 
-    is_float = is_float_spec(build_spec)
-    float_in = variant_name(build_spec) in FLOAT_IN  # RaBitQ: floats in, estimates out
+    cls = float_variants().get(variant_name(build_spec))
+    is_float = cls is not None
+    float_in = cls is not None and cls.rescorable  # RaBitQ: floats in, estimates out, rescored with floats
     n, dim = prep.base.shape
     t0 = time.perf_counter()
-    if is_float:
-        index: Any = make_float_index(build_spec, dim, prep.metric)
+    if cls is not None:
+        try:
+            index: Any = make_float_index(build_spec, dim, prep.metric)
+        except MissingExtraError:
+            if cls.peer is None:
+                raise
+            # a peer library that is not installed: its rows are left out, the run goes on
+            print(f"skipping {build_spec}: needs {cls.peer} (pip install 'annbin[peers]')", file=sys.stderr, flush=True)
+            return
         index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
         # a RaBitQ variant gets the encoder's rotation (it preserves inner products and L2)
         data, queries = (prep.encoder.rotate(prep.base), prep.encoder.rotate(prep.queries)) if float_in else (prep.base, prep.queries)
@@ -294,7 +308,7 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
              stage: tuple[int | None, int | None], build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
     k, nq = cfg.k, qs.shape[0]
     factor, rerank = stage
-    index_name = variant_name(build_spec)
+    cls = float_variants().get(variant_name(build_spec))
     batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
     nlat = min(cfg.latency_queries, nq)
     with _progress(nlat, f"latency query {build_spec}", progress) as bar:
@@ -305,7 +319,8 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         "spec": build_spec,
         "rescore": factor,
         "rerank": rerank,
-        "rotation": None if index_name in _UNROTATED else cfg.rotation,
+        "library": _library(cls),
+        "rotation": cfg.rotation if cls is None or cls.rescorable else None,  # other float indexes search the floats as given
         "k": k,
         "n": int(prep.base.shape[0]),
         "nq": int(nq),

@@ -7,14 +7,16 @@ The default run is a plan of bench configs over one dataset (loaded once, ``annb
 2. three stages: an HNSW graph over 1-bit RaBitQ codes, walked with the asymmetric estimate of the
    float query, the best 4 x k rescored with floats;
 3. the floats a user would otherwise keep: exact ``float-flat`` and hnswlib (``float-hnsw``) with a
-   small ``ef`` sweep.
+   small ``ef`` sweep;
+4. peer libraries, where installed (``annbin.peers``: faiss HNSW-SQ8, usearch, ScaNN, rabitqlib's
+   HNSW and SymphonyQG), each with a small sweep; a missing one is skipped with one line.
 
 Rescoring reads the floats memory-mapped from a ``.npy``, so ``bytes/vec`` is what stays in RAM:
 the point of storing bits. Options a user gives (``--vectors``, ``--rescore``, ``--k``, ...) apply
 to every part and win over the plan's.
 
 ``annbin.report.summary_line`` then compares the fastest binary row at recall >= 0.95 with hnswlib
-at the same recall.
+and with the fastest peer row at the same recall.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
     # the shipped set, 40 s when OpenBLAS's two threads share a busy 2-core machine
     {"indexes": ["rabitq-hnsw:M=12,ef_search=48"], "rescore": [4], "vectors": "mmap"},
     {"indexes": ["float-flat", "float-hnsw:M=16,ef=16|24|32|64"]},
+    # peer libraries that are installed (annbin[peers]; one line for each that is not): sweeps that
+    # straddle recall@10 0.95 on the shipped set, builds of ~5-15 s each on one core (ef_construction
+    # below the libraries' defaults keeps them there); usearch's int8 recall levels off near 0.95
+    {"indexes": ["faiss-hnsw-sq8:M=16,ef_construction=64,ef=16|24|48", "usearch:M=16,ef_construction=64,ef=32|64|96",
+                 "scann:leaves_to_search=10|20|40,reorder=40", "rabitqlib-hnsw:M=16,ef_construction=64,ef=16|32|64",
+                 "rabitqlib-symqg:max_degree=32,ef_construction=100,ef=24|32|48"]},
 )
 
 

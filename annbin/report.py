@@ -143,8 +143,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _library(row: dict[str, Any]) -> str:
+    """The library that ran a row (rows written before the ``library`` field: annbin's, or hnswlib /
+    faiss for the float baselines)."""
+    default = "annbin" if row["index"] not in FLOAT_BASELINES else "hnswlib" if row["index"] == "float-hnsw" else "faiss"
+    return str(row.get("library") or default)
+
+
 def _is_binary(row: dict[str, Any]) -> bool:
-    return row["index"] not in FLOAT_BASELINES
+    return _library(row) == "annbin"
+
+
+def _is_peer(row: dict[str, Any]) -> bool:
+    """A peer library's approximate index (not annbin's, not hnswlib, not the exact float scan)."""
+    return _library(row) not in ("annbin", "hnswlib") and row["index"] not in FLOAT_BASELINES
 
 
 def _bytes(row: dict[str, Any]) -> str:
@@ -158,9 +170,11 @@ def summary_line(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> s
     """``"binary X: recall R at Q q/s and B bytes/vector vs float HNSW: R' at Q' q/s and B'
     bytes/vector"`` and which float HNSW row that is; None without binary or hnswlib rows.
 
-    X is the fastest binary row with ``recall_float >= target`` (if none reaches it: the one with
+    X is the fastest annbin row with ``recall_float >= target`` (if none reaches it: the one with
     the highest recall, and the line says so). The float HNSW row is the fastest hnswlib row with
-    recall >= R, or, if none reaches R, the one closest to it.
+    recall >= R, or, if none reaches R, the one closest to it. With peer libraries' rows
+    (``annbin.peers``), the line goes on with the fastest of them at recall >= R and X's speed
+    against it, or says that none reaches R.
     """
     rows = [r for r in rows if r.get("recall_float") is not None and (r.get("tune") or {}).get("half") != "tune"]  # not tune trials
     binary = [r for r in rows if _is_binary(r)]
@@ -179,7 +193,23 @@ def summary_line(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> s
     if f["qps"] > 0 and x["bytes_per_vector"] > 0:
         ram = f["bytes_per_vector"] / x["bytes_per_vector"]
         line += f"; {x['qps'] / f['qps']:.2f}x its queries/s with " + (f"1/{ram:.1f} of its RAM" if ram >= 1 else f"{1 / ram:.1f}x its RAM")
-    return line
+    return line + _peer_clause(x, [r for r in rows if _is_peer(r)])
+
+
+def _peer_clause(x: dict[str, Any], peers: list[dict[str, Any]]) -> str:
+    """``"; fastest peer at recall >= R: <library> <row>: R' at Q' q/s and B' bytes/vector; binary
+    X is N.NNx its queries/s"``, or that no peer row reaches R; empty without peer rows."""
+    if not peers:
+        return ""
+    recall = x["recall_float"]
+    reach = [r for r in peers if r["recall_float"] >= recall]
+    if not reach:
+        best = max(peers, key=lambda r: (r["recall_float"], r["qps"]))
+        return f"; no peer row reaches {recall:.3f} (best: {_library(best)} {describe(best)} at {best['recall_float']:.3f})"
+    p = max(reach, key=lambda r: r["qps"])
+    line = (f"; fastest peer at recall >= {recall:.3f}: {_library(p)} {describe(p)}: {p['recall_float']:.3f} at {p['qps']:,.0f} q/s "
+            f"and {_bytes(p)}")
+    return line + (f"; binary is {x['qps'] / p['qps']:.2f}x its queries/s" if p["qps"] > 0 else "")
 
 
 def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

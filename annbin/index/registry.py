@@ -37,6 +37,7 @@ BUILTIN_MODULES = (
     "annbin.index.faiss_wrap",
     "annbin.baselines",
     "annbin.rabitq",
+    "annbin.peers",  # peer libraries (annbin[peers]): each imports its library only when built
 )
 #: spec forms around an index, and the module that registers each when imported
 PREFIX_MODULES = {grammar.SHARDED: "annbin.distributed"}
