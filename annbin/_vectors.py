@@ -119,6 +119,13 @@ class DiskVectors:
             os.fsync(f.fileno())
         return self.rows + data.shape[0], zlib.crc32(data.data.cast("B"), self.crc)
 
+    def discard(self) -> None:
+        """Cut the file back to the committed rows (an add that failed after ``stage``)."""
+        with open(self.path, "r+b") as f:
+            f.truncate(self.offset + self.rows * self.row_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+
     def commit(self, staged: tuple[int, int]) -> None:
         """Count the staged rows, and show them in the ``.npy`` header."""
         self.rows, self.crc = staged

@@ -27,6 +27,12 @@ class FloatIndex(Described, ABC):
     build_params: ClassVar[tuple[str, ...]] = ()
     search_params: ClassVar[tuple[str, ...]] = ()
     exact: ClassVar[bool] = True
+    #: ranks by an estimate from compressed codes, and is meant to be followed by float rescoring
+    #: (RaBitQ first stages: ``BinaryEmbeddingIndex`` and the bench rescore it, and rotate its input)
+    rescorable: ClassVar[bool] = False
+    #: a peer library's index, benchmarked beside annbin's: the distribution it needs (its row is
+    #: skipped, with one line naming the ``annbin[peers]`` extra, when that is not installed)
+    peer: ClassVar[str | None] = None
     #: threads for add and search where the library takes them per call (hnswlib; -1 = all
     #: cores); faiss-backed baselines follow ``faiss.omp_set_num_threads`` instead
     num_threads: int = -1
@@ -53,6 +59,10 @@ class FloatIndex(Described, ABC):
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
         """Store checked search parameters (``_search`` reads them via ``_effective_params()``)."""
+
+    def check_add(self, n: int) -> None:
+        """``ValueError`` if an add of ``n`` vectors would be refused (checked before any file is
+        written for it); variants that build once override it."""
 
     def add(self, x: ArrayLike) -> None:
         """Add float vectors ``(n, dim)`` (stored as float32); ids continue from ``ntotal``."""

@@ -53,6 +53,7 @@ class _RaBitQIndex(FloatIndex):
     """Shared plumbing: training on the first add, per-call params, save, memory."""
 
     exact = False
+    rescorable = True
     _faiss_type: ClassVar[str] = ""  # class name of the faiss index a saved file must hold
 
     def __init__(self, dim: int, *, metric: str = "ip") -> None:

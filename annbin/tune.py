@@ -117,9 +117,14 @@ def _truth_ids(index: Any, queries: NDArray[Any], k: int, ground_truth: Any, vec
     if stored is None:
         raise ValueError(f"{type(index).__name__} holds no float vectors: give ground_truth= (ids (nq, >= k)) "
                          "or vectors= (the indexed floats, in the order they were added)")
-    stored = np.ascontiguousarray(stored, dtype=np.float32)
-    _, rows = float_knn(stored, np.ascontiguousarray(queries, dtype=np.float32), k,
-                        getattr(index, "metric", "ip"), progress=progress)
+    metric = getattr(index, "metric", "ip")
+    live = np.arange(stored.shape[0])
+    if isinstance(index, BinaryEmbeddingIndex):
+        live = index.live_rows()  # removed rows stay in the store
+    stored = np.ascontiguousarray(stored[live] if live.size < stored.shape[0] else stored, dtype=np.float32)
+    # "cos": the store holds unit vectors, so ip ranks as cosine (the query's norm does not reorder)
+    _, rows = float_knn(stored, np.ascontiguousarray(queries, dtype=np.float32), k, "ip" if metric == "cos" else metric, progress=progress)
+    rows = live[rows]
     if isinstance(index, BinaryEmbeddingIndex):  # rows in storage order -> the user's ids
         return index.get_ids()[rows]
     return rows

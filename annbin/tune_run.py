@@ -22,7 +22,7 @@ import numpy as np
 from annbin._checks import check_int, check_k
 from annbin._machine import machine_facts
 from annbin.bench import check_stage_options
-from annbin.embedding_index import FLOAT_IN, BinaryEmbeddingIndex
+from annbin.embedding_index import BinaryEmbeddingIndex, is_rescorable
 from annbin.evaluation import time_per_query
 from annbin.index.registry import expand_spec
 from annbin.quantize import code_size_for
@@ -84,6 +84,9 @@ class TuneConfig:
         for name in ("threads", "runs", "max_trials"):
             check_int(getattr(self, name), name, minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
+        if not self._searches_floats() and not self.rescore and not self.rerank:
+            raise ValueError(f"{self.index!r} alone gives Hamming distances, not float results: add --rescore N "
+                             "(N x k candidates rescored with the floats) or --rerank N")
         if self._searches_floats() and (self.rotation or self.rerank or self.thresholds != "zero"):
             raise ValueError(f"{self._variant()!r} without --rescore searches the floats as they are: "
                              "--rotation / --rerank / --thresholds need a code first stage with --rescore")
@@ -94,7 +97,7 @@ class TuneConfig:
 
     def _searches_floats(self) -> bool:
         """float-flat / float-hnsw, or a RaBitQ spec alone: built as the float index itself."""
-        return self._variant() in _FLOAT_ONLY or (self._variant() in FLOAT_IN and not self.rescore)
+        return self._variant() in _FLOAT_ONLY or (is_rescorable(self._variant()) and not self.rescore)
 
     def build(self, dim: int, metric: str, tmp: Path) -> Any:
         """The empty index this config tunes."""
@@ -164,7 +167,7 @@ def _row(cfg: TuneConfig, facts: dict[str, Any], t: dict[str, Any], half: str, n
     rescore, rerank = p.pop("oversample", None) if cfg.rescore else None, p.pop("rerank_oversample", None) if cfg.rerank else None
     qb = p.pop("qb", None) if cfg.rerank else None
     described = describe_spec(cfg.index)
-    codes = cfg._variant() not in _FLOAT_ONLY and cfg._variant() not in FLOAT_IN
+    codes = cfg._variant() not in _FLOAT_ONLY and not is_rescorable(cfg._variant())
     n, dim = facts["n"], facts["dim"]
     row: dict[str, Any] = {
         "dataset": facts["dataset"], "index": described["index"], "params": {**described["params"], **p}, "spec": cfg.index,

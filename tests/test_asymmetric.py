@@ -254,14 +254,14 @@ def test_embedding_index_three_stages_save_load(rotation, bits, data, tmp_path):
     index.set_search_params(rerank_oversample=1, oversample=4)
     index.search(queries, 10)
     assert index.last_search_stats == {"candidates_per_query": 40.0, "vectors_read_per_query": 10.0}
-    with pytest.raises(ValueError, match="needs rescoring or a rerank"):
-        annbin.BinaryEmbeddingIndex("flat", rescore=None).set_search_params(rerank_oversample=2)
+    with pytest.raises(ValueError, match="needs a rerank stage"):
+        annbin.BinaryEmbeddingIndex("flat", metric="ip").set_search_params(rerank_oversample=2)
 
 
 @pytest.mark.parametrize("spec", ["rabitq-hnsw:M=8,ef_search=32", "rabitq-hnsw:M=8,build=codes", "ivf-rabitq:nlist=16,nprobe=16", "rabitq"])
 def test_embedding_index_float_in_first_stage(spec, data, tmp_path):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex(spec, oversample=3, rotation="random", store_vectors=tmp_path / "v.npy")
+    index = annbin.BinaryEmbeddingIndex(spec, oversample=3, rotation="random", store_vectors=tmp_path / "v.npy", metric="ip")
     index.add(base)
     S, I = index.search(queries, 10)
     assert index.last_search_stats == {"candidates_per_query": 30.0, "vectors_read_per_query": 30.0}
@@ -295,8 +295,8 @@ def test_float_in_first_stage_bad_options():
     with pytest.raises(ValueError, match="ranks its candidates asymmetrically already"):
         annbin.BinaryEmbeddingIndex("rabitq-hnsw", rerank="asymmetric")
     with pytest.raises(ValueError, match="use rescore='float'"):
-        annbin.BinaryEmbeddingIndex("rabitq", rescore=None, store_vectors=None)
+        annbin.BinaryEmbeddingIndex("rabitq", rescore=None, rerank=None, store_vectors=None, metric="ip")
     with pytest.raises(ValueError, match="unknown parameter"):
-        annbin.BinaryEmbeddingIndex("rabitq-hnsw:efs=3")
-    with pytest.raises(ValueError, match="needs rescoring or a rerank"):
-        annbin.BinaryEmbeddingIndex("flat").set_search_params(rerank_oversample=2)
+        annbin.BinaryEmbeddingIndex("rabitq-hnsw:efs=3", metric="ip")
+    with pytest.raises(ValueError, match="needs a rerank stage"):
+        annbin.BinaryEmbeddingIndex("flat", metric="ip").set_search_params(rerank_oversample=2)

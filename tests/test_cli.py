@@ -276,7 +276,7 @@ def test_tune_rows_go_to_results_jsonl_like_bench_rows(tmp_path):
 
 
 def test_tune_unreachable_target_exits_1(tmp_path):
-    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--target-recall", "0.999",
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--rescore", "1", "--target-recall", "0.999",
                                        "--k", "5", "--runs", "1", "--latency-queries", "0", "--max-trials", "4", "--no-progress"])
     assert result.exit_code == 1, result.output
     assert "does NOT reach the target 0.999" in result.output
@@ -292,7 +292,7 @@ def test_tune_unreachable_target_exits_1(tmp_path):
     (["--index", "flat", "--params", "speed"], "--params: unknown ['speed']"),
     (["--index", "float-hnsw", "--rotation", "itq"], "need a code first stage"),
     (["--index", "flat", "--rescore", "2", "--confidence", "1"], "--confidence must be in"),
-    (["--index", "flat", "--dataset", "nope"], "unknown dataset"),
+    (["--index", "flat", "--rescore", "2", "--dataset", "nope"], "unknown dataset"),
 ])
 def test_tune_bad_input_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--no-progress", "--runs", "1", *args])

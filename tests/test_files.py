@@ -101,7 +101,7 @@ def test_read_index_file_mapped_arrays_are_read_only_views(tmp_path):
 def _saved_embedding_index(tmp_path: Path) -> Path:
     x = np.random.default_rng(7).standard_normal((50, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    index = annbin.BinaryEmbeddingIndex("flat")
+    index = annbin.BinaryEmbeddingIndex("flat", metric="ip")
     index.add(x)
     index.save(tmp_path / "ix")
     return tmp_path / "ix"
@@ -140,7 +140,7 @@ def _batches(n: int = 6, rows: int = 60) -> list[np.ndarray]:
 
 def test_disk_store_appends_in_place(tmp_path):
     path = tmp_path / "v.npy"
-    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=path, oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=path, oversample=4, metric="ip")
     batches = _batches()
     index.add(batches[0])
     inode = path.stat().st_ino
@@ -155,7 +155,7 @@ def test_disk_store_appends_in_place(tmp_path):
 
 def test_save_alternates_files_and_removes_the_previous_ones(tmp_path):
     batches = _batches()
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8", oversample=4)  # vectors in RAM: saved as a copy
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8", oversample=4, metric="ip", store_vectors="ram")  # saved as a copy
     root = tmp_path / "s"
     names = []
     for b in batches[:3]:
@@ -174,7 +174,7 @@ def test_save_alternates_files_and_removes_the_previous_ones(tmp_path):
 def test_store_mapped_from_the_directory_is_committed_in_place(tmp_path):
     batches = _batches()
     root = tmp_path / "s"
-    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=tmp_path / "live.npy", oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=tmp_path / "live.npy", oversample=4, metric="ip")
     index.add(batches[0])
     index.save(root)  # copied in once
     index = annbin.BinaryEmbeddingIndex.load(root, mmap=True)
@@ -191,7 +191,7 @@ def test_store_mapped_from_the_directory_is_committed_in_place(tmp_path):
 def test_version_2_directories_still_load_and_grow(tmp_path):
     batches = _batches()
     root = tmp_path / "old"
-    index = annbin.BinaryEmbeddingIndex("flat", oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip")
     index.add(batches[0])
     index.save(root)
     # rewrite it as annbin's previous layout wrote it: version 2, fixed names, np.save's vectors
@@ -210,7 +210,7 @@ def test_version_2_directories_still_load_and_grow(tmp_path):
 
 
 def test_corrupted_vectors_fail_their_crc(tmp_path):
-    index = annbin.BinaryEmbeddingIndex("flat", oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip")
     index.add(_batches()[0])
     index.save(tmp_path / "s")
     path = tmp_path / "s" / "vectors.npy"
@@ -274,7 +274,7 @@ _CHILD = textwrap.dedent(
             return write(path, header, arrays)
         annbin._io.write_index_file = commit_hook
 
-    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=os.path.join(root, "vectors.npy"), oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", store_vectors=os.path.join(root, "vectors.npy"), oversample=4, metric="ip")
     for i, batch in enumerate(batches):
         if i == 1:
             index = annbin.BinaryEmbeddingIndex.load(root, mmap=True)  # grow the saved directory's store
@@ -307,7 +307,7 @@ def test_killed_add_or_save_reloads_at_the_last_completed_state(point, at, compl
     root = tmp_path / "idx"
     assert _run_until_paused(root, point, at) == completed
     batches = _batches()
-    reference = annbin.BinaryEmbeddingIndex("flat", oversample=4)
+    reference = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip")
     for b in batches[:completed]:
         reference.add(b)
     queries = np.concatenate(batches)[::7]

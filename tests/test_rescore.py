@@ -257,7 +257,7 @@ def test_asymmetric_scores_refuses_what_it_cannot_score(data):
 @pytest.mark.parametrize("spec", ["flat", "mih", "hnsw:M=16,ef_search=64", "ivf:nlist=8,nprobe=8", "IDMap2,BFlat"])
 def test_embedding_index_end_to_end(spec, data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex(spec, oversample=10, thresholds="median")
+    index = annbin.BinaryEmbeddingIndex(spec, oversample=10, thresholds="median", metric="ip")
     index.add(base[:1200])
     index.add(base[1200:])
     assert index.ntotal == 2000 and index.dim == DIM and index.index.d == 104
@@ -270,7 +270,7 @@ def test_embedding_index_end_to_end(spec, data):
 def test_embedding_index_user_ids_and_modes(data):
     base, queries = data
     ids = np.arange(2000, dtype=np.int64) * 1_000_003 + 11
-    full = annbin.BinaryEmbeddingIndex("flat", oversample=2000)
+    full = annbin.BinaryEmbeddingIndex("flat", oversample=2000, metric="ip")
     full.add(base, ids=ids)
     _, Iref = exact_ip(base, queries, 10)
     assert np.array_equal(full.search(queries, 10)[1], ids[Iref])
@@ -285,38 +285,37 @@ def test_embedding_index_user_ids_and_modes(data):
     np.testing.assert_allclose(S, factor[rows] * np.einsum("qd,qkd->qk", queries, pm1[rows]), rtol=1e-4, atol=1e-5)
     # ids, factors and the encoder's offset; the codes are read from the index, not copied
     assert asym.memory_bytes() == asym.index.memory_bytes() + 2000 * 8 + 2000 * 4 + DIM * 4
-    plain = annbin.BinaryEmbeddingIndex("flat", rescore=None, store_vectors=None)
-    plain.add(base)
-    D, I = plain.search(queries, 10)
-    Dref, Iref = plain.index.search(annbin.binarize(queries), 10)
-    assert D.dtype == np.int32 and np.array_equal(D, Dref) and np.array_equal(I, Iref)
+    with pytest.raises(ValueError, match="plain Hamming results come from the binary indexes"):
+        annbin.BinaryEmbeddingIndex("flat", rescore=None, store_vectors=None, metric="ip")
 
 
 def test_embedding_index_empty_and_bad_args(data, tmp_path):
     base, queries = data
-    S, I = annbin.BinaryEmbeddingIndex().search(queries, 3)
+    S, I = annbin.BinaryEmbeddingIndex(metric="ip").search(queries, 3)
     assert np.isneginf(S).all() and (I == -1).all()
-    D, I = annbin.BinaryEmbeddingIndex(rescore=None).search(queries, 3)
-    assert (D == INT32_MAX).all() and (I == -1).all()
+    S, I = annbin.BinaryEmbeddingIndex(metric="l2").search(queries, 3)
+    assert S.dtype == np.float32 and np.isposinf(S).all() and (I == -1).all()
     with pytest.raises(ValueError, match="rescore must be"):
-        annbin.BinaryEmbeddingIndex(rescore="exact")
+        annbin.BinaryEmbeddingIndex(rescore="exact", metric="ip")
     with pytest.raises(ValueError, match="needs the float vectors"):
-        annbin.BinaryEmbeddingIndex(rescore="float", store_vectors=None)
-    with pytest.raises(ValueError, match="needs rescore='float' or rerank"):
-        annbin.BinaryEmbeddingIndex(rescore=None, metric="l2")
+        annbin.BinaryEmbeddingIndex(rescore="float", store_vectors=None, metric="ip")
+    with pytest.raises(ValueError, match="returns estimates only: use rescore='float'"):
+        annbin.BinaryEmbeddingIndex(rescore=None, metric="l2")  # the default first stage
+    with pytest.raises(ValueError, match="rescore=None needs rerank='asymmetric'"):
+        annbin.BinaryEmbeddingIndex("flat", rescore=None, metric="l2")
     with pytest.raises(ValueError, match="unknown index spec"):
-        annbin.BinaryEmbeddingIndex("lsh")
+        annbin.BinaryEmbeddingIndex("lsh", metric="ip")
     with pytest.raises(ValueError, match="unknown parameter"):
-        annbin.BinaryEmbeddingIndex("hnsw:Q=2")
+        annbin.BinaryEmbeddingIndex("hnsw:Q=2", metric="ip")
     with pytest.raises(ValueError, match="factory string"):
-        annbin.BinaryEmbeddingIndex("BHash4x", dim=64)
+        annbin.BinaryEmbeddingIndex("BHash4x", dim=64, metric="ip")
     with pytest.raises(ValueError, match="thresholds must be"):
-        annbin.BinaryEmbeddingIndex(thresholds="mode")
+        annbin.BinaryEmbeddingIndex(thresholds="mode", metric="ip")
     with pytest.raises(ValueError, match=r"\.npy"):
-        annbin.BinaryEmbeddingIndex(store_vectors=str(tmp_path / "v.bin"))
+        annbin.BinaryEmbeddingIndex(store_vectors=str(tmp_path / "v.bin"), metric="ip")
     with pytest.raises(ValueError, match="oversample must be >= 1"):
-        annbin.BinaryEmbeddingIndex(oversample=0)
-    index = annbin.BinaryEmbeddingIndex()
+        annbin.BinaryEmbeddingIndex(oversample=0, metric="ip")
+    index = annbin.BinaryEmbeddingIndex(metric="ip")
     with pytest.raises(TypeError, match="float array"):
         index.add(annbin.binarize(base))
     index.add(base)
@@ -327,11 +326,11 @@ def test_embedding_index_empty_and_bad_args(data, tmp_path):
     with pytest.raises(ValueError, match="k must be >= 1"):
         index.search(queries, 0)
     # a failed first add leaves the object unstarted
-    ivf = annbin.BinaryEmbeddingIndex("ivf:nlist=500", thresholds="median")
+    ivf = annbin.BinaryEmbeddingIndex("ivf:nlist=500", thresholds="median", metric="ip")
     with pytest.raises(ValueError, match="at least nlist=500"):
         ivf.add(base[:100])
     assert ivf.index is None and ivf.dim is None and ivf.ntotal == 0
-    ivf_ok = annbin.BinaryEmbeddingIndex("ivf:nlist=4")
+    ivf_ok = annbin.BinaryEmbeddingIndex("ivf:nlist=4", metric="ip")
     ivf_ok.add(base[:, :64].copy())
     assert ivf_ok.dim == 64
 
@@ -339,8 +338,8 @@ def test_embedding_index_empty_and_bad_args(data, tmp_path):
 def test_embedding_index_memory_mapped_vectors(data, tmp_path):
     base, queries = data
     path = tmp_path / "vectors.npy"
-    disk = annbin.BinaryEmbeddingIndex("flat", store_vectors=path, oversample=8)
-    ram = annbin.BinaryEmbeddingIndex("flat", store_vectors="ram", oversample=8)
+    disk = annbin.BinaryEmbeddingIndex("flat", store_vectors=path, oversample=8, metric="ip")
+    ram = annbin.BinaryEmbeddingIndex("flat", store_vectors="ram", oversample=8, metric="ip")
     for lo, hi in ((0, 700), (700, 2000)):
         disk.add(base[lo:hi])
         ram.add(base[lo:hi])
@@ -350,15 +349,15 @@ def test_embedding_index_memory_mapped_vectors(data, tmp_path):
     assert np.array_equal(I1, I2) and np.array_equal(S1, S2)
     assert disk.memory_bytes() == ram.memory_bytes() - base.nbytes and disk.disk_bytes() == base.nbytes
     with pytest.raises(ValueError, match="already exists"):
-        annbin.BinaryEmbeddingIndex("flat", store_vectors=path).add(base[:3])
+        annbin.BinaryEmbeddingIndex("flat", store_vectors=path, metric="ip").add(base[:3])
 
 
-@pytest.mark.parametrize("store, rescore", [("ram", "float"), ("disk", "float"), (None, "asymmetric"), (None, None)])
+@pytest.mark.parametrize("store, rescore", [("ram", "float"), ("disk", "float"), (None, "asymmetric")])
 def test_embedding_index_save_load(store, rescore, data, tmp_path):
     base, queries = data
     vectors = tmp_path / "live.npy" if store == "disk" else store
     index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=32", rescore=rescore, store_vectors=vectors,
-                                        thresholds="median", oversample=3)
+                                        thresholds="median", oversample=3, metric="ip")
     index.add(base, ids=np.arange(2000) + 500)
     S, I = index.search(queries, 10)
     index.save(tmp_path / "saved")
@@ -379,7 +378,7 @@ def test_embedding_index_save_load(store, rescore, data, tmp_path):
 
 def test_embedding_index_load_errors(data, tmp_path):
     base, _ = data
-    index = annbin.BinaryEmbeddingIndex("flat")
+    index = annbin.BinaryEmbeddingIndex("flat", metric="ip")
     index.add(base)
     index.save(tmp_path / "s")
     np.save(tmp_path / "s" / "vectors.npy", base[:10])
@@ -394,11 +393,11 @@ def test_embedding_index_load_errors(data, tmp_path):
 
 def test_embedding_index_keeps_no_id_map_while_ids_are_rows(data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("flat", oversample=4)
+    index = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip", store_vectors="ram")
     index.add(base[:1000])
     index.add(base[1000:1500])
     assert index._ids is None and index.ntotal == 1500
-    assert np.array_equal(index.vectors, base[:1500]) and annbin.BinaryEmbeddingIndex("flat").vectors is None
+    assert np.array_equal(index.vectors, base[:1500]) and annbin.BinaryEmbeddingIndex("flat", metric="ip").vectors is None
     assert index.memory_bytes() == index.index.memory_bytes() + 1500 * DIM * 4 + index.encoder.memory_bytes()
     _, I = index.search(queries, 5)
     index.add(base[1500:], ids=np.arange(500) + 10_000)  # user ids: the map appears

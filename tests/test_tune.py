@@ -32,7 +32,7 @@ def _truth(base, queries, k=10):
 
 def test_meets_target_on_held_out_half_and_sets_the_index(data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1)
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1, metric="ip")
     index.add(base)
     result = tune(index, queries, target_recall=0.9, runs=1)
     assert isinstance(result, TuneResult) and annbin.tune is tune
@@ -54,7 +54,7 @@ def test_meets_target_on_held_out_half_and_sets_the_index(data):
 
 def test_ground_truth_from_stored_vectors_maps_user_ids(data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("flat", oversample=2)
+    index = annbin.BinaryEmbeddingIndex("flat", oversample=2, metric="ip")
     index.add(base, ids=np.arange(base.shape[0], dtype=np.int64) * 7 + 3)
     result = tune(index, queries, target_recall=0.85, runs=1)  # ground truth from its own float store
     assert result.met and result.recall_holdout >= 0.85  # wrong id mapping would give recall ~0
@@ -88,7 +88,7 @@ def test_asymmetric_stage_tunes_rerank_and_qb(data):
 
 def test_unreachable_target_returns_the_best_it_found(data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", rescore=None)  # Hamming results only
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1, metric="ip")  # Hamming order, rescored: tops out low
     index.add(base)
     result = tune(index, queries, target_recall=0.999, ground_truth=_truth(base, queries), runs=1, max_trials=6)
     assert not result.met and result.trials <= 6
@@ -97,7 +97,7 @@ def test_unreachable_target_returns_the_best_it_found(data):
 
 def test_bad_input(data):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1)
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1, metric="ip")
     index.add(base[:500])
     before = index.get_search_params()
     for kwargs, message in (({"target_recall": 0}, "target_recall must be in"), ({"target_recall": 1.5}, "target_recall must be in"),
@@ -121,7 +121,7 @@ def test_bad_input(data):
 
 def test_settings_restored_when_a_search_fails(data, monkeypatch):
     base, queries = data
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1)
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1, metric="ip")
     index.add(base[:500])
     before = index.get_search_params()
     real, calls = index.search, []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ BUILTIN_MODULES = (
     "annbin.index.faiss_wrap",
     "annbin.baselines",
     "annbin.rabitq",
+    "annbin.rqlib",
     "annbin.peers",  # peer libraries (annbin[peers]): each imports its library only when built
 )
 #: spec forms around an index, and the module that registers each when imported
@@ -234,10 +234,7 @@ def load_index(path: str | os.PathLike[str], *, mmap: bool = False) -> BinaryInd
     bare index, without the encoder and the rescoring, and a ``UserWarning`` says so.
     """
     index = load_first_stage(path, mmap=mmap)
-    # BinaryEmbeddingIndex.load reads its first stage through here (until it calls
-    # load_first_stage): only other callers are warned
-    if sys._getframe(1).f_globals.get("__name__") != "annbin.embedding_index":
-        _warn_if_stage(path)
+    _warn_if_stage(path)
     return index
 
 
