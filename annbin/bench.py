@@ -263,11 +263,12 @@ def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: lis
     if cls is not None:
         try:
             index: Any = make_float_index(build_spec, dim, prep.metric)
-        except MissingExtraError:
-            if cls.peer is None:
+        except MissingExtraError as exc:
+            if cls.peer is None and not cls.rescorable:
                 raise
-            # a peer library that is not installed: its rows are left out, the run goes on
-            print(f"skipping {build_spec}: needs {cls.peer} (pip install 'annbin[peers]')", file=sys.stderr, flush=True)
+            # a library that is not installed here: its rows are left out, the run goes on
+            why = f"needs {cls.peer} (pip install 'annbin[peers]')" if cls.peer else str(exc)
+            print(f"skipping {build_spec}: {why}", file=sys.stderr, flush=True)
             return
         index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
         # a RaBitQ variant gets the encoder's rotation (it preserves inner products and L2)

@@ -4,8 +4,8 @@ The default run is a plan of bench configs over one dataset (loaded once, ``annb
 
 1. sign codes, flat and binary HNSW: what binarization loses, and float rescoring of 4 / 10 x k
    Hamming candidates winning it back;
-2. three stages: an HNSW graph over 1-bit RaBitQ codes, walked with the asymmetric estimate of the
-   float query, the best 4 x k rescored with floats;
+2. the default ``BinaryEmbeddingIndex()`` first stage: rabitqlib's HNSW over 2-bit RaBitQ codes
+   (``rq-hnsw``), the best 2 x k rescored with floats, with a small ``ef_search`` sweep;
 3. the floats a user would otherwise keep: exact ``float-flat`` and hnswlib (``float-hnsw``) with a
    small ``ef`` sweep;
 4. peer libraries, where installed (``annbin.peers``: faiss HNSW-SQ8, usearch, ScaNN, rabitqlib's
@@ -28,9 +28,8 @@ __all__ = ["DEFAULT_PLAN", "plan_settings", "run_plan"]
 
 DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
     {"indexes": ["flat", "hnsw:M=16,ef_search=16"], "rescore": [4, 10], "vectors": "mmap"},
-    # 0.964 at 4x (0.947 at 3x); ITQ would reach 0.960 at 3x but its fit costs 6 s of one core on
-    # the shipped set, 40 s when OpenBLAS's two threads share a busy 2-core machine
-    {"indexes": ["rabitq-hnsw:M=12,ef_search=48"], "rescore": [4], "vectors": "mmap"},
+    # the no-argument BinaryEmbeddingIndex (embedding_index.DEFAULT_SPEC, oversample 2)
+    {"indexes": ["rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=24|32|48"], "rescore": [2], "vectors": "mmap"},
     {"indexes": ["float-flat", "float-hnsw:M=16,ef=16|24|32|64"]},
     # peer libraries that are installed (annbin[peers]; one line for each that is not): sweeps that
     # straddle recall@10 0.95 on the shipped set, builds of ~5-15 s each on one core (ef_construction

@@ -365,6 +365,8 @@ class RescoredIndex:
         store = self._vectors
         if store is None:  # pragma: no cover - guarded by _stages
             raise RuntimeError("no float vectors")
+        if isinstance(store, np.memmap):
+            store = store.view(np.ndarray)  # same pages, without np.memmap's per-slice Python overhead
         nq, c = rows.shape
         out = np.empty((nq, c), np.float32)
         step = max(1, _BLOCK // max(1, c * self.dim))

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import check_int
+from annbin._extras import require
 from annbin._io import read_index_file, write_index_file
 from annbin.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
@@ -70,7 +71,8 @@ class _RQIndex(FloatIndex):
     search_threads = 1  # one query block per thread is the caller's choice (BinaryEmbeddingIndex)
 
     def __init__(self, dim: int, *, metric: str = "ip", ef_search: int = 48) -> None:
-        import rabitqlib  # noqa: F401  (fail at construction, not at the first add)
+        # fail at construction, not at the first add; a core dependency where its wheels exist
+        require("rabitqlib", package="rabitqlib", extra="peers", purpose=f"{self.variant!r}")
 
         super().__init__(dim, metric=metric)
         self._index: Any = None

@@ -163,14 +163,15 @@ def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
                                        "--latency-queries", "2", "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["index"] for r in rows[:13]] == ["flat"] * 3 + ["hnsw"] * 3 + ["rabitq-hnsw"] * 2 + ["float-flat"] + ["float-hnsw"] * 4
-    assert {r["library"] for r in rows[:8]} == {"annbin"} and {r["library"] for r in rows[9:13]} == {"hnswlib"}
-    assert {r["library"] for r in rows[13:]} <= {"faiss", "usearch", "scann", "rabitqlib"} and rows[13]["index"] == "faiss-hnsw-sq8"
-    assert [r["rescore"] for r in rows[:8]] == [None, 4, 10, None, 4, 10, None, 4]
-    assert [r["params"]["ef"] for r in rows[9:13]] == [16, 24, 32, 64]
+    assert [r["index"] for r in rows[:17]] == ["flat"] * 3 + ["hnsw"] * 3 + ["rq-hnsw"] * 6 + ["float-flat"] + ["float-hnsw"] * 4
+    assert {r["library"] for r in rows[:12]} == {"annbin"} and {r["library"] for r in rows[13:17]} == {"hnswlib"}
+    assert {r["library"] for r in rows[17:]} <= {"faiss", "usearch", "scann", "rabitqlib"} and rows[17]["index"] == "faiss-hnsw-sq8"
+    assert [r["rescore"] for r in rows[:12]] == [None, 4, 10, None, 4, 10] + [None, 2] * 3
+    assert [r["params"]["ef_search"] for r in rows[6:12]] == [24, 24, 32, 32, 48, 48]
+    assert [r["params"]["ef"] for r in rows[13:17]] == [16, 24, 32, 64]
     assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["rescore"])  # floats on disk: RAM is codes
-    assert rows[1]["bytes_per_vector"] < 100 < rows[9]["bytes_per_vector"]
-    assert rows[8]["recall_float"] == 1.0 and all(r["metric"] == "ip" and r["machine"]["cores"] for r in rows)
+    assert rows[1]["bytes_per_vector"] < 100 < rows[13]["bytes_per_vector"]
+    assert rows[12]["recall_float"] == 1.0 and all(r["metric"] == "ip" and r["machine"]["cores"] for r in rows)
     assert len(DEFAULT_PLAN) == 4  # the last part: peer libraries (annbin.peers), those installed
     summary = [line for line in result.output.splitlines() if "vs float HNSW" in line]
     assert len(summary) == 1 and "q/s" in summary[0] and "bytes/vector" in summary[0]
