@@ -35,8 +35,8 @@ DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
     # straddle recall@10 0.95 on the shipped set, builds of ~5-15 s each on one core (ef_construction
     # below the libraries' defaults keeps them there); usearch's int8 recall levels off near 0.95
     {"indexes": ["faiss-hnsw-sq8:M=16,ef_construction=64,ef=16|24|48", "usearch:M=16,ef_construction=64,ef=32|64|96",
-                 "scann:leaves_to_search=10|20|40,reorder=40", "rabitqlib-hnsw:M=16,ef_construction=64,ef=16|32|64",
-                 "rabitqlib-symqg:max_degree=32,ef_construction=100,ef=24|32|48"]},
+                 "scann:leaves_to_search=10|20|40,reorder=40", "rabitqlib-hnsw:M=16,ef_construction=64,ef_search=16|32|64",
+                 "rabitqlib-symqg:max_degree=32,ef_construction=100,ef_search=24|32|48"]},
 )
 
 

@@ -293,13 +293,19 @@ class BinaryEmbeddingIndex:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         if x.shape[0] and not np.all(norms > 0):
             raise ValueError(f"metric 'cos' needs nonzero vectors: row {int(np.argmin(norms[:, 0]))} is all zeros")
-        return (x / norms).astype(np.float32)
+        unit: NDArray[np.floating] = (x / norms).astype(np.float32)
+        return unit
 
     def add(self, embeddings: ArrayLike, ids: ArrayLike | None = None) -> None:
         """Add float embeddings ``(n, dim)``; ``ids`` int64 ``(n,)`` (unique, new) or sequential.
 
         Every check (shape, NaN / inf, ids, the first stage's own refusals) runs before the first
         byte is written; an add that fails leaves the index and its vectors file as they were.
+
+        Cost: encoding the rows, one append of their floats to the vectors file (fsynced), and the
+        first stage's insert of each (an HNSW insert a vector for the default ``rq-hnsw``, with a
+        bar for adds of 100k rows or more). faiss's ``rabitq-hnsw:build=float`` only holds the
+        rows here: its graph is built once, by ``build()`` or else the first search or save.
         """
         x = self._prepare(as_floats(embeddings, self.dim, name="embeddings"))
         n = x.shape[0]
@@ -441,8 +447,13 @@ class BinaryEmbeddingIndex:
         )
 
     def build(self) -> None:
-        """Do any deferred first-stage work now (faiss's ``rabitq-hnsw:build=float`` graph); the
-        other first stages build as they add, and this does nothing for them."""
+        """Do any deferred first-stage work now, so that no search pays for it.
+
+        Cost: for faiss's ``rabitq-hnsw:build=float``, the whole graph (one HNSW construction over
+        every vector added so far, a tqdm bar from 100k vectors; after it, adds are refused); the
+        other first stages build as they add, and for them this costs nothing. Call it after the
+        last add and before the first timed (or latency-bound) search.
+        """
         if self.index is not None and hasattr(self.index, "_state"):
             self.index._state()
 
@@ -477,7 +488,13 @@ class BinaryEmbeddingIndex:
 
     def search(self, queries: ArrayLike, k: int, *, params: dict[str, Any] | None = None) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Top ``k`` for float queries ``(nq, dim)``: ``(scores float32, ids int64)``, ``(nq, k)``
-        (see the class docstring). ``params``: search parameters for this call only."""
+        (see the class docstring). ``params``: search parameters for this call only.
+
+        Cost a query: the first stage's walk (``ef_search`` for the HNSW stages) over codes in RAM,
+        then ``oversample * k`` float rows read from the vectors file (paged in on demand) and
+        rescored. Nothing is built here, except faiss's ``rabitq-hnsw:build=float`` graph when
+        neither ``build()`` nor a save has built it yet (then this call pays for the whole graph).
+        """
         k = check_k(k)
         q = as_floats(queries, self.dim, name="queries")
         if self.index is None or self.dim is None or self._rescorer is None:
@@ -594,6 +611,59 @@ class BinaryEmbeddingIndex:
         if obj._encoded is not None and obj._encoded.factors.shape[0] != obj._n:
             raise ValueError(f"{str(root)!r} is inconsistent: {obj._encoded.factors.shape[0]} factors for {obj._n} rows")
         obj._rebuild_rescorer()
+        return obj
+
+    @classmethod
+    def from_faiss(cls, float_index: Any, spec: str | None = None, *, chunk: int = 65536, **kwargs: Any) -> BinaryEmbeddingIndex:
+        """A new index holding the float vectors of a faiss index, under the same ids.
+
+        ``float_index``: ``faiss.IndexFlatIP``, ``faiss.IndexFlatL2``, ``faiss.IndexHNSWFlat``, or an
+        ``IndexIDMap`` / ``IndexIDMap2`` around one of them (its ``id_map`` gives the ids; else they
+        are faiss's own, ``0..ntotal-1``). The vectors are read ``chunk`` at a time
+        (``reconstruct_n``; float32 ``(chunk, d)``) and added to ``BinaryEmbeddingIndex(spec,
+        **kwargs)``, floats memory-mapped as by default (``store_vectors="auto"``); the faiss index
+        is left as it was. ``metric`` follows faiss's: ``"ip"`` for ``METRIC_INNER_PRODUCT`` (or
+        ``metric="cos"`` in ``kwargs`` to normalize), ``"l2"`` for ``METRIC_L2``. Deferred
+        first-stage work is done before it returns (``build()``). A first stage built once from its
+        first add (``rq-symqg``) needs ``chunk >= ntotal``.
+
+        ``TypeError`` for anything but a faiss float index (a ``faiss.IndexBinary`` goes to
+        ``annbin.from_faiss``); ``ValueError`` for other faiss index types, naming them, or a
+        ``metric`` that does not match faiss's.
+        """
+        import faiss
+
+        chunk = check_int(chunk, "chunk", minimum=1)
+        if not isinstance(float_index, faiss.Index):
+            hint = " (a binary faiss index: annbin.from_faiss wraps those)" if isinstance(float_index, faiss.IndexBinary) else ""
+            raise InputTypeError(f"BinaryEmbeddingIndex.from_faiss expects a faiss float index, got {type(float_index).__name__}{hint}")
+        outer = faiss.downcast_index(float_index)
+        ids: NDArray[np.int64] | None = None
+        inner = outer
+        if isinstance(outer, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+            ids = faiss.vector_to_array(outer.id_map).astype(np.int64, copy=False)
+            inner = faiss.downcast_index(outer.index)
+        if not isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSWFlat)):
+            what = type(inner).__name__ if inner is outer else f"{type(outer).__name__} around {type(inner).__name__}"
+            raise ValueError(f"BinaryEmbeddingIndex.from_faiss reads IndexFlatIP, IndexFlatL2, IndexHNSWFlat and IndexIDMap / "
+                             f"IndexIDMap2 around them; got {what}")
+        allowed = {faiss.METRIC_INNER_PRODUCT: ("ip", "cos"), faiss.METRIC_L2: ("l2",)}.get(int(inner.metric_type))
+        if allowed is None:
+            raise ValueError(f"BinaryEmbeddingIndex.from_faiss reads inner-product and L2 faiss indexes; {type(inner).__name__} "
+                             f"has faiss metric type {int(inner.metric_type)}")
+        metric = kwargs.pop("metric", allowed[0])
+        if metric not in allowed:
+            raise ValueError(f"metric {metric!r} does not match the faiss index's ({'inner product' if allowed[0] == 'ip' else 'L2'}): "
+                             f"use {' or '.join(repr(m) for m in allowed)}")
+        kwargs.setdefault("dim", int(inner.d))
+        obj = cls(spec, metric=metric, **kwargs)
+        n = int(inner.ntotal)
+        if ids is not None and ids.size != n:
+            raise ValueError(f"the faiss IDMap holds {ids.size} ids for {n} vectors")
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            obj.add(inner.reconstruct_n(start, m), None if ids is None else ids[start : start + m])
+        obj.build()
         return obj
 
 

@@ -8,19 +8,19 @@ ascending for ``"l2"``; ``I`` int64; missing results ``-1`` with ``D = -inf`` / 
 - ``usearch:dtype=i8,M=16,ef_construction=128,ef=64`` (usearch): usearch's HNSW over int8 vectors;
 - ``scann:num_leaves=0,avq_threshold=0.2,leaves_to_search=20,reorder=100`` (scann): a tree of
   sqrt(n) leaves (``num_leaves=0``), anisotropic hashing, exact reorder: ann-benchmarks' config;
-- ``rabitqlib-hnsw:M=16,ef_construction=100,nbits=5,seed=100,ef=64`` (rabitqlib): the RaBitQ
+- ``rabitqlib-hnsw:M=16,ef_construction=100,nbits=5,ef_search=64`` (rabitqlib): the RaBitQ
   authors' HNSW over RaBitQ codes, ranked by their estimates alone (no float rescoring);
-- ``rabitqlib-symqg:max_degree=32,ef_construction=200,ef=64`` (rabitqlib): SymphonyQG.
+- ``rabitqlib-symqg:max_degree=32,ef_construction=200,ef_search=48`` (rabitqlib): SymphonyQG.
+  Both are ``annbin.rqlib``'s first stages, run as a rabitqlib user runs them.
 
 Each imports its library in ``__init__``; without it, ``MissingExtraError`` (an ``ImportError``)
 names ``pip install 'annbin[peers]'``, and ``annbin bench`` skips the row with one line.
 
-``"ip"`` on the rabitqlib and usearch peers ranks by L2 (rabitqlib) or cosine (usearch), which
-equal inner-product order only on unit vectors (what ``annbin bench`` gives for ``"ip"`` data):
-they check that added vectors are unit length. rabitqlib's scores are ``(|q|^2 + 1 - l2) / 2``
-from its L2 estimates. ScaNN, SymphonyQG and rabitqlib's HNSW build from all vectors at once: they
-hold added vectors until the first search (``annbin bench`` times that search as part of the
-build); ScaNN and SymphonyQG cannot add after that (``ValueError``), rabitqlib's HNSW can.
+``"ip"`` on the usearch peer ranks by cosine, which equals inner-product order only on unit
+vectors (what ``annbin bench`` gives for ``"ip"`` data): it checks that added vectors are unit
+length. ScaNN builds from all vectors at once: it holds added vectors until the first search
+(``annbin bench`` times that search as part of the build) and cannot add after that
+(``ValueError``); SymphonyQG builds at its first add and cannot add after it.
 ``num_threads`` (-1 = all cores) sets build and search threads; faiss follows OpenMP.
 ``memory_bytes`` is each library's serialized size: a lower bound on its RAM, as for hnswlib.
 """
@@ -41,6 +41,7 @@ from annbin._checks import check_int
 from annbin._extras import require
 from annbin.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
+from annbin.rqlib import RQHNSW, RQSymQG
 
 __all__ = ["FaissHNSWSQ8", "RaBitQLibHNSW", "RaBitQLibSymQG", "ScaNN", "USearch"]
 
@@ -316,96 +317,29 @@ class ScaNN(_BuiltOnce):
         lib.serialize(str(path))
 
 
-def _rabitq_scores(q: NDArray[np.float32], D: NDArray[np.float32], metric: str) -> NDArray[np.float32]:
-    """rabitqlib's squared-L2 estimates as faiss's D: for ``"ip"`` on unit vectors, (|q|^2 + 1 - l2) / 2."""
-    if metric != "ip":
-        return D
-    scores: NDArray[np.float32] = ((np.einsum("ij,ij->i", q, q)[:, None] + 1.0 - D) / 2.0).astype(np.float32)
-    return scores
-
-
 @register
-class RaBitQLibHNSW(_BuiltOnce):
+class RaBitQLibHNSW(RQHNSW):
     """The RaBitQ authors' HNSW (rabitqlib) over ``nbits``-bit RaBitQ codes, ranked by its
-    estimates alone (no float rescoring). Vectors are assigned to 16 k-means clusters
-    (``RaBitQKMeans`` on up to 10,000 of them) at the first search; later adds join the graph.
-    ``memory_bytes``: its saved file (codes, factors, graph, centroids)."""
+    estimates alone: what a rabitqlib user gets without float rescoring. The same index as
+    annbin's ``rq-hnsw`` first stage (``annbin.rqlib``), at 5 bits by default and not rescored."""
 
     variant = "rabitqlib-hnsw"
     peer = "rabitqlib"
     library = "rabitqlib"
-    build_params = ("M", "ef_construction", "nbits", "seed")
-    search_params = ("ef",)
-    CLUSTERS = 16
-    _adds_after_build = True
+    rescorable = False
 
     def __init__(self, dim: int, *, metric: str = "ip", M: int = 16, ef_construction: int = 100, nbits: int = 5,
-                 seed: int = 100, ef: int = 64) -> None:
-        self._rq = _import("rabitqlib", type(self))
-        self.M = check_int(M, "M", minimum=2)
-        self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
-        self.nbits = check_int(nbits, "nbits", minimum=1)
-        self.seed = check_int(seed, "seed", minimum=0)
-        super().__init__(dim, metric=metric, search={"ef": ef})
-        self._centroids: NDArray[np.float32] | None = None
-
-    def get_params(self) -> dict[str, Any]:
-        return {"M": self.M, "ef_construction": self.ef_construction, "nbits": self.nbits, "seed": self.seed}
-
-    def _clusters(self, x: NDArray[np.float32]) -> NDArray[np.uint32]:
-        c = self._centroids
-        assert c is not None
-        d = (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)  # |x|^2 is the same for every centroid
-        return np.ascontiguousarray(d.argmin(axis=1).astype(np.uint32))
-
-    def _build(self, data: NDArray[np.float32]) -> Any:
-        rng = np.random.default_rng(self.seed)
-        sample = data[np.sort(rng.choice(data.shape[0], min(data.shape[0], 10_000), replace=False))]
-        kmeans = self._rq.RaBitQKMeans(self.dim, min(self.CLUSTERS, data.shape[0]))
-        kmeans.train(np.ascontiguousarray(sample))
-        self._centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-        index = self._rq.HnswIndex(self.dim, data.shape[0], self.M, self.ef_construction, self.nbits, metric="l2", random_seed=self.seed)
-        index.build(data, self._centroids, self._clusters(data), _threads(self.num_threads))
-        return index
-
-    def _add_built(self, x: NDArray[np.float32]) -> None:
-        with self._lock:
-            self._lib.resize(self._n + x.shape[0])
-            self._lib.add(x, self._clusters(x), _threads(self.num_threads))
-
-    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
-        ids, D = self._built().search(q, k, ef=max(self._effective_params()["ef"], k), num_threads=_threads(self.num_threads))
-        return _ordered(_rabitq_scores(q, D, self.metric), ids, self.metric)
+                 clusters: int = 16, seed: int = 100, ef_search: int = 64) -> None:
+        super().__init__(dim, metric=metric, M=M, ef_construction=ef_construction, nbits=nbits, clusters=clusters,
+                         seed=seed, ef_search=ef_search)
 
 
 @register
-class RaBitQLibSymQG(_BuiltOnce):
+class RaBitQLibSymQG(RQSymQG):
     """SymphonyQG (rabitqlib): a graph of ``max_degree`` whose neighbours' RaBitQ codes sit with
-    each vertex, walked with fast-scan estimates and the float vectors it stores. Builds once
-    (at the first search). ``memory_bytes``: its saved file (floats, graph, neighbours' codes)."""
+    each vertex, ranked by its own estimates (annbin's ``rq-symqg``, not rescored). Built once."""
 
     variant = "rabitqlib-symqg"
     peer = "rabitqlib"
     library = "rabitqlib"
-    build_params = ("max_degree", "ef_construction")
-    search_params = ("ef",)
-
-    def __init__(self, dim: int, *, metric: str = "ip", max_degree: int = 32, ef_construction: int = 200, ef: int = 64) -> None:
-        self._rq = _import("rabitqlib", type(self))
-        self.max_degree = check_int(max_degree, "max_degree", minimum=32)
-        if self.max_degree % 32:
-            raise ValueError(f"max_degree must be a multiple of 32 (SymphonyQG's fast-scan blocks), got {max_degree}")
-        self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
-        super().__init__(dim, metric=metric, search={"ef": ef})
-
-    def get_params(self) -> dict[str, Any]:
-        return {"max_degree": self.max_degree, "ef_construction": self.ef_construction}
-
-    def _build(self, data: NDArray[np.float32]) -> Any:
-        index = self._rq.SymqgIndex(self.dim, self.max_degree, metric="l2")
-        index.build(data, self.ef_construction, _threads(self.num_threads))
-        return index
-
-    def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
-        ids, D = self._built().search_batch(q, k, max(self._effective_params()["ef"], k), _threads(self.num_threads))
-        return _ordered(_rabitq_scores(q, D, self.metric), ids, self.metric)
+    rescorable = False

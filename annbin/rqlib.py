@@ -115,7 +115,7 @@ class _RQIndex(FloatIndex):
         return self._scores(q, dist), I
 
     def _lib_search(self, q: NDArray[np.float32], k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(self._index.search(q, k, ef=ef, num_threads=self.search_threads))  # type: ignore[return-value]
+        return tuple(self._index.search(q, k, ef=ef, num_threads=self.search_threads))
 
     def _file_bytes(self) -> int:
         """rabitqlib's saved size: codes, factors, graph links, centroids (cached per size)."""
@@ -273,7 +273,7 @@ class RQSymQG(_RQIndex):
             self._index = index
 
     def _lib_search(self, q: NDArray[np.float32], k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(self._index.search_batch(q, k, ef, num_threads=self.search_threads))  # type: ignore[return-value]
+        return tuple(self._index.search_batch(q, k, ef, num_threads=self.search_threads))
 
     def reset(self) -> None:
         """Drop every vector (the next add builds a new graph)."""

@@ -118,6 +118,7 @@ def _truth_ids(index: Any, queries: NDArray[Any], k: int, ground_truth: Any, vec
         raise ValueError(f"{type(index).__name__} holds no float vectors: give ground_truth= (ids (nq, >= k)) "
                          "or vectors= (the indexed floats, in the order they were added)")
     metric = getattr(index, "metric", "ip")
+    stored = np.asarray(stored)
     live = np.arange(stored.shape[0])
     if isinstance(index, BinaryEmbeddingIndex):
         live = index.live_rows()  # removed rows stay in the store

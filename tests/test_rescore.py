@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import annbin
-from annbin._checks import INT32_MAX
 from annbin.rescore import RescoredIndex
 
 DIM = 100  # not a multiple of 8: codes carry 4 padding bits

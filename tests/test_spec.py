@@ -44,8 +44,8 @@ FLOAT_CASES = {
     "faiss-hnsw-sq8": ["faiss-hnsw-sq8:M=8,ef=9"],
     "usearch": ["usearch:M=8,ef=9"],
     "scann": ["scann:leaves_to_search=4"],
-    "rabitqlib-hnsw": ["rabitqlib-hnsw:nbits=3,ef=9"],
-    "rabitqlib-symqg": ["rabitqlib-symqg:ef=9"],
+    "rabitqlib-hnsw": ["rabitqlib-hnsw:nbits=3,ef_search=9"],
+    "rabitqlib-symqg": ["rabitqlib-symqg:ef_search=9"],
 }
 #: the module a float variant imports to be built (skipped where it is not installed)
 NEEDS = {"rq-hnsw": "rabitqlib", "rq-symqg": "rabitqlib", "usearch": "usearch", "scann": "scann",
