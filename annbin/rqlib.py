@@ -273,7 +273,20 @@ class RQSymQG(_RQIndex):
             self._index = index
 
     def _lib_search(self, q: NDArray[np.float32], k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(self._index.search_batch(q, k, ef, num_threads=self.search_threads))
+        want = k
+        while True:
+            try:
+                ids, dist = self._index.search_batch(q, want, max(ef, want), num_threads=self.search_threads)
+                break
+            except RuntimeError:  # SymQG cannot always reach k when k nears ntotal: ask for fewer, pad
+                if want == 1:
+                    raise
+                want = max(1, want // 2)
+        if want < k:
+            pad = ((0, 0), (0, k - want))
+            ids = np.pad(ids, pad, constant_values=np.iinfo(np.uint32).max)
+            dist = np.pad(dist, pad, constant_values=np.inf if self.metric == "l2" else 2.0)  # ip: 1 - dist = -1
+        return ids, dist
 
     def reset(self) -> None:
         """Drop every vector (the next add builds a new graph)."""

@@ -1,0 +1,66 @@
+"""Peak RSS of the default ``BinaryEmbeddingIndex`` while adding a large set in chunks (issue 20).
+
+The floats go to the index's memory-mapped file, so RAM should hold the codes and graph
+(``memory_bytes()``) plus about one chunk of floats in flight. Run in a fresh process (peak RSS is
+per process); the base is read chunk by chunk from the dataset's memory-mapped float16 file.
+
+    python benchmarks/add_peak_rss.py --dataset m2v_mpnet_500k --chunk 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+import annbin  # noqa: E402
+from annbin.datasets import get_dataset  # noqa: E402
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="m2v_mpnet_500k")
+    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    ds = get_dataset(args.dataset)
+    files = getattr(ds, "files", None)  # a shipped / built set: its float16 file, memory-mapped
+    base = np.load(files["base"], mmap_mode="r") if files else ds.get_database()
+    n, dim = base.shape
+    index = annbin.BinaryEmbeddingIndex(threads=args.threads)
+    start, t0 = rss_mib(), time.perf_counter()
+    worst = 0.0
+    for lo in range(0, n, args.chunk):
+        chunk = np.asarray(base[lo : lo + args.chunk], dtype=np.float32)  # cos normalizes it
+        index.add(chunk)
+        del chunk
+        worst = max(worst, peak_mib())
+        print(f"  {min(n, lo + args.chunk):>9,} rows  RSS {rss_mib():8.0f} MiB  peak {peak_mib():8.0f} MiB", flush=True)
+    held = index.memory_bytes() / 2**20
+    chunk_mib = args.chunk * dim * 4 / 2**20
+    print(f"{ds.name}: {n:,} x {dim} in chunks of {args.chunk:,} ({chunk_mib:.0f} MiB of float32), {time.perf_counter() - t0:.0f} s")
+    print(f"start RSS {start:.0f} MiB; peak {worst:.0f} MiB = start + {worst - start:.0f} MiB")
+    print(f"codes + graph (memory_bytes) {held:.0f} MiB; + one chunk = {held + chunk_mib:.0f} MiB; "
+          f"peak over start / (codes + graph + chunk) = {(worst - start) / (held + chunk_mib):.2f}")
+    print(f"floats on disk: {index.disk_bytes() / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
