@@ -109,14 +109,20 @@ class DiskVectors:
 
     def stage(self, x: NDArray[np.float32]) -> tuple[int, int]:
         """Write rows ``x`` past the committed ones, fsynced but not yet counted; returns the
-        ``(rows, crc)`` that ``commit`` makes current. A torn tail from before is truncated."""
+        ``(rows, crc)`` that ``commit`` makes current. A torn tail from before is truncated, and so
+        is this write's own part when it fails (a full disk): the file keeps its committed bytes."""
         data = np.ascontiguousarray(x, dtype=np.float32)
-        with open(self.path, "r+b") as f:
-            f.seek(self.offset + self.rows * self.row_bytes)
-            _write_rows(f, data.data.cast("B"))
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
+        end = self.offset + self.rows * self.row_bytes
+        try:
+            with open(self.path, "r+b") as f:
+                f.seek(end)
+                _write_rows(f, data.data.cast("B"))
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            _cut_quietly(self.path, end)  # after the close: no buffered bytes left to land past `end`
+            raise
         return self.rows + data.shape[0], zlib.crc32(data.data.cast("B"), self.crc)
 
     def discard(self) -> None:
@@ -168,3 +174,13 @@ def _crc_of(f: Any, nbytes: int) -> int:
         left -= got
     return crc
 
+
+def _cut_quietly(path: Path, size: int) -> None:
+    """Cut ``path`` back to ``size`` bytes after a failed write, keeping the write's own error: an
+    error here (the disk still failing) leaves a tail that readers ignore and the next add cuts."""
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            os.fsync(f.fileno())
+    except OSError:
+        pass

@@ -37,6 +37,10 @@ from annbin.spec import describe_spec, variant_name
 # A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
+#: where rescoring reads the float vectors, ``annbin bench`` and ``annbin tune`` alike (``--vectors``):
+#: a memory-mapped ``.npy`` (what ``BinaryEmbeddingIndex`` does by default) or RAM
+VECTOR_STORES = ("mmap", "ram")
+DEFAULT_VECTORS = "mmap"
 
 
 def check_stage_options(rotation: str | None, thresholds: str, rerank_bits: int, qb: int, vectors: str) -> None:
@@ -48,8 +52,8 @@ def check_stage_options(rotation: str | None, thresholds: str, rerank_bits: int,
     if rerank_bits not in (1, 2):
         raise ValueError(f"rerank_bits must be 1 or 2, got {rerank_bits}")
     check_qb(qb)
-    if vectors not in ("ram", "mmap"):
-        raise ValueError(f"vectors must be 'ram' or 'mmap', got {vectors!r}")
+    if vectors not in VECTOR_STORES:
+        raise ValueError(f"vectors must be one of {', '.join(map(repr, VECTOR_STORES))}, got {vectors!r}")
 
 
 @dataclass
@@ -64,7 +68,7 @@ class BenchConfig:
     rotation: str | None = None  # None, "random" or "itq": rotate floats before the sign (annbin.Encoder)
     rerank_bits: int = 1  # 2: a second bit plane for the asymmetric rerank
     qb: int = 4  # query bits of the asymmetric rerank (0 = float query)
-    vectors: str = "ram"  # where rescoring reads float vectors: "ram" or "mmap" (a .npy on disk)
+    vectors: str = DEFAULT_VECTORS  # where rescoring reads float vectors: "mmap" (a .npy on disk) or "ram"
     vector_dtype: str = "float32"  # precision of the rescoring store: float16 halves its bytes
     bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
     thresholds: str = "zero"  # "zero" (sign bits), "median" (balances bits) or "mean" (centring)

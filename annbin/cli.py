@@ -21,6 +21,7 @@ import click
 from annbin import __version__
 from annbin._checks import InputTypeError
 from annbin._extras import MissingExtraError
+from annbin.bench import DEFAULT_VECTORS, VECTOR_STORES
 
 EXIT_USAGE = 2
 
@@ -51,6 +52,13 @@ def _int_list(values: tuple[str, ...], option: str = "--rescore") -> list[int]:
     return out
 
 
+# One --vectors for bench and tune: the same name, values and default (annbin.bench.DEFAULT_VECTORS).
+# bench leaves it None when not given, so a --config file can set it.
+_vectors_option = click.option(
+    "--vectors", type=click.Choice(list(VECTOR_STORES)), default=None,
+    help=f"Where rescoring reads the float vectors: a memory-mapped .npy (mmap) or RAM (ram). Default: {DEFAULT_VECTORS}.")
+
+
 @click.group()
 @click.version_option(__version__, prog_name="annbin")
 def main() -> None:
@@ -66,7 +74,7 @@ def main() -> None:
 @click.option("--rotation", type=click.Choice(["none", "random", "itq"]), default=None, help="Rotate floats before the sign bit (itq learns it; default none).")
 @click.option("--rerank-bits", type=click.Choice(["1", "2"]), default=None, help="Bits per dimension the asymmetric rerank reads (2 keeps a second plane).")
 @click.option("--qb", type=int, default=None, help="Query bits of the asymmetric rerank (0 = float query; default 4).")
-@click.option("--vectors", type=click.Choice(["ram", "mmap"]), default=None, help="Rescoring reads float vectors from RAM or a memory-mapped .npy.")
+@_vectors_option
 @click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default=None, help="Precision of the rescoring vectors (float16 halves their bytes).")
 @click.option("--bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
 @click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default=None, help="Bit = x > 0 (zero), x > per-dimension median, or x > mean (centring).")
@@ -181,7 +189,7 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
 @click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default="zero", help="Code offset, as for bench.")
 @click.option("--rerank-bits", type=click.Choice(["1", "2"]), default="1", help="Bits per dimension the asymmetric rerank reads.")
 @click.option("--qb", type=int, default=4, show_default=True, help="Starting query bits of the asymmetric rerank (0 = float query, not tuned).")
-@click.option("--vectors", type=click.Choice(["ram", "mmap"]), default="ram", show_default=True, help="Rescoring floats in RAM or memory-mapped.")
+@_vectors_option
 @click.option("--params", "tune_params", default=None, help="Comma-separated search parameters to tune (default: all that apply: ef_search, ef, nprobe, oversample, rerank_oversample, qb).")
 @click.option("--confidence", type=float, default=0.95, show_default=True,
               help="Probability of meeting the target on the held-out half: sets the margin a trial must clear (0.5 = none).")
@@ -195,7 +203,7 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
 def tune(dataset: str | None, index: str, target_recall: float, k: int, rescore: int | None, rerank: int | None, rotation: str | None,
-         thresholds: str, rerank_bits: str, qb: int, vectors: str, tune_params: str | None, confidence: float, max_trials: int, threads: int, runs: int,
+         thresholds: str, rerank_bits: str, qb: int, vectors: str | None, tune_params: str | None, confidence: float, max_trials: int, threads: int, runs: int,
          latency_queries: int, max_queries: int | None, seed: int, out: str | None, progress: bool | None) -> None:
     """Find the fastest search settings that reach --target-recall on half of the queries; report the other half's recall."""
     from rich.console import Console
@@ -206,7 +214,7 @@ def tune(dataset: str | None, index: str, target_recall: float, k: int, rescore:
 
     cfg = TuneConfig(index=index, dataset=dataset or "", target_recall=target_recall, k=k, rescore=rescore, rerank=rerank,
                      rotation=None if rotation in (None, "none") else rotation, thresholds=thresholds, rerank_bits=int(rerank_bits),
-                     qb=qb, vectors=vectors, params=[p.strip() for p in tune_params.split(",") if p.strip()] if tune_params else None,
+                     qb=qb, vectors=vectors or DEFAULT_VECTORS, params=[p.strip() for p in tune_params.split(",") if p.strip()] if tune_params else None,
                      confidence=confidence, threads=threads, runs=runs, latency_queries=latency_queries, max_queries=max_queries,
                      max_trials=max_trials, seed=seed)
     show = sys.stderr.isatty() if progress is None else progress

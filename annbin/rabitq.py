@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
 from annbin._io import read_index_file, write_index_file
+from annbin._progress import elapsed_bar
 from annbin.asymmetric import check_qb
 from annbin.float_base import FloatIndex, FloatResult
 from annbin.index._faiss import TRAIN_POINTS_PER_LIST
@@ -43,6 +44,9 @@ __all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_flo
 
 _TRAIN_SEED = 1234
 _UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-stored embeddings pass)
+_PROGRESS_ROWS = 100_000  # graph builds at least this big show an elapsed-time bar
+_BUILT = ("rabitq-hnsw:build=float builds its graph once, from every vector added before the first search or save, "
+          "and this one is built; add all vectors first, or use build=codes to add later")
 
 
 def _faiss_metric(metric: str) -> int:
@@ -222,10 +226,18 @@ class RaBitQHNSW(_RaBitQIndex):
 
     - ``"float"`` (default): the graph is built by ``faiss.IndexHNSWFlat`` on the float vectors, then
       kept over the codes and the floats dropped. The vectors of all adds are held until the
-      first ``search`` or ``save``, which builds the graph once; an ``add`` after that raises
-      ``ValueError`` (the floats to link new nodes are gone; the graph is never patched).
+      first ``search`` or ``save`` (or ``BinaryEmbeddingIndex.build()``), which builds the graph
+      once; an ``add`` after that raises ``ValueError`` (the floats to link new nodes are gone;
+      the graph is never patched), and ``check_add`` says so before a caller writes anything.
     - ``"codes"``: faiss builds the graph itself from the codes (symmetric RaBitQ distances,
       slightly lower recall); every ``add`` inserts into it.
+
+    Costs, ``build="float"``: an ``add`` only copies its vectors (``4 * dim`` bytes a vector, held
+    until the build); the build is one HNSW construction over all of them (the whole cost of the
+    graph, paid by the first ``search`` or ``save`` unless ``BinaryEmbeddingIndex.build()`` ran
+    first; a tqdm bar of the time elapsed for 100,000 vectors or more, or as the ``progress``
+    attribute says); every later ``search`` walks the graph only. ``build="codes"``: each ``add``
+    pays its HNSW inserts; nothing is deferred.
 
     Search: ``ef_search`` (per call, ``SearchParametersHNSW``; at least ``k`` in faiss) and ``qb``.
     faiss ignores ``RaBitQSearchParameters`` here, so ``qb`` is set on the graph's storage for
@@ -255,6 +267,7 @@ class RaBitQHNSW(_RaBitQIndex):
         self.build = build
         self.set_search_params(ef_search=ef_search, qb=qb)
         self._pending: list[NDArray[np.float32]] = []  # build="float": vectors until the graph is built
+        self.progress: bool | None = None  # None: a bar for graph builds of _PROGRESS_ROWS vectors or more
         self._lock = threading.Lock()
         if build == "codes":
             self._index = self._new()
@@ -275,7 +288,13 @@ class RaBitQHNSW(_RaBitQIndex):
     def get_params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "nb_bits": self.nb_bits, "build": self.build}
 
+    def check_add(self, n: int) -> None:
+        """``ValueError`` (the one ``add`` raises) when ``build="float"`` and the graph is built."""
+        if n and self.build == "float" and self._index is not None:
+            raise ValueError(_BUILT)
+
     def _add(self, x: NDArray[np.float32]) -> None:
+        self.check_add(x.shape[0])
         if self.metric == "ip":
             norms = np.linalg.norm(x, axis=1)
             bad = int(np.count_nonzero(np.abs(norms - 1) > _UNIT_TOL))
@@ -283,8 +302,6 @@ class RaBitQHNSW(_RaBitQIndex):
                 raise ValueError(f"rabitq-hnsw with metric='ip' needs unit-norm vectors (faiss's IndexHNSWRaBitQ is L2-only); {bad} of {x.shape[0]} are not: normalize them")
         if self.build == "codes":
             super()._add(x)
-        elif self._index is not None:
-            raise ValueError("rabitq-hnsw:build=float builds its graph once, from every vector added before the first search or save, and this one is built; add all vectors first, or use build=codes to add later")
         else:
             self._pending.append(x.copy())  # the caller may change its array before the build
 
@@ -295,7 +312,9 @@ class RaBitQHNSW(_RaBitQIndex):
         x = np.concatenate(self._pending)
         graph = faiss.IndexHNSWFlat(self.dim, self.M, faiss.METRIC_L2)
         graph.hnsw.efConstruction = self.ef_construction
-        graph.add(x)
+        n = x.shape[0]
+        with elapsed_bar(f"rabitq-hnsw graph ({n:,} vectors)", n >= _PROGRESS_ROWS if self.progress is None else self.progress):
+            graph.add(x)  # one call: faiss releases the GIL, so the bar's thread ticks meanwhile
         index = self._new()
         storage = faiss.downcast_index(index.storage)
         storage.train(x)

@@ -21,7 +21,7 @@ import numpy as np
 
 from annbin._checks import check_int, check_k
 from annbin._machine import machine_facts
-from annbin.bench import check_stage_options
+from annbin.bench import DEFAULT_VECTORS, check_stage_options
 from annbin.embedding_index import BinaryEmbeddingIndex, is_rescorable
 from annbin.evaluation import time_per_query
 from annbin.index.registry import expand_spec
@@ -53,7 +53,7 @@ class TuneConfig:
     thresholds: str = "zero"
     rerank_bits: int = 1
     qb: int = 4
-    vectors: str = "ram"
+    vectors: str = DEFAULT_VECTORS  # where rescoring reads float vectors: "mmap" (a .npy on disk) or "ram", as bench
     params: list[str] | None = None
     confidence: float = 0.95
     threads: int = 1

@@ -21,7 +21,7 @@ def _cache(tmp_path, monkeypatch):
 def test_bench_writes_rows_and_plot(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--index", "hnsw:M=8,ef_search=4|64",
-                                       "--index", "mih", "--rescore", "2", "--out", str(out), "--plot"])
+                                       "--index", "mih", "--rescore", "2", "--vectors", "ram", "--out", str(out), "--plot"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # flat, 2 hnsw settings, mih; each with and without rescoring
