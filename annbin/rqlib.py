@@ -93,6 +93,12 @@ class _RQIndex(FloatIndex):
     def ntotal(self) -> int:
         return 0 if self._index is None else int(self._index.num_points)
 
+    @property
+    def is_trained(self) -> bool:
+        """False until the first ``add`` built the graph (give it all the data at once: one build
+        is faster than a build and adds, and SymQG takes no later adds)."""
+        return self._index is not None
+
     def _scores(self, q: NDArray[np.float32], dist: NDArray[np.float32]) -> NDArray[np.float32]:
         # rabitqlib's "ip" distance is 1 - <q, x>; its "l2" is the squared distance
         return (1.0 - dist).astype(np.float32) if self.metric == "ip" else dist.astype(np.float32, copy=False)
