@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +21,7 @@ from annbin.index.base import Described
 FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 METRICS: tuple[str, ...] = ("ip", "l2")
 
-__all__ = ["METRICS", "FloatIndex", "FloatResult"]
+__all__ = ["METRICS", "FloatIndex", "FloatResult", "load_float_file"]
 
 
 class FloatIndex(Described, ABC):
@@ -99,3 +102,29 @@ class FloatIndex(Described, ABC):
     @abstractmethod
     def memory_bytes(self) -> int:
         """Bytes held in RAM for the stored vectors and graph."""
+
+
+def load_float_file(path: str | os.PathLike[str], variants: Mapping[str, type[FloatIndex]], payload: str, what: str) -> FloatIndex:
+    """An index of one of ``variants`` from a file its ``save`` wrote: the header builds it, the
+    array ``payload`` (the library's own bytes) goes to its ``_adopt_payload``. ``ValueError`` for a
+    file that is missing, corrupted (checksum), of another kind, or inconsistent."""
+    from annbin._io import read_index_file
+
+    header, arrays = read_index_file(path)
+    try:
+        cls = variants[header["variant"]]
+        index = cls(int(header["dim"]), metric=header["metric"], **header["params"])
+        ntotal, blob, search = int(header["ntotal"]), arrays[payload], dict(header["search_params"])
+    except KeyError as exc:
+        raise ValueError(f"{str(path)!r} is not a saved {what} (missing or unknown {exc})") from None
+    except TypeError as exc:
+        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
+    if blob.size:
+        try:
+            index._adopt_payload(blob, Path(path))  # type: ignore[attr-defined]  # each variant family defines it
+        except ValueError as exc:
+            raise ValueError(f"{str(path)!r}: {exc}") from None
+    if index.ntotal != ntotal:
+        raise ValueError(f"{str(path)!r} is inconsistent: header says {ntotal} vectors, payload has {index.ntotal}")
+    index.set_search_params(**search)
+    return index

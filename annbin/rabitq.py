@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import faiss
@@ -32,10 +33,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
-from annbin._io import read_index_file, write_index_file
+from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
 from annbin.asymmetric import check_qb
-from annbin.float_base import FloatIndex, FloatResult
+from annbin.float_base import FloatIndex, FloatResult, load_float_file
 from annbin.index._faiss import TRAIN_POINTS_PER_LIST
 from annbin.index.ivf import default_nlist
 from annbin.index.registry import register
@@ -110,6 +111,13 @@ class _RaBitQIndex(FloatIndex):
         header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
                   "params": self.get_params(), "search_params": self.get_search_params()}
         write_index_file(path, header, {"faiss": blob})
+
+    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path) -> None:
+        try:
+            stored = faiss.deserialize_index(blob)
+        except RuntimeError as exc:
+            raise ValueError(f"faiss cannot read the stored index: {str(exc).splitlines()[0]}") from None
+        self._adopt(stored)
 
     def _adopt(self, index: Any) -> None:
         """Take a deserialized faiss index as this one's (``ValueError`` if it does not fit)."""
@@ -365,22 +373,4 @@ RABITQ_VARIANTS: dict[str, type[_RaBitQIndex]] = {cls.variant: cls for cls in (R
 def load_float_index(path: str | os.PathLike[str]) -> FloatIndex:
     """Load an index written by ``save`` of a RaBitQ variant; ``ValueError`` for a file that is
     missing, corrupted (checksum), of another kind, or inconsistent."""
-    header, arrays = read_index_file(path)
-    try:
-        cls = RABITQ_VARIANTS[header["variant"]]
-        index = cls(int(header["dim"]), metric=header["metric"], **header["params"])
-        ntotal, blob, search = int(header["ntotal"]), arrays["faiss"], dict(header["search_params"])
-    except KeyError as exc:
-        raise ValueError(f"{str(path)!r} is not a saved RaBitQ float index (missing or unknown {exc})") from None
-    except TypeError as exc:
-        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
-    if blob.size:
-        try:
-            stored = faiss.deserialize_index(blob)
-        except RuntimeError as exc:
-            raise ValueError(f"{str(path)!r}: faiss cannot read the stored index: {str(exc).splitlines()[0]}") from None
-        index._adopt(stored)
-    if index.ntotal != ntotal:
-        raise ValueError(f"{str(path)!r} is inconsistent: header says {ntotal} vectors, payload has {index.ntotal}")
-    index.set_search_params(**search)
-    return index
+    return load_float_file(path, RABITQ_VARIANTS, "faiss", "RaBitQ float index")

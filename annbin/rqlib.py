@@ -20,12 +20,10 @@ serves many threads; ``add``, ``remove_ids`` and ``reset`` must not run beside t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,8 +33,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import check_int
 from annbin._extras import require
-from annbin._io import read_index_file, write_index_file
-from annbin.float_base import FloatIndex, FloatResult
+from annbin._io import write_index_file
+from annbin._progress import elapsed_bar
+from annbin.float_base import FloatIndex, FloatResult, load_float_file
 from annbin.index.registry import register
 
 __all__ = ["RQHNSW", "RQSymQG", "load_rq_index", "rabitqlib_available"]
@@ -154,10 +153,10 @@ class _RQIndex(FloatIndex):
                   "params": self.get_params(), "search_params": self.get_search_params()}
         write_index_file(path, header, {"rabitqlib": blob})
 
-    def _adopt_blob(self, blob: NDArray[np.uint8], directory: Path) -> None:
+    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path) -> None:
         import rabitqlib
 
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             blob.tofile(Path(tmp) / "lib")
             try:
                 index = getattr(rabitqlib, self._lib_class).load(str(Path(tmp) / "lib"))
@@ -205,7 +204,8 @@ class RQHNSW(_RQIndex):
     def _add(self, x: NDArray[np.float32]) -> None:
         n, x = x.shape[0], self._pad(x)
         show = self.progress if self.progress is not None else n >= _PROGRESS_ROWS
-        with self._lock, _ticker(n, f"add {self.variant}", show):
+        # one call, not chunks: 20k x 384 built in 10-11 s at once, 16-26 s as a build and adds of 2k
+        with self._lock, elapsed_bar(f"add {self.variant} ({n:,} vectors)", show):
             if self._index is None:
                 self._index = self._build(x)
                 return
@@ -303,29 +303,6 @@ class RQSymQG(_RQIndex):
 RQ_VARIANTS: dict[str, type[_RQIndex]] = {cls.variant: cls for cls in (RQHNSW, RQSymQG)}
 
 
-@contextlib.contextmanager
-def _ticker(n: int, desc: str, show: bool) -> Iterator[None]:
-    """An elapsed-time bar while one long rabitqlib call runs (it releases the GIL). One call,
-    not chunks: 20k x 384 built in 10-11 s at once, 16-26 s as a build and adds of 2k."""
-    if not show:
-        yield
-        return
-    from tqdm.auto import tqdm
-
-    done = threading.Event()
-    with tqdm(desc=f"{desc} ({n:,} vectors)", bar_format="{desc}: {elapsed}") as bar:
-        def tick() -> None:
-            while not done.wait(1.0):
-                bar.refresh()
-        thread = threading.Thread(target=tick, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
-
-
 def _nearest(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.uint32]:
     """Index of the nearest centroid (L2) of each row, in blocks (an (n, clusters) matrix at most
     64k rows at a time)."""
@@ -339,18 +316,4 @@ def _nearest(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[
 def load_rq_index(path: str | os.PathLike[str]) -> FloatIndex:
     """Load an index written by ``save`` of ``RQHNSW`` / ``RQSymQG``; ``ValueError`` for a file that
     is missing, corrupted (checksum), of another kind, or inconsistent."""
-    header, arrays = read_index_file(path)
-    try:
-        cls = RQ_VARIANTS[header["variant"]]
-        index = cls(int(header["dim"]), metric=header["metric"], **header["params"])
-        ntotal, blob, search = int(header["ntotal"]), arrays["rabitqlib"], dict(header["search_params"])
-    except KeyError as exc:
-        raise ValueError(f"{str(path)!r} is not a saved rabitqlib index (missing or unknown {exc})") from None
-    except TypeError as exc:
-        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
-    if blob.size:
-        index._adopt_blob(blob, Path(path).parent)
-    if index.ntotal != ntotal:
-        raise ValueError(f"{str(path)!r} is inconsistent: header says {ntotal} vectors, payload has {index.ntotal}")
-    index.set_search_params(**search)
-    return index
+    return load_float_file(path, RQ_VARIANTS, "rabitqlib", "rabitqlib index")
