@@ -97,7 +97,8 @@ def default_first_stage() -> tuple[str, int]:
 
     if rabitqlib_available():
         return DEFAULT_SPEC, DEFAULT_OVERSAMPLE
-    _log.warning("annbin: rabitqlib is not available here; the default index uses faiss's rabitq-hnsw (slower): pip install rabitqlib")
+    _log.warning("annbin: rabitqlib is not available here (not installed, or a CPU without AVX2/FMA); "
+                 "the default index uses faiss's rabitq-hnsw (slower)")
     return FALLBACK_SPEC, FALLBACK_OVERSAMPLE
 
 

@@ -46,12 +46,24 @@ _PROGRESS_ROWS = 100_000  # adds at least this big show an elapsed-time bar
 
 
 def rabitqlib_available() -> bool:
-    """True when ``rabitqlib`` imports here (a manylinux x86-64 wheel, a CPU it runs on)."""
+    """True when ``rabitqlib`` imports here (a manylinux x86-64 wheel) and the CPU has the SIMD its
+    kernels need (AVX2 and FMA, or AVX-512; its own message otherwise, at the first search)."""
     try:
         import rabitqlib  # noqa: F401
     except (ImportError, OSError):  # OSError: a wheel whose shared library cannot load here
         return False
-    return True
+    return _cpu_ok()
+
+
+def _cpu_ok(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return True  # not Linux: rabitqlib ships no wheel there, so the import above already failed
+    if flags is None:
+        return True  # no x86 flags line (ARM: NEON is always there)
+    return ("avx2" in flags and "fma" in flags) or "avx512f" in flags
 
 
 def _threads(n: int) -> int:

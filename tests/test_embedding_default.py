@@ -538,3 +538,18 @@ def test_dim_comes_from_the_first_add(data):
     check_cos_results(*small.search(x[:20], 5), x, x[:20])
     hits = float(np.mean(small.search(x, 10)[1][:, 0] == np.arange(400)))  # each vector finds itself first
     assert hits >= (1.0 if small.spec.startswith("rq-") else 0.95), hits  # measured 1.0 and 0.9975 (the fallback's 1-bit codes)
+
+
+def test_cpu_without_avx2_falls_back(tmp_path, monkeypatch, caplog):
+    """rabitqlib's kernels need AVX2 and FMA (or AVX-512): a CPU without them gets the faiss path."""
+    from annbin import rqlib
+
+    old, new, avx512 = tmp_path / "old", tmp_path / "new", tmp_path / "avx512"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx\n")
+    new.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n")
+    avx512.write_text("flags\t\t: fpu sse2 avx avx512f\n")
+    assert not rqlib._cpu_ok(str(old)) and rqlib._cpu_ok(str(new)) and rqlib._cpu_ok(str(avx512))
+    monkeypatch.setattr(rqlib, "_cpu_ok", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="annbin"):
+        index = annbin.BinaryEmbeddingIndex()
+    assert index.spec == FALLBACK_SPEC and "AVX2" in caplog.text
