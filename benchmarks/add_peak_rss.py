@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
+from annbin.datasets import built_dir, data_dir  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -40,9 +40,11 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    ds = get_dataset(args.dataset)
-    files = getattr(ds, "files", None)  # a shipped / built set: its float16 file, memory-mapped
-    base = np.load(files["base"], mmap_mode="r") if files else ds.get_database()
+    # the set's float16 file, memory-mapped: get_dataset would read (and fingerprint) it all first
+    path = next((d / args.dataset / "base.npy" for d in (built_dir(), data_dir()) if (d / args.dataset / "base.npy").is_file()), None)
+    if path is None:
+        raise SystemExit(f"{args.dataset}: no base.npy under {built_dir()} or {data_dir()} (annbin datasets build {args.dataset})")
+    base = np.load(path, mmap_mode="r")
     n, dim = base.shape
     index = annbin.BinaryEmbeddingIndex(threads=args.threads)
     start, t0 = rss_mib(), time.perf_counter()
@@ -55,7 +57,7 @@ def main() -> None:
         print(f"  {min(n, lo + args.chunk):>9,} rows  RSS {rss_mib():8.0f} MiB  peak {peak_mib():8.0f} MiB", flush=True)
     held = index.memory_bytes() / 2**20
     chunk_mib = args.chunk * dim * 4 / 2**20
-    print(f"{ds.name}: {n:,} x {dim} in chunks of {args.chunk:,} ({chunk_mib:.0f} MiB of float32), {time.perf_counter() - t0:.0f} s")
+    print(f"{args.dataset}: {n:,} x {dim} in chunks of {args.chunk:,} ({chunk_mib:.0f} MiB of float32), {time.perf_counter() - t0:.0f} s")
     print(f"start RSS {start:.0f} MiB; peak {worst:.0f} MiB = start + {worst - start:.0f} MiB")
     print(f"codes + graph (memory_bytes) {held:.0f} MiB; + one chunk = {held + chunk_mib:.0f} MiB; "
           f"peak over start / (codes + graph + chunk) = {(worst - start) / (held + chunk_mib):.2f}")
