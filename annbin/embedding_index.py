@@ -298,7 +298,7 @@ class BinaryEmbeddingIndex:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         if x.shape[0] and not np.all(norms > 0):
             raise ValueError(f"metric 'cos' needs nonzero vectors: row {int(np.argmin(norms[:, 0]))} is all zeros")
-        unit: NDArray[np.floating] = (x / norms).astype(np.float32)
+        unit: NDArray[np.floating] = np.divide(x, norms, dtype=np.float32)  # one new array: peak RSS is a chunk, not two
         return unit
 
     def add(self, embeddings: ArrayLike, ids: ArrayLike | None = None) -> None:

@@ -30,7 +30,7 @@ import annbin  # noqa: E402
 from annbin._groundtruth import float_knn  # noqa: E402
 from annbin.baselines import make_float_index  # noqa: E402
 from annbin.datasets import get_dataset  # noqa: E402
-from annbin.embedding_index import FALLBACK_SPEC  # noqa: E402
+from annbin.embedding_index import FALLBACK_OVERSAMPLE, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
 
 EFS = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 
@@ -48,7 +48,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--fallback", action="store_true")
+    ap.add_argument("--adds", type=int, default=1, help="annbin's indexes get the base in this many adds (1: one build, as hnswlib)")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--skip", default="", help="comma-separated words: methods whose name holds one are not built (e.g. SymQG,1-bit)")
     args = ap.parse_args()
     k = args.k
     ds = get_dataset(args.dataset)
@@ -68,7 +70,11 @@ def main() -> None:
 
     methods: dict[str, tuple[object, str, int]] = {}  # name -> (searcher, ef param name, floats read a query)
 
+    skip = [w for w in args.skip.split(",") if w]
+
     def build(name: str, make, param: str, reads: int) -> None:
+        if any(w in name for w in skip):
+            return
         t0 = time.perf_counter()
         obj = make()
         methods[name] = (obj, param, reads)
@@ -90,11 +96,15 @@ def main() -> None:
         ix.add(xb)
         return ix
 
-    def embedding(spec: str | None = None, oversample: int | None = None):
-        ix = annbin.BinaryEmbeddingIndex(spec, oversample=oversample, threads=args.build_threads)
-        step = max(1, n // 10)
+    def embedding(spec: str | None = None, oversample: int | None = None, fallback: bool = False):
+        if fallback:  # what BinaryEmbeddingIndex() builds where rabitqlib is missing
+            ix = annbin.BinaryEmbeddingIndex(FALLBACK_SPEC, oversample=FALLBACK_OVERSAMPLE, rotation=FALLBACK_ROTATION)
+        else:
+            ix = annbin.BinaryEmbeddingIndex(spec, oversample=oversample, threads=args.build_threads)
+        step = max(1, n // args.adds)
         for lo in tqdm(range(0, n, step), desc="add", leave=False):
             ix.add(xb[lo : lo + step])
+        ix.build()  # the faiss fallback's graph; nothing for rq-hnsw
         return ix
 
     build("hnswlib M=16", hnswlib_index, "ef", 0)
@@ -103,7 +113,7 @@ def main() -> None:
     build("annbin default (rq-hnsw 2-bit, 2 x k)", embedding, "ef_search", 2 * k)
     build("annbin rq-hnsw 1-bit, 3 x k", lambda: embedding("rq-hnsw:M=16,nbits=1,ef_construction=100", 3), "ef_search", 3 * k)
     if args.fallback:
-        build("annbin faiss fallback (rabitq-hnsw, 3 x k)", lambda: embedding(FALLBACK_SPEC), "ef_search", 3 * k)
+        build("annbin faiss fallback (rabitq-hnsw, 3 x k)", lambda: embedding(None, fallback=True), "ef_search", 3 * k)
     faiss.omp_set_num_threads(1)
 
     points: dict[tuple[str, int], list[float]] = {}
@@ -120,7 +130,7 @@ def main() -> None:
     for name in methods:
         ok = [(xq.shape[0] / statistics.median(points[(name, ef)]), recalls[(name, ef)], ef) for ef in EFS if recalls[(name, ef)] >= args.target]
         base[name] = max(ok) if ok else None
-    hn, rq5 = base["hnswlib M=16"], base["rabitqlib HNSW 5-bit, codes only"]
+    hn, rq5 = base["hnswlib M=16"], base.get("rabitqlib HNSW 5-bit, codes only")
     ram_h = methods["hnswlib M=16"][0].memory_bytes()
     print(f"\n| method | ef | recall@{k} | queries/s | vs hnswlib | vs rabitqlib 5-bit | RAM / vector | RAM vs hnswlib | floats read / query | build s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
