@@ -78,6 +78,23 @@ def test_faiss_swap_gives_the_same_distances(rng):
     assert np.array_equal(D2, D) and np.array_equal(I2, I)  # one tie rule: the same ids either way
 
 
+def test_faiss_float_swap_finds_what_faiss_finds():
+    """README's float swap: annbin's results against the faiss index it replaces."""
+    import faiss
+
+    from annbin.datasets import get_dataset
+
+    ds = get_dataset("minilm_wordnet")
+    emb, qs = ds.get_database()[:3000], ds.get_queries()[:100]
+    ids = np.arange(3000, dtype=np.int64) * 7 + 5
+    scope = {"np": np, "faiss": faiss, "annbin": __import__("annbin"), "dim": 384, "emb": emb, "ids": ids, "qs": qs}
+    exec(BLOCKS[6], scope)
+    _, want = scope["float_index"].search(qs, 10)
+    found = scope["found"]
+    assert np.isin(found, ids).all() and scope["scores"].dtype == np.float32
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), want.tolist())]) >= 0.9
+
+
 def assert_did_its_own_work(index) -> None:
     """The last search of an MIH index made bucket lookups and sent no query to the flat scan."""
     stats = index.last_search_stats
