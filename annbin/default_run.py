@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_PLAN", "plan_settings", "run_plan"]
 DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
     {"indexes": ["flat", "hnsw:M=16,ef_search=16"], "rescore": [4, 10], "vectors": "mmap"},
     # the no-argument BinaryEmbeddingIndex (embedding_index.DEFAULT_SPEC, oversample 2)
-    {"indexes": ["rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=24|32|48"], "rescore": [2], "vectors": "mmap"},
+    {"indexes": ["rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=32|48|192"], "rescore": [2], "vectors": "mmap"},
     {"indexes": ["float-flat", "float-hnsw:M=16,ef=16|24|32|64"]},
     # peer libraries that are installed (annbin[peers]; one line for each that is not): sweeps that
     # straddle recall@10 0.95 on the shipped set, builds of ~5-15 s each on one core (ef_construction

@@ -22,10 +22,10 @@ import annbin  # noqa: E402
 from annbin.datasets import built_dir, data_dir  # noqa: E402
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -44,17 +44,27 @@ def main() -> None:
     path = next((d / args.dataset / "base.npy" for d in (built_dir(), data_dir()) if (d / args.dataset / "base.npy").is_file()), None)
     if path is None:
         raise SystemExit(f"{args.dataset}: no base.npy under {built_dir()} or {data_dir()} (annbin datasets build {args.dataset})")
-    base = np.load(path, mmap_mode="r")
-    n, dim = base.shape
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        offset = f.tell()
+    n, dim = shape
+
+    def read_rows(lo: int, hi: int) -> np.ndarray:
+        """Rows by plain reads, not a memory map: mapped file pages would count in RSS as if held."""
+        return np.fromfile(path, dtype=dtype, count=(hi - lo) * dim, offset=offset + lo * dim * dtype.itemsize).reshape(hi - lo, dim)
+
     index = annbin.BinaryEmbeddingIndex(threads=args.threads)
     start, t0 = rss_mib(), time.perf_counter()
     worst = 0.0
     for lo in range(0, n, args.chunk):
-        chunk = np.asarray(base[lo : lo + args.chunk], dtype=np.float32)  # cos normalizes it
+        chunk = read_rows(lo, min(n, lo + args.chunk)).astype(np.float32)  # cos normalizes it
         index.add(chunk)
         del chunk
         worst = max(worst, peak_mib())
-        print(f"  {min(n, lo + args.chunk):>9,} rows  RSS {rss_mib():8.0f} MiB  peak {peak_mib():8.0f} MiB", flush=True)
+        print(f"  {min(n, lo + args.chunk):>9,} rows  RSS {rss_mib():8.0f} MiB (anonymous {rss_mib('RssAnon'):6.0f}, file {rss_mib('RssFile'):6.0f})"
+              f"  peak {peak_mib():8.0f} MiB", flush=True)
     held = index.memory_bytes() / 2**20
     chunk_mib = args.chunk * dim * 4 / 2**20
     print(f"{args.dataset}: {n:,} x {dim} in chunks of {args.chunk:,} ({chunk_mib:.0f} MiB of float32), {time.perf_counter() - t0:.0f} s")

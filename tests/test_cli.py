@@ -167,7 +167,7 @@ def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
     assert {r["library"] for r in rows[:12]} == {"annbin"} and {r["library"] for r in rows[13:17]} == {"hnswlib"}
     assert {r["library"] for r in rows[17:]} <= {"faiss", "usearch", "scann", "rabitqlib"} and rows[17]["index"] == "faiss-hnsw-sq8"
     assert [r["rescore"] for r in rows[:12]] == [None, 4, 10, None, 4, 10] + [None, 2] * 3
-    assert [r["params"]["ef_search"] for r in rows[6:12]] == [24, 24, 32, 32, 48, 48]
+    assert [r["params"]["ef_search"] for r in rows[6:12]] == [32, 32, 48, 48, 192, 192]
     assert [r["params"]["ef"] for r in rows[13:17]] == [16, 24, 32, 64]
     assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["rescore"])  # floats on disk: RAM is codes
     assert rows[1]["bytes_per_vector"] < 100 < rows[13]["bytes_per_vector"]
