@@ -30,7 +30,7 @@ import annbin  # noqa: E402
 from annbin._groundtruth import float_knn  # noqa: E402
 from annbin.baselines import make_float_index  # noqa: E402
 from annbin.datasets import get_dataset  # noqa: E402
-from annbin.embedding_index import FALLBACK_OVERSAMPLE, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
+from annbin.embedding_index import DEFAULT_SPEC, FALLBACK_OVERSAMPLE, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
 
 EFS = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 
@@ -145,6 +145,14 @@ def main() -> None:
         vs_h = f"{qps / hn[0]:.2f}x" if hn else "-"
         vs_r = f"{qps / rq5[0]:.2f}x" if rq5 else "-"
         print(f"| {name} | {ef} | {rec:.3f} | {qps:,.0f} | {vs_h} | {vs_r} | {ram / n:,.0f} B | 1/{ram_h / ram:.1f} | {reads} | {builds[name]:.1f} |")
+    own = DEFAULT_SPEC.split("ef_search=")[1].split(",")[0]
+    if "annbin default (rq-hnsw 2-bit, 2 x k)" in methods and int(own) in EFS:
+        name, ef = "annbin default (rq-hnsw 2-bit, 2 x k)", int(own)
+        qps, rec = xq.shape[0] / statistics.median(points[(name, ef)]), recalls[(name, ef)]
+        peers = {p: max(((xq.shape[0] / statistics.median(points[(p, e)]), e) for e in EFS if recalls[(p, e)] >= rec), default=None)
+                 for p in methods if not p.startswith("annbin")}
+        said = ", ".join(f"{p} {q:,.0f} q/s at ef {e} ({qps / q:.2f}x)" if q else f"{p}: none reaches it" for p, v in peers.items() for q, e in [v or (0, 0)])
+        print(f"\nno arguments (ef_search={ef}): recall {rec:.3f} at {qps:,.0f} q/s; the fastest at >= that recall: {said}")
     print("\ncurves (ef: recall / q/s):")
     for name in methods:
         print(f"  {name}: " + ", ".join(f"{ef}: {recalls[(name, ef)]:.3f}/{xq.shape[0] / statistics.median(points[(name, ef)]):,.0f}" for ef in EFS))
