@@ -70,15 +70,12 @@ _SAVED_NAME = re.compile(r"(index(\.\d+)?\.annbin|vectors(\.\d+)?\.npy)")  # nam
 _ENCODED = ("factors", "sqnorms", "planes", "levels")
 _log = logging.getLogger("annbin")
 
-#: the no-argument first stage and its oversample, measured best (benchmarks/RESULTS.md, issue 20):
-#: rabitqlib's HNSW over 2-bit codes, its top 2 x k rescored with the floats. ef_search 192 is the
-#: smallest measured that keeps recall@10 >= 0.95 at 500k x 768 (m2v_mpnet_500k: 0.953; ef 48 gave
-#: 0.881 there, 0.978 on the 20k shipped set): recall first, speed by set_search_params or tune
+#: the no-argument first stage (rabitqlib's HNSW over 2-bit codes, 2 x k rescored): the fastest
+#: measured that keeps recall@10 >= 0.95 without tuning up to 500k vectors (docs/defaults.md)
 DEFAULT_SPEC = "rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=192"
 DEFAULT_OVERSAMPLE = 2
-#: where rabitqlib is missing: faiss's HNSW over 1-bit RaBitQ codes, the graph built on the floats
-#: (build=codes reached 0.95 only at ef_search 64: 0.82x hnswlib, against 1.62x for this), with a
-#: random rotation; an add after the graph is built rebuilds it from the stored floats
+#: where rabitqlib is missing: faiss's graph over 1-bit RaBitQ codes, built on the floats (faster
+#: at equal recall than build=codes); an add after the graph is built rebuilds it from the floats
 FALLBACK_SPEC = "rabitq-hnsw:M=16,ef_construction=100,ef_search=192"
 FALLBACK_OVERSAMPLE = 3
 FALLBACK_ROTATION = "random"

@@ -31,6 +31,7 @@ import math
 import os
 import tempfile
 import threading
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -113,25 +114,14 @@ class _BuiltOnce(_Peer):
     def ntotal(self) -> int:
         return self._n
 
-    _needs_unit: ClassVar[bool] = True  # "ip" ranks by distance: added vectors must be unit length
-    _adds_after_build: ClassVar[bool] = False
-
     def check_add(self, n: int) -> None:
-        if self._lib is not None and n and not self._adds_after_build:
+        if self._lib is not None and n:
             raise ValueError(f"{self.variant!r} builds once, from every vector added before its first search, and is built: make a new index to add more")
 
     def _add(self, x: NDArray[np.float32]) -> None:
         self.check_add(x.shape[0])
-        if self.metric == "ip" and self._needs_unit:
-            _check_unit(x, self.variant)
-        if self._lib is not None:
-            self._add_built(x)
-        else:
-            self._held.append(np.array(x, dtype=np.float32))  # a copy: the caller may reuse its array
+        self._held.append(np.array(x, dtype=np.float32))  # a copy: the caller may reuse its array
         self._n += x.shape[0]
-
-    def _add_built(self, x: NDArray[np.float32]) -> None:
-        raise NotImplementedError
 
     def _built(self) -> Any:
         with self._lock:
@@ -141,8 +131,9 @@ class _BuiltOnce(_Peer):
                 self._lib = self._build(data)
             return self._lib
 
+    @abstractmethod
     def _build(self, data: NDArray[np.float32]) -> Any:
-        raise NotImplementedError
+        """The library's index over all held vectors."""
 
     def _save(self, lib: Any, path: Path) -> None:
         """Write the built library index to ``path`` (a file or a new directory)."""
@@ -279,7 +270,6 @@ class ScaNN(_BuiltOnce):
     library = "scann"
     build_params = ("num_leaves", "avq_threshold")
     search_params = ("leaves_to_search", "reorder")
-    _needs_unit = False
 
     def __init__(self, dim: int, *, metric: str = "ip", num_leaves: int = 0, avq_threshold: float = 0.2,
                  leaves_to_search: int = 20, reorder: int = 100) -> None:

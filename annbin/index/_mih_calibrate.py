@@ -8,9 +8,8 @@ Two things about MIH depend on the machine and the data, not on a formula:
   fallback's faiss scan ``exact_knn``) once per process (about 0.3 s, cached), taking turns,
   each the fastest of a few runs in thread CPU time (see ``_fastest``).
 - **m**: the paper's ``d / log2(n)`` (``default_m``) assumes uniformly filled buckets; on
-  clustered codes the best ``m`` varies with how near the neighbours are (issue 13: one 128-bit,
-  1M-code dataset ran 1.2x faster with 7 tables than with the formula's 6; in mih_vs_flat's
-  m-sweep the formula was 1.33x off the best on 256-bit clustered codes, 1.77x on uniform 64-bit). ``choose_m`` walks from the
+  clustered codes the best ``m`` varies with how near the neighbours are (the m-sweeps in
+  benchmarks/RESULTS.md). ``choose_m`` walks from the
   formula's ``m`` to its neighbours while the measured search time falls; ``MIHIndex`` measures
   a sample of its own codes as queries (``measure_m``).
 

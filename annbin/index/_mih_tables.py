@@ -32,9 +32,7 @@ MAX_SUBSTRING_BITS = 24
 COPY_WORDS_MAX_BYTES = 1 << 30
 #: ... and only for at most this many tables: each copy costs the codes' bytes again, and codes long
 #: enough to need more tables (384 bits and up at any N) have neighbours too far for MIH to beat a
-#: scan. Sharing costs speed: in-process A/B, 1M clustered codes, 1,000 queries, CPU time, medians
-#: (shared 2-core box): 128 bits (m = 6) 0.75x and 256 bits (m = 13) 0.73x the speed with copies
-#: (memory 150 -> 58 MiB and 500 -> 103 MiB), 64 bits (m = 3) 0.88x.
+#: scan; sharing saves memory at about a quarter of the speed (benchmarks/RESULTS.md).
 COPY_MAX_TABLES = 16
 
 

@@ -90,11 +90,8 @@ FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
 QUERY_BLOCK = 4096
 #: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
-#: the tombstones exceed this fraction of the codes they cover. benchmarks/mih_updates.py (1M
-#: 64-bit codes, 100 x (add 1,000, search 1,000), single thread, shared 2-core box): updated /
-#: static total 2.04x / 2.26x at 0.01, 2.00x / 2.14x at 0.02, 2.54x / 2.61x at 0.05, 3.24x at 0.1
-#: (a rebuild, 0.4-1.1 s by load, against a tail scan adding ~3 ms per 1,000 tail codes to a batch
-#: of 1,000 queries). The best fraction grows with the square root of the codes added per query.
+#: the tombstones exceed this fraction of the codes they cover: the best measured trade between
+#: rebuilds and tail scans (benchmarks/mih_updates.py; figures in benchmarks/RESULTS.md).
 TAIL_FRACTION = 0.02
 
 
