@@ -7,6 +7,7 @@ must be checked under ``python -O`` too.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, cast
 
 import numpy as np
@@ -120,3 +121,8 @@ def as_id_selection(ids: Any, *, name: str = "ids") -> NDArray[np.int64]:
 def check_radius(radius: Any) -> int:
     """Hamming radius for range search: an int >= 0."""
     return check_int(radius, "radius", minimum=0)
+
+
+def resolve_threads(n: int) -> int:
+    """A thread count for libraries that take one per call: ``n < 1`` means every core."""
+    return (os.cpu_count() or 1) if n < 1 else n

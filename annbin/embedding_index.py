@@ -73,11 +73,9 @@ _log = logging.getLogger("annbin")
 #: the no-argument first stage (rabitqlib's HNSW over 2-bit codes, 2 x k rescored): the fastest
 #: measured that keeps recall@10 >= 0.95 without tuning up to 500k vectors (docs/defaults.md)
 DEFAULT_SPEC = "rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=192"
-DEFAULT_OVERSAMPLE = 2
 #: where rabitqlib is missing: faiss's graph over 1-bit RaBitQ codes, built on the floats (faster
 #: at equal recall than build=codes); an add after the graph is built rebuilds it from the floats
 FALLBACK_SPEC = "rabitq-hnsw:M=16,ef_construction=100,ef_search=192"
-FALLBACK_OVERSAMPLE = 3
 FALLBACK_ROTATION = "random"
 #: the metrics of this class: "cos" normalizes on add and on search, then ranks as "ip"
 EMBEDDING_METRICS = ("cos", "ip", "l2")
@@ -92,16 +90,16 @@ def is_rescorable(spec: str) -> bool:
     return cls is not None and cls.rescorable
 
 
-def default_first_stage() -> tuple[str, int, str | None]:
-    """``(spec, oversample, rotation)`` of the no-argument index: ``DEFAULT_SPEC`` where rabitqlib
-    imports, else ``FALLBACK_SPEC``, said once in the ``annbin`` log."""
+def default_first_stage() -> tuple[str, str | None]:
+    """``(spec, rotation)`` of the no-argument index: ``DEFAULT_SPEC`` where rabitqlib imports,
+    else ``FALLBACK_SPEC``, said once in the ``annbin`` log."""
     from annbin.rqlib import rabitqlib_available
 
     if rabitqlib_available():
-        return DEFAULT_SPEC, DEFAULT_OVERSAMPLE, None
+        return DEFAULT_SPEC, None
     _log.warning("annbin: rabitqlib is not available here (not installed, or a CPU without AVX2/FMA); "
                  "the default index uses faiss's rabitq-hnsw (slower)")
-    return FALLBACK_SPEC, FALLBACK_OVERSAMPLE, FALLBACK_ROTATION
+    return FALLBACK_SPEC, FALLBACK_ROTATION
 
 
 def _inner_metric(metric: str) -> str:
@@ -183,10 +181,10 @@ class BinaryEmbeddingIndex:
         seed: int = 0,
     ) -> None:
         if spec is None:
-            spec, default_over, default_rotation = default_first_stage()
+            spec, default_rotation = default_first_stage()
             rotation = default_rotation if rotation is None else rotation
-        else:
-            default_over = DEFAULT_OVERSAMPLE if variant_name(spec).startswith("rq-") else (FALLBACK_OVERSAMPLE if is_rescorable(spec) else 4)
+        stage = float_variants().get(variant_name(spec))
+        default_over = stage.default_oversample if stage is not None and stage.rescorable else 4  # binary: 4 x k Hamming candidates
         if rescore == "asymmetric":
             rescore, rerank = None, "asymmetric"
         if rescore not in ("float", None):

@@ -33,6 +33,8 @@ class FloatIndex(Described, ABC):
     #: ranks by an estimate from compressed codes, and is meant to be followed by float rescoring
     #: (RaBitQ first stages: ``BinaryEmbeddingIndex`` and the bench rescore it, and rotate its input)
     rescorable: ClassVar[bool] = False
+    #: a rescorable stage's candidates per result when ``BinaryEmbeddingIndex`` is given none
+    default_oversample: ClassVar[int] = 3
     #: a peer library's index, benchmarked beside annbin's: the distribution it needs (its row is
     #: skipped, with one line naming the ``annbin[peers]`` extra, when that is not installed)
     peer: ClassVar[str | None] = None

@@ -28,7 +28,6 @@ length. ScaNN builds from all vectors at once: it holds added vectors until the 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import threading
 from abc import abstractmethod
@@ -38,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import check_int
+from annbin._checks import check_int, resolve_threads
 from annbin._extras import require
 from annbin.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
@@ -54,9 +53,6 @@ def _import(module: str, cls: type[FloatIndex]) -> Any:
     """The peer's library, or ``MissingExtraError``: "... needs <dist>: pip install 'annbin[peers]'"."""
     return require(module, package=str(cls.peer), extra=PEERS_EXTRA, purpose=f"the {cls.variant!r} peer index")
 
-
-def _threads(n: int) -> int:
-    return (os.cpu_count() or 1) if n == -1 else n
 
 
 def _ordered(D: NDArray[Any], I: NDArray[Any], metric: str, valid: NDArray[np.bool_] | None = None) -> FloatResult:
@@ -237,14 +233,14 @@ class USearch(_Peer):
         elif self.dtype == "i8" and np.abs(x).max() > 1.0:
             raise ValueError("usearch with dtype 'i8' and metric 'l2' clips components outside [-1, 1]: use dtype=f16 or f32")
         n0 = self.ntotal
-        self._index.add(np.arange(n0, n0 + x.shape[0], dtype=np.uint64), x, threads=_threads(self.num_threads))
+        self._index.add(np.arange(n0, n0 + x.shape[0], dtype=np.uint64), x, threads=resolve_threads(self.num_threads))
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
         with self._lock:
             before = self._index.expansion_search
             self._index.expansion_search = max(self._effective_params()["ef"], k)
             try:
-                m = self._index.search(q, k, threads=_threads(self.num_threads))
+                m = self._index.search(q, k, threads=resolve_threads(self.num_threads))
             finally:
                 self._index.expansion_search = before
         # one query comes back as ``Matches`` (1-D, found results only), more as ``BatchMatches``
@@ -290,14 +286,14 @@ class ScaNN(_BuiltOnce):
         builder = builder.tree(num_leaves=leaves, num_leaves_to_search=min(self._search_values["leaves_to_search"], leaves),
                                training_sample_size=n, spherical=self.metric == "ip", quantize_centroids=True)
         builder = builder.score_ah(2, anisotropic_quantization_threshold=self.avq_threshold).reorder(self._search_values["reorder"])
-        builder.set_n_training_threads(_threads(self.num_threads))
+        builder.set_n_training_threads(resolve_threads(self.num_threads))
         searcher = builder.build()
-        searcher.set_num_threads(_threads(self.num_threads))
+        searcher.set_num_threads(resolve_threads(self.num_threads))
         return searcher
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
         searcher, p = self._built(), self._effective_params()
-        run = searcher.search_batched if _threads(self.num_threads) == 1 else searcher.search_batched_parallel
+        run = searcher.search_batched if resolve_threads(self.num_threads) == 1 else searcher.search_batched_parallel
         I, D = run(q, final_num_neighbors=k, pre_reorder_num_neighbors=max(p["reorder"], k), leaves_to_search=p["leaves_to_search"])
         return _ordered(D, I, self.metric)  # ScaNN pads missing results with NaN
 

@@ -30,7 +30,7 @@ import annbin  # noqa: E402
 from annbin._groundtruth import float_knn  # noqa: E402
 from annbin.baselines import make_float_index  # noqa: E402
 from annbin.datasets import get_dataset  # noqa: E402
-from annbin.embedding_index import DEFAULT_SPEC, FALLBACK_OVERSAMPLE, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
+from annbin.embedding_index import DEFAULT_SPEC, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
 
 EFS = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 
@@ -98,7 +98,7 @@ def main() -> None:
 
     def embedding(spec: str | None = None, oversample: int | None = None, fallback: bool = False):
         if fallback:  # what BinaryEmbeddingIndex() builds where rabitqlib is missing
-            ix = annbin.BinaryEmbeddingIndex(FALLBACK_SPEC, oversample=FALLBACK_OVERSAMPLE, rotation=FALLBACK_ROTATION)
+            ix = annbin.BinaryEmbeddingIndex(FALLBACK_SPEC, rotation=FALLBACK_ROTATION)
         else:
             ix = annbin.BinaryEmbeddingIndex(spec, oversample=oversample, threads=args.build_threads)
         step = max(1, n // args.adds)
