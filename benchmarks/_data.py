@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from annbin.datasets import ArrayDataset, get_dataset
+from annbin.bench.datasets import ArrayDataset, get_dataset
 
 
 def load(name: str, *, dims: int | None, max_queries: int | None, k: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.datasets import built_dir, data_dir  # noqa: E402
+from annbin.bench.datasets import built_dir, data_dir  # noqa: E402
 
 
 def rss_mib(field: str = "VmRSS") -> float:

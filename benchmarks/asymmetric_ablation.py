@@ -26,8 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.encoder import Encoder  # noqa: E402
-from annbin.rescore import RescoredIndex  # noqa: E402
+from annbin.embed.encoder import Encoder  # noqa: E402
+from annbin.embed.rescore import RescoredIndex  # noqa: E402
 
 from _data import load  # noqa: E402
 

@@ -34,7 +34,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.baselines import FloatHNSW  # noqa: E402
+from annbin.embed.floats import FloatHNSW  # noqa: E402
 
 from _data import load  # noqa: E402
 

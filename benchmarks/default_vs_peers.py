@@ -27,10 +27,10 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin._groundtruth import float_knn  # noqa: E402
-from annbin.baselines import make_float_index  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
-from annbin.embedding_index import DEFAULT_SPEC, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
+from annbin.bench.datasets import get_dataset  # noqa: E402
+from annbin.bench.groundtruth import float_knn  # noqa: E402
+from annbin.embed.embedding_index import DEFAULT_SPEC, FALLBACK_ROTATION, FALLBACK_SPEC  # noqa: E402
+from annbin.embed.floats import make_float_index  # noqa: E402
 
 EFS = (10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 

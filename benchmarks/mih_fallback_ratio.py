@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mih_vs_flat import make_data, parse_configs  # noqa: E402
 
 from annbin import MIHIndex  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
+from annbin.bench.datasets import get_dataset  # noqa: E402
 
 
 def main() -> None:

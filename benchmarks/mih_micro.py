@@ -3,7 +3,7 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/mih_micro.py --rounds 7
 
 Each trick is undone by editing the source of the one function that holds it (a text replacement,
-executed into ``annbin.index._mih_search`` for the run) and the two versions answer the same fresh
+executed into ``annbin.index.mih._search`` for the run) and the two versions answer the same fresh
 batch in turn, alternating order, single thread, thread CPU time; results must be identical. The
 figure is the median of per-round ratios, time without the trick / time with it (> 1: it pays).
 """
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mih_vs_flat import DEFAULT_FLIP, make_data, parse_configs  # noqa: E402
 
-import annbin.index._mih_search as S  # noqa: E402
+import annbin.index.mih._search as S  # noqa: E402
 from annbin import MIHIndex  # noqa: E402
 
 #: (name, function, text with the trick, text without it, configs it matters for). Tricks measured

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import faiss  # noqa: E402
 import mih_vs_flat as mvf  # noqa: E402
 
-from annbin.index.mih import MIHIndex  # noqa: E402
+from annbin.index.mih.index import MIHIndex  # noqa: E402
 
 
 def import_old(commit: str, where: Path):  # type: ignore[no-untyped-def]
-    """``annbin.index.mih.MIHIndex`` as it was at ``commit``, imported as ``annbin_old``."""
+    """``annbin.index.mih.index.MIHIndex`` as it was at ``commit``, imported as ``annbin_old``."""
     blob = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "annbin"], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(where, filter="data")

@@ -59,7 +59,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from annbin import MIHIndex  # noqa: E402
-from annbin.index._mih_tables import default_m  # noqa: E402
+from annbin.index.mih._tables import default_m  # noqa: E402
 
 DEFAULT_CONFIGS = "64:1M,128:1M,256:1M,64:10M,rand64:1M,rand128:1M"
 #: bit flip rate per code length: puts the median 10th-neighbour distance at ~9-10% of the bits

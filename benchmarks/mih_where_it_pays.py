@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 from mih_vs_flat import machine, make_data, parse_configs  # noqa: E402
 
 from annbin import MIHIndex  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
+from annbin.bench.datasets import get_dataset  # noqa: E402
 from annbin.quantize import binarize, fit_thresholds  # noqa: E402
 
 OUT = Path(__file__).with_name("results")

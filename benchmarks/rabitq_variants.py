@@ -1,4 +1,4 @@
-"""RaBitQ float-in variants (annbin.rabitq) beside hnswlib on the shipped set: recall@10 and q/s.
+"""RaBitQ float-in variants (annbin.embed.rabitq) beside hnswlib on the shipped set: recall@10 and q/s.
 
 Run::
 
@@ -29,8 +29,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from annbin.baselines import FloatHNSW, make_float_index  # noqa: E402
-from annbin.datasets import get_dataset  # noqa: E402
+from annbin.bench.datasets import get_dataset  # noqa: E402
+from annbin.embed.floats import FloatHNSW, make_float_index  # noqa: E402
 
 K = 10
 # (build spec, [search params, ...]); qb=0 rows are the slow float-query path

@@ -31,8 +31,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 import annbin  # noqa: E402
-from annbin.baselines import FloatHNSW  # noqa: E402
-from annbin.rescore import RescoredIndex  # noqa: E402
+from annbin.embed.floats import FloatHNSW  # noqa: E402
+from annbin.embed.rescore import RescoredIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

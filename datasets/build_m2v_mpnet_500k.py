@@ -32,7 +32,7 @@ unpinned torch pulls a multi-GB CUDA build):
 Build (from the repository root; ``annbin datasets build m2v_mpnet_500k --python
 .dsvenv/bin/python`` runs this with ``--out`` set to annbin's cache and checks the result):
 
-    nice -n 19 .dsvenv/bin/python datasets/build_m2v_mpnet_500k.py --out ~/.cache/annbin/datasets/m2v_mpnet_500k
+    nice -n 19 .dsvenv/bin/python datasets/build_m2v_mpnet_500k.py --out ~/.cache/annbin/bench/datasets/m2v_mpnet_500k
 
 Writes into ``--out``: ``base.npy`` (500000, 768) float16, ``queries.npy`` (1000, 768)
 float16, both L2-normalized (metric ``ip``); ``texts.tsv.gz`` (split, row, source, text);

@@ -17,7 +17,7 @@ Rebuild (about 1.5 minutes on two cores), from the repository root:
 
     HF_HUB_OFFLINE=1 .dsvenv/bin/python datasets/build_minilm_wordnet.py
 
-Writes ``annbin/data/minilm_wordnet/`` (package data, so the wheel ships it): ``base.npy``
+Writes ``annbin/bench/data/minilm_wordnet/`` (package data, so the wheel ships it): ``base.npy``
 (20000, 384) float16, ``queries.npy`` (1000, 384) float16, ``texts.tsv.gz`` (the text of every
 row) and ``meta.json`` (counts, source, license, sha256 of both arrays' files). Float results of
 the model can differ in the last bits between CPUs and thread counts, so a rebuild elsewhere may
@@ -91,7 +91,7 @@ def main() -> int:
     repo = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wordnet-dir", type=Path, default=Path("/usr/share/wordnet"))
-    ap.add_argument("--out", type=Path, default=repo / "annbin" / "data" / NAME)
+    ap.add_argument("--out", type=Path, default=repo / "annbin" / "bench" / "data" / NAME)
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
 

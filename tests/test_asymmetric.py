@@ -1,4 +1,4 @@
-"""Asymmetric scoring (annbin.asymmetric), better codes (annbin.encoder) and the three-stage search."""
+"""Asymmetric scoring (annbin.embed.asymmetric), better codes (annbin.embed.encoder) and the three-stage search."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import annbin
-from annbin.asymmetric import dot_bits, dot_bits_reference, prepare_queries
-from annbin.encoder import Encoder, itq_rotation, random_rotation
-from annbin.rescore import RescoredIndex
+from annbin.embed.asymmetric import dot_bits, dot_bits_reference, prepare_queries
+from annbin.embed.encoder import Encoder, itq_rotation, random_rotation
+from annbin.embed.rescore import RescoredIndex
 
 
 def clustered(rng, n, dim, n_clusters=8, rank=10):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import annbin
-from annbin.baselines import FloatFlat, FloatHNSW
+from annbin.embed.floats import FloatFlat, FloatHNSW
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from annbin.cli import main
+from annbin.bench.cli import main
 
 FAST = ["--dataset", "synthetic-small", "--k", "5", "--runs", "1", "--latency-queries", "5", "--max-queries", "40", "--no-progress"]
 
@@ -96,26 +96,26 @@ def test_bad_input_is_one_line_exit_2(args, message):
 
 def test_internal_type_error_keeps_its_traceback(monkeypatch):
     """Only input errors become one line with exit 2; a bug (a plain TypeError) shows its traceback, exit 1."""
-    import annbin.default_run
+    import annbin.bench.default_plan
 
     def broken(*args, **kwargs):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(annbin.default_run, "run_plan", broken)
+    monkeypatch.setattr(annbin.bench.default_plan, "run_plan", broken)
     result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--no-progress"])
     assert result.exit_code == 1 and isinstance(result.exception, TypeError)
     assert "annbin: error" not in result.output
 
 
 def test_refused_type_and_unsupported_operation_are_input_errors(monkeypatch):
-    import annbin.default_run
+    import annbin.bench.default_plan
     from annbin._checks import InputTypeError
 
     for exc in (InputTypeError("k must be an int, got str"), annbin.UnsupportedOperation("'hnsw' index does not support range_search")):
         def refuse(*args, exc=exc, **kwargs):
             raise exc
 
-        monkeypatch.setattr(annbin.default_run, "run_plan", refuse)
+        monkeypatch.setattr(annbin.bench.default_plan, "run_plan", refuse)
         result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--no-progress"])
         assert result.exit_code == 2 and result.output.strip() == f"annbin: error: {exc}", result.output
 
@@ -131,13 +131,13 @@ def test_datasets_listing():
 def test_real_subprocess(tmp_path):
     out = tmp_path / "o"
     env = {**os.environ, "ANNBIN_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "annbin.cli", "bench", *FAST, "--index", "flat", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "annbin.bench.cli", "bench", *FAST, "--index", "flat", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     row = json.loads((out / "results.jsonl").read_text())
     assert row["index"] == "flat" and row["recall_hamming"] == 1.0
     assert "flat" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "annbin.cli", "bench", "--k", "0", "--dataset", "synthetic-small"],
+    bad = subprocess.run([sys.executable, "-m", "annbin.bench.cli", "bench", "--k", "0", "--dataset", "synthetic-small"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("annbin: error:")
 
@@ -156,7 +156,7 @@ def test_default_dataset_is_the_shipped_set(tmp_path):
 
 def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
     """No --index: the default plan (DEFAULT_PLAN) and the summary line, here on a small set to stay fast."""
-    from annbin.default_run import DEFAULT_PLAN
+    from annbin.bench.default_plan import DEFAULT_PLAN
 
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--max-queries", "30", "--runs", "1",
@@ -172,7 +172,7 @@ def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
     assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["rescore"])  # floats on disk: RAM is codes
     assert rows[1]["bytes_per_vector"] < 100 < rows[13]["bytes_per_vector"]
     assert rows[12]["recall_float"] == 1.0 and all(r["metric"] == "ip" and r["machine"]["cores"] for r in rows)
-    assert len(DEFAULT_PLAN) == 4  # the last part: peer libraries (annbin.peers), those installed
+    assert len(DEFAULT_PLAN) == 4  # the last part: peer libraries (annbin.bench.peers), those installed
     summary = [line for line in result.output.splitlines() if "vs float HNSW" in line]
     assert len(summary) == 1 and "q/s" in summary[0] and "bytes/vector" in summary[0]
     # an option the user gives applies to every part of the plan and wins over the plan's own
@@ -305,7 +305,7 @@ def test_tune_bad_input_is_one_line_exit_2(args, message):
 def test_tune_and_report_html_as_real_subprocesses(tmp_path):
     out = tmp_path / "o"
     env = {**os.environ, "ANNBIN_CACHE": str(tmp_path / "cache")}
-    run = [sys.executable, "-m", "annbin.cli"]
+    run = [sys.executable, "-m", "annbin.bench.cli"]
     proc = subprocess.run([*run, "tune", "-d", "synthetic-small", "-i", "float-hnsw:M=8,ef=5", "--target-recall", "0.9", "-k", "5",
                            "--runs", "1", "--latency-queries", "2", "--no-progress", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annbin import _formats
-from annbin.datasets import (
+from annbin.bench import formats as _formats
+from annbin.bench.datasets import (
     RECIPES,
     ArrayDataset,
     HDF5Dataset,
@@ -32,7 +32,7 @@ from annbin.datasets import (
 )
 
 SHIPPED = "minilm_wordnet"
-REPO_DATA = Path(__file__).resolve().parent.parent / "annbin" / "data"  # package data: the wheel ships it
+REPO_DATA = Path(__file__).resolve().parent.parent / "annbin" / "bench" / "data"  # package data: the wheel ships it
 BUILD_SCRIPTS = Path(__file__).resolve().parent.parent / "datasets"
 
 
@@ -428,7 +428,7 @@ def test_shipped_data_is_package_data(tmp_path, monkeypatch):
     """The default data folder is inside the package (so a wheel has it); ANNBIN_DATA_DIR still wins."""
     import annbin
 
-    assert data_dir() == Path(annbin.__file__).resolve().parent / "data" == REPO_DATA
+    assert data_dir() == Path(annbin.__file__).resolve().parent / "bench" / "data" == REPO_DATA
     assert SHIPPED in {row["name"] for row in list_datasets() if row["status"] == "shipped"}
     monkeypatch.setenv("ANNBIN_DATA_DIR", str(tmp_path))
     assert data_dir() == tmp_path and data_dir(tmp_path / "x") == tmp_path / "x"
@@ -531,7 +531,7 @@ def test_recipe_script_failure_is_reported(tmp_path, monkeypatch):
 def test_cli_lists_and_refuses_unbuildable_recipe(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from annbin.cli import main
+    from annbin.bench.cli import main
 
     _fake_recipe(tmp_path, monkeypatch, modules=("annbin_no_such_module_xyz",))
     listing = CliRunner().invoke(main, ["datasets"])

@@ -434,7 +434,7 @@ def test_bench_runs_sharded_specs(ray_session, tmp_path, monkeypatch):
     """`annbin bench --index "sharded:shards=2:mih"` measures a sharded index like any other."""
     from click.testing import CliRunner
 
-    from annbin.cli import main
+    from annbin.bench.cli import main
 
     monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "o"

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 import annbin
-import annbin._vectors
-import annbin.datasets
-from annbin.embedding_index import DEFAULT_SPEC, FALLBACK_SPEC
+import annbin.bench.datasets
+import annbin.embed._vectors
+from annbin.embed.embedding_index import DEFAULT_SPEC, FALLBACK_SPEC
 
 N, NQ, K = 3000, 100, 10
 #: recall@10 of the default index against exact cosine on minilm_wordnet's first 3,000 rows and
@@ -38,7 +38,7 @@ FALLBACK_RECALL_FLOOR = 0.88
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     """minilm_wordnet: 3,600 base rows (the last 600 are added later by some tests), 100 queries."""
-    ds = annbin.datasets.get_dataset("minilm_wordnet")
+    ds = annbin.bench.datasets.get_dataset("minilm_wordnet")
     base = np.ascontiguousarray(ds.get_database()[: N + 600], dtype=np.float32)
     queries = np.ascontiguousarray(ds.get_queries()[:NQ], dtype=np.float32)
     assert np.unique(base, axis=0).shape[0] == base.shape[0]  # no duplicate rows: a self-query has one answer
@@ -214,10 +214,10 @@ _CHILD = textwrap.dedent(
     if os.environ.get("ANNBIN_HIDE_RABITQLIB") == "1":  # as conftest.py does for the parent
         sys.modules["rabitqlib"] = None
     import numpy as np
-    import annbin, annbin._io, annbin.datasets
+    import annbin, annbin._io, annbin.bench.datasets
 
     root, point = sys.argv[1], sys.argv[2]
-    base = annbin.datasets.get_dataset("minilm_wordnet").get_database()[:1500]
+    base = annbin.bench.datasets.get_dataset("minilm_wordnet").get_database()[:1500]
 
     def pause():  # the parent kills us here
         open(root + ".paused", "w").close()
@@ -321,7 +321,7 @@ def test_fallback_without_rabitqlib(monkeypatch, caplog, data):
     with pytest.raises(ImportError):
         annbin.BinaryEmbeddingIndex("rq-hnsw")  # rabitqlib's own variants need it
     index.add(base[:2000])
-    assert type(index.index).__module__ == "annbin.rabitq"
+    assert type(index.index).__module__ == "annbin.embed.rabitq"
     check_cos_results(*index.search(queries, K), base, queries)
     index.add(base[2000:N])  # an add after a search
     S, I = index.search(queries, K)
@@ -338,7 +338,7 @@ def test_hide_rabitqlib_switch_makes_importorskip_skip(tmp_path):
     probe.write_text(textwrap.dedent(
         """
         import pytest, annbin
-        from annbin.embedding_index import FALLBACK_SPEC
+        from annbin.embed.embedding_index import FALLBACK_SPEC
 
         def test_needs():
             pytest.importorskip("rabitqlib")
@@ -505,7 +505,7 @@ def test_failing_write_leaves_the_committed_file(torn, data, tmp_path, monkeypat
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(annbin._vectors, "_write_rows", failing)
+        m.setattr(annbin.embed._vectors, "_write_rows", failing)
         with pytest.raises(OSError, match="No space"):
             index.add(base[1000:1100])
     assert path.stat().st_size == size
@@ -544,7 +544,7 @@ def test_dim_comes_from_the_first_add(data):
 
 def test_cpu_without_avx2_falls_back(tmp_path, monkeypatch, caplog):
     """rabitqlib's kernels need AVX2 and FMA (or AVX-512): a CPU without them gets the faiss path."""
-    from annbin import rqlib
+    from annbin.embed import rqlib
 
     old, new, avx512 = tmp_path / "old", tmp_path / "new", tmp_path / "avx512"
     old.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx\n")

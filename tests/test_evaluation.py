@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch
+from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch
 
 
 def test_recall_ids_hand_made():

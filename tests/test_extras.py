@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from annbin._extras import MissingExtraError, require
-from annbin.cli import main
-from annbin.report import plot_recall_qps
+from annbin.bench.cli import main
+from annbin.bench.report import plot_recall_qps
 
 ROW = {"index": "flat", "params": {}, "k": 10, "recall_float": 0.5, "recall_hamming": 1.0, "qps": 100.0,
        "bytes_per_vector": 56.0, "dataset": "d"}
@@ -38,12 +38,12 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path, no_matplotlib):
 
 
 def test_bench_plot_without_matplotlib_fails_before_running(tmp_path, no_matplotlib, monkeypatch):
-    import annbin.default_run
+    import annbin.bench.default_plan
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the bench ran although its plot could not be drawn")
 
-    monkeypatch.setattr(annbin.default_run, "run_plan", must_not_run)
+    monkeypatch.setattr(annbin.bench.default_plan, "run_plan", must_not_run)
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["bench", "-d", "synthetic-small", "--index", "flat", "--out", str(out), "--plot"])
     assert "matplotlib" in _one_line_error(result, "plot")

@@ -227,7 +227,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    import annbin, annbin._io, annbin._vectors as V
+    import annbin, annbin._io, annbin.embed._vectors as V
 
     root, point, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = np.random.default_rng(3)

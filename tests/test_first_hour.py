@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import annbin
-import annbin._vectors
-from annbin.datasets import get_dataset
+import annbin.embed._vectors
+from annbin.bench.datasets import get_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 # faiss's rabitq-hnsw with its deferred build (the graph is built once, from every vector added)
@@ -64,7 +64,7 @@ def test_a_refused_add_leaves_the_saved_vectors_file_as_it_was(kind, minilm, tmp
     expected = index.search(queries, 10)
 
     writes = []
-    write = annbin._vectors._write_rows
+    write = annbin.embed._vectors._write_rows
 
     def spy(f, rows):
         writes.append(len(rows))
@@ -74,7 +74,7 @@ def test_a_refused_add_leaves_the_saved_vectors_file_as_it_was(kind, minilm, tmp
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write(f, rows)
 
-    monkeypatch.setattr(annbin._vectors, "_write_rows", spy)
+    monkeypatch.setattr(annbin.embed._vectors, "_write_rows", spy)
     batch = emb[1500:1600].copy()
     if kind == "dimension":
         batch = batch[:, :100]
@@ -88,7 +88,7 @@ def test_a_refused_add_leaves_the_saved_vectors_file_as_it_was(kind, minilm, tmp
     assert index.ntotal == 1500
     for got, want in zip(index.search(queries, 10), expected):
         np.testing.assert_array_equal(got, want)
-    monkeypatch.setattr(annbin._vectors, "_write_rows", write)
+    monkeypatch.setattr(annbin.embed._vectors, "_write_rows", write)
     if kind == "first-stage":
         return
     index.add(emb[1500:1600])  # the failed add left nothing in the way
@@ -99,7 +99,7 @@ def test_a_refused_add_leaves_the_saved_vectors_file_as_it_was(kind, minilm, tmp
 
 
 def test_rabitq_hnsw_check_add_raises_what_its_add_raises(minilm):
-    from annbin.rabitq import RaBitQHNSW
+    from annbin.embed.rabitq import RaBitQHNSW
 
     emb, queries = minilm
     stage = RaBitQHNSW(384, M=8, ef_construction=20)
@@ -146,7 +146,7 @@ def test_build_does_the_deferred_work_so_no_search_builds(minilm, monkeypatch):
 
 def test_graph_build_shows_a_bar_when_large(minilm, capsys):
     emb, queries = minilm
-    from annbin.rabitq import _PROGRESS_ROWS, RaBitQHNSW
+    from annbin.embed.rabitq import _PROGRESS_ROWS, RaBitQHNSW
 
     assert _PROGRESS_ROWS == 100_000
     quiet = RaBitQHNSW(384, M=8, ef_construction=40)
@@ -163,7 +163,7 @@ def test_graph_build_shows_a_bar_when_large(minilm, capsys):
 
 
 def test_docstrings_say_what_each_call_costs():
-    from annbin.rabitq import RaBitQHNSW
+    from annbin.embed.rabitq import RaBitQHNSW
 
     for doc in (annbin.BinaryEmbeddingIndex.add.__doc__, annbin.BinaryEmbeddingIndex.search.__doc__,
                 annbin.BinaryEmbeddingIndex.build.__doc__, RaBitQHNSW.__doc__):
@@ -175,7 +175,7 @@ def test_docstrings_say_what_each_call_costs():
 SNIPPET = """
 import numpy as np
 import annbin
-from annbin.datasets import get_dataset
+from annbin.bench.datasets import get_dataset
 
 ds = get_dataset("minilm_wordnet")
 emb, queries = ds.get_database()[:2000], ds.get_queries()[:50]
@@ -233,8 +233,8 @@ def test_the_quickstart_runs_twice_in_two_processes(tmp_path, monkeypatch):
 # --- 6. bench and tune agree ---------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["hnsw:M=8,ef_search=16", "rabitq-hnsw:M=12,ef_search=32"])
 def test_bench_and_tune_report_the_same_bytes_per_vector(spec, tmp_path, monkeypatch):
-    from annbin.bench import BenchConfig, run_bench
-    from annbin.tune_run import TuneConfig, run_tune
+    from annbin.bench.run import BenchConfig, run_bench
+    from annbin.bench.tune_run import TuneConfig, run_tune
 
     monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "cache"))
     bench_rows = run_bench(BenchConfig(dataset="synthetic-small", indexes=[spec], rescore=[4], runs=1, latency_queries=0, max_queries=40))
@@ -249,9 +249,9 @@ def test_bench_and_tune_report_the_same_bytes_per_vector(spec, tmp_path, monkeyp
 def test_bench_and_tune_say_vectors_the_same_way():
     from click.testing import CliRunner
 
-    from annbin.bench import DEFAULT_VECTORS, BenchConfig
-    from annbin.cli import main
-    from annbin.tune_run import TuneConfig
+    from annbin.bench.cli import main
+    from annbin.bench.run import DEFAULT_VECTORS, BenchConfig
+    from annbin.bench.tune_run import TuneConfig
 
     assert BenchConfig().vectors == TuneConfig(index="flat").vectors == DEFAULT_VECTORS == "mmap"
     options = {}

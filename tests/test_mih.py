@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 import annbin
 from annbin import MIHIndex
 from annbin._checks import INT32_MAX
-from annbin.index._mih_cost import CostModel
-from annbin.index._mih_tables import (
+from annbin.index.mih._cost import CostModel
+from annbin.index.mih._tables import (
     MAX_SUBSTRING_BITS,
     default_m,
     extract_substrings,
@@ -291,8 +291,8 @@ def mixed_problems(draw: st.DrawFn) -> tuple[int, int, np.ndarray, np.ndarray, n
 def test_mixed_batches_of_mih_and_fallback_queries(problem, threads, block):
     """One batch, some queries finished by MIH and some by the scan (split over blocks and threads):
     the tie rule's (D, I) either way, and exactly the queries the cost model sends away fall back."""
-    import annbin.index._mih_blocks as blocks_module
-    import annbin.index.mih as mih_module
+    import annbin.index.mih._blocks as blocks_module
+    import annbin.index.mih.index as mih_module
 
     d, m, codes, ids, q, k = problem
     index = mixing_index(d, m, len(codes), num_threads=threads)
@@ -310,7 +310,7 @@ def test_mixed_batches_of_mih_and_fallback_queries(problem, threads, block):
 
 def test_more_queries_than_a_block():
     """QUERY_BLOCK + 300 queries: two blocks (more with threads), MIH only and mixed with the scan."""
-    from annbin.index.mih import QUERY_BLOCK
+    from annbin.index.mih.index import QUERY_BLOCK
 
     rng = np.random.default_rng(15)
     codes = make_codes("clustered", 2000, 64, rng)
@@ -388,7 +388,7 @@ def test_ties_follow_ids_not_insertion_order():
 
 # --- threads ---------------------------------------------------------------------------------
 def test_threads_give_identical_results(monkeypatch):
-    import annbin.index._mih_blocks as blocks_module
+    import annbin.index.mih._blocks as blocks_module
 
     monkeypatch.setattr(blocks_module, "MIN_THREAD_BLOCK", 16)
     rng = np.random.default_rng(17)
@@ -417,7 +417,7 @@ def test_threads_give_identical_results(monkeypatch):
 
 
 def test_query_blocks_split_evenly_over_threads(monkeypatch):
-    import annbin.index._mih_blocks as blocks_module
+    import annbin.index.mih._blocks as blocks_module
 
     monkeypatch.setattr(blocks_module, "MIN_THREAD_BLOCK", 256)
     blocks = blocks_module.query_blocks
@@ -436,7 +436,7 @@ def test_query_blocks_split_evenly_over_threads(monkeypatch):
 def test_splice_ranges_groups_parts_by_query():
     """Range results of parts that answer different queries (MIH and fallback scan, tables and
     tail) come back grouped by query, each query's results in part order."""
-    from annbin.index._mih_blocks import splice_ranges
+    from annbin.index.mih._blocks import splice_ranges
 
     a = (np.array([0, 2, 3]), np.array([2, 0, 1]), np.array([5, 6, 7], np.int32), np.array([50, 60, 70]))
     b = (np.array([1, 3]), np.array([1, 2]), np.array([1, 2, 3], np.int32), np.array([10, 20, 30]))
@@ -447,7 +447,7 @@ def test_splice_ranges_groups_parts_by_query():
 
 
 def test_fallback_scan_runs_on_num_threads(monkeypatch):
-    import annbin.index.mih as mih_module
+    import annbin.index.mih.index as mih_module
 
     seen = []
     real = mih_module.exact_knn
@@ -511,7 +511,7 @@ def test_grid_of_sizes_kinds_and_k(d, kind):
 @pytest.mark.parametrize("d", [64, 72, 256])
 def test_shared_code_copy_is_exact(d, monkeypatch):
     """Tables that keep no copy of the codes read the index's own (main storage, through rows)."""
-    import annbin.index._mih_tables as tables_module
+    import annbin.index.mih._tables as tables_module
     from annbin.index._faiss import flat_codes
 
     monkeypatch.setattr(tables_module, "COPY_WORDS_MAX_BYTES", 0)
@@ -556,7 +556,7 @@ def test_compact_tables_list_each_bucket(kind):
 @pytest.mark.parametrize("chunk", [7, 300])
 def test_small_work_chunks_are_exact(chunk, monkeypatch):
     """Probes and candidates split into many chunks (offsets past the cached arange) change nothing."""
-    import annbin.index._mih_search as search_module
+    import annbin.index.mih._search as search_module
 
     rng = np.random.default_rng(12)
     codes = make_codes("clustered", 4000, 64, rng)
@@ -575,7 +575,7 @@ def test_small_work_chunks_are_exact(chunk, monkeypatch):
 
 def test_cap_keeps_exactly_the_hits_within_each_querys_kth():
     """A step's hits are cut at each query's k-th nearest hit, ties at that distance kept."""
-    from annbin.index._mih_search import _cap
+    from annbin.index.mih._search import _cap
 
     rng = np.random.default_rng(13)
     nq, k, sentinel = 50, 5, 65
@@ -594,7 +594,7 @@ def test_cap_keeps_exactly_the_hits_within_each_querys_kth():
 @pytest.mark.parametrize("kind", ["equal", "duplicates", "clustered"])
 def test_capped_dense_steps_are_exact(kind, monkeypatch):
     """Buckets holding many codes a query (ties everywhere) make the cap fire; results stay exact."""
-    import annbin.index._mih_search as search_module
+    import annbin.index.mih._search as search_module
 
     calls = []
     real = search_module._cap
@@ -783,8 +783,8 @@ def test_candidates_pending_when_every_query_stops_are_merged():
 def test_cost_model_predicts_nothing_during_the_radius_0_round():
     """A k-th distance merged from part of the radius-0 round is loose; predicting the remaining cost
     from it sent clustered queries to the scan. From radius 1 on, the same k-th distance counts."""
-    from annbin.index._mih_cost import COSTS, Budget
-    from annbin.index._mih_search import _Batch
+    from annbin.index.mih._cost import COSTS, Budget
+    from annbin.index.mih._search import _Batch
 
     rng = np.random.default_rng(9)
     codes = make_codes("random", 20_000, 128, rng)

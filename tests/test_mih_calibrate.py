@@ -12,9 +12,9 @@ import pytest
 
 import annbin
 from annbin import MIHIndex
-from annbin.index import _mih_calibrate as cal
-from annbin.index._mih_cost import COSTS, CostModel
-from annbin.index._mih_tables import default_m
+from annbin.index.mih import _calibrate as cal
+from annbin.index.mih._cost import COSTS, CostModel
+from annbin.index.mih._tables import default_m
 from tests.conftest import clustered_codes
 
 

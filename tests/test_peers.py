@@ -1,4 +1,4 @@
-"""Peer libraries (annbin.peers) in faiss's float convention, their rows in the bench, the summary line."""
+"""Peer libraries (annbin.bench.peers) in faiss's float convention, their rows in the bench, the summary line."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import annbin
-from annbin.bench import BenchConfig, run_bench
-from annbin.report import summary_line
+from annbin.bench.report import summary_line
+from annbin.bench.run import BenchConfig, run_bench
 
 # spec with a beam wide enough for the recall floor on 2,000 x 64 Gaussian data, and the module it needs
 PEERS = [
@@ -93,7 +93,7 @@ def test_build_once_peer_refuses_a_later_add(data):
 def test_importing_peers_does_not_import_the_libraries():
     import subprocess
 
-    code = "import annbin.peers, sys; print(sorted(m for m in ('scann', 'usearch', 'rabitqlib') if m in sys.modules))"
+    code = "import annbin.bench.peers, sys; print(sorted(m for m in ('scann', 'usearch', 'rabitqlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 import annbin
-from annbin.cli import main
+from annbin.bench.cli import main
+from annbin.embed.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
 from annbin.index.registry import float_variants
-from annbin.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
 
 DIM = 64
 SPECS = ["rabitq", "ivf-rabitq:nlist=32,nprobe=8", "ivf-rabitq:nlist=32,nprobe=8,fastscan=true",
@@ -335,7 +335,7 @@ def test_l2_hnsw_takes_any_norm(data):
 
 
 def test_bench_sweeps_rabitq():
-    from annbin.bench import expand_spec
+    from annbin.bench.run import expand_spec
 
     assert expand_spec("rabitq-hnsw:M=8,ef_search=16|64") == [("rabitq-hnsw:M=8", [{"ef_search": 16}, {"ef_search": 64}])]
 

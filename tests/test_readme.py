@@ -84,7 +84,7 @@ def test_faiss_float_swap_finds_what_faiss_finds():
     """README's float swap: annbin's results against the faiss index it replaces."""
     import faiss
 
-    from annbin.datasets import get_dataset
+    from annbin.bench.datasets import get_dataset
 
     ds = get_dataset("minilm_wordnet")
     emb, qs = ds.get_database()[:3000], ds.get_queries()[:100]

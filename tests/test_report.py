@@ -1,4 +1,4 @@
-"""annbin.report: the summary line and the self-contained HTML report (numbers equal the JSONL's;
+"""annbin.bench.report: the summary line and the self-contained HTML report (numbers equal the JSONL's;
 rendered by a real headless browser when one is installed)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from annbin.cli import main
-from annbin.report import FLOAT_BASELINES, html_report, results_table, summary_line
+from annbin.bench.cli import main
+from annbin.bench.report import FLOAT_BASELINES, html_report, results_table, summary_line
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

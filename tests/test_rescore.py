@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import annbin
-from annbin.rescore import RescoredIndex
+from annbin.embed.rescore import RescoredIndex
 
 DIM = 100  # not a multiple of 8: codes carry 4 padding bits
 

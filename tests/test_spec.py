@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 import annbin
 from annbin import spec as grammar
-from annbin.baselines import make_float_index
+from annbin.embed.floats import make_float_index
+from annbin.embed.rescore import RescoredIndex
 from annbin.index import registry
-from annbin.rescore import RescoredIndex
 from annbin.spec import variant_name
 
 D = 64

@@ -13,10 +13,10 @@ from conftest import clustered_codes
 
 import annbin
 from annbin import make_index
-from annbin.baselines import make_float_index
-from annbin.bench import BenchConfig, run_bench
+from annbin.bench.run import BenchConfig, run_bench
+from annbin.embed.floats import make_float_index
+from annbin.embed.rescore import RescoredIndex
 from annbin.index.faiss_wrap import from_faiss
-from annbin.rescore import RescoredIndex
 
 WORKERS = 8
 REPEATS = 6  # each parameter set is searched this many times, interleaved with the others

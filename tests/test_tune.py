@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 import annbin
-from annbin.baselines import make_float_index
-from annbin.cli import main
-from annbin.datasets import SyntheticDataset, float_knn
-from annbin.tune import TUNABLE, TuneResult, tune
+from annbin.bench.cli import main
+from annbin.bench.datasets import SyntheticDataset, float_knn
+from annbin.embed.floats import make_float_index
+from annbin.embed.tune import TUNABLE, TuneResult, tune
 
 
 @pytest.fixture(autouse=True)

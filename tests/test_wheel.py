@@ -111,7 +111,7 @@ def installed(tmp_path_factory):
 def test_wheel_ships_the_data_and_a_slim_core(installed):
     with zipfile.ZipFile(installed.wheel) as zf:
         names = set(zf.namelist())
-    assert {f"annbin/data/minilm_wordnet/{f}" for f in SHIPPED} <= names
+    assert {f"annbin/bench/data/minilm_wordnet/{f}" for f in SHIPPED} <= names
     assert not any(n.startswith(("tests/", "datasets/", "benchmarks/")) for n in names)
     core = {Requirement(r).name.lower() for r in installed.requires if "extra ==" not in r}
     assert {"numpy", "faiss-cpu", "hnswlib", "click"} <= core
@@ -120,7 +120,7 @@ def test_wheel_ships_the_data_and_a_slim_core(installed):
 
 
 def test_installed_wheel_resolves_to_the_venv(installed):
-    probe = ("import annbin, annbin.datasets as d, importlib.util as u; print(annbin.__file__); print(d.data_dir()); "
+    probe = ("import annbin, annbin.bench.datasets as d, importlib.util as u; print(annbin.__file__); print(d.data_dir()); "
              "print(u.find_spec('matplotlib') is None, u.find_spec('yaml') is None)")
     out = _run([str(installed.python), "-c", probe], cwd=installed.away, env=installed.env)
     assert out.returncode == 0, out.stderr

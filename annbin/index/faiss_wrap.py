@@ -358,7 +358,7 @@ def from_faiss(index: Any) -> FaissIndex:
     The faiss object is shared: changes through either side are seen by both.
     """
     if not isinstance(index, faiss.IndexBinary):
-        hint = " (a float faiss index: see annbin.baselines for float search)" if isinstance(index, faiss.Index) else ""
+        hint = " (a float faiss index: see annbin.embed.floats for float search)" if isinstance(index, faiss.Index) else ""
         raise InputTypeError(f"from_faiss expects a faiss.IndexBinary, got {type(index).__name__}{hint}")
     return FaissIndex._wrap(index)
 

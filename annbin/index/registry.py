@@ -4,7 +4,7 @@ The grammar is ``annbin.spec``'s: ``"flat"``, ``"hnsw:M=32,ef_search=64"``, ``"m
 ``"ivf:nlist=256,nprobe=16"``; faiss binary factory strings (``"BFlat"``, ``"BHNSW32"``,
 ``"IDMap2,BIVF1024:nprobe=16"``, built by ``faiss.index_binary_factory``); ``"sharded:shards=2:mih"``
 (``annbin.distributed``, needs Ray); ``"hnsw:M=16+rescore:oversample=4,..."``
-(``annbin.rescore.RescoredIndex``).
+(``annbin.embed.rescore.RescoredIndex``).
 
 Variants join the registry themselves (``@register`` on the class, ``register_prefix`` and
 ``register_wrapper`` for the spec forms around an index): the registry imports none of them by
@@ -24,24 +24,24 @@ from typing import Any, TypeVar, cast
 
 from annbin import spec as grammar
 from annbin._checks import InputTypeError, check_d
-from annbin.float_base import FloatIndex
+from annbin.embed.float_base import FloatIndex
 from annbin.index.base import BinaryIndex, Described
 
 #: modules whose import registers the built-in variants (binary and float-in)
 BUILTIN_MODULES = (
     "annbin.index.flat",
     "annbin.index.hnsw",
-    "annbin.index.mih",
+    "annbin.index.mih.index",
     "annbin.index.ivf",
     "annbin.index.faiss_wrap",
-    "annbin.baselines",
-    "annbin.rabitq",
-    "annbin.rqlib",
-    "annbin.peers",  # peer libraries (annbin[peers]): each imports its library only when built
+    "annbin.embed.floats",
+    "annbin.embed.rabitq",
+    "annbin.embed.rqlib",
+    "annbin.bench.peers",  # peer libraries (annbin[peers]): each imports its library only when built
 )
 #: spec forms around an index, and the module that registers each when imported
 PREFIX_MODULES = {grammar.SHARDED: "annbin.distributed"}
-WRAPPER_MODULES = {"rescore": "annbin.rescore"}
+WRAPPER_MODULES = {"rescore": "annbin.embed.rescore"}
 #: the variant that builds faiss factory strings (``FaissIndex(d, factory=...)``)
 FAISS_VARIANT = "faiss"
 _FAISS_MODULE = "annbin.index.faiss_wrap"

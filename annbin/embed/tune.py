@@ -44,10 +44,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import check_int, check_k
-from annbin._groundtruth import float_knn
-from annbin.asymmetric import QB_MAX
-from annbin.embedding_index import BinaryEmbeddingIndex
-from annbin.evaluation import time_batch
+from annbin.bench.evaluation import time_batch
+from annbin.bench.groundtruth import float_knn
+from annbin.embed.asymmetric import QB_MAX
+from annbin.embed.embedding_index import BinaryEmbeddingIndex
 
 __all__ = ["TUNABLE", "TuneResult", "tune"]
 

@@ -1,6 +1,6 @@
-"""faiss's RaBitQ family under the float-in interface (``annbin.float_base``).
+"""faiss's RaBitQ family under the float-in interface (``annbin.embed.float_base``).
 
-Float vectors in, float queries in, faiss's float convention out (see ``annbin.float_base``):
+Float vectors in, float queries in, faiss's float convention out (see ``annbin.embed.float_base``):
 ``D`` float32 ``(nq, k)``, *estimated* inner products descending (``"ip"``) or estimated squared
 L2 ascending (``"l2"``); ``I`` int64; missing results ``I = -1``, ``D = -inf`` / ``+inf``.
 Vectors are stored as 1-bit RaBitQ codes plus per-vector factors; a query is quantized to ``qb``
@@ -35,8 +35,8 @@ from numpy.typing import NDArray
 from annbin._checks import InputTypeError, check_int
 from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
-from annbin.asymmetric import check_qb
-from annbin.float_base import FloatIndex, FloatResult, load_float_file
+from annbin.embed.asymmetric import check_qb
+from annbin.embed.float_base import FloatIndex, FloatResult, load_float_file
 from annbin.index._faiss import TRAIN_POINTS_PER_LIST
 from annbin.index.ivf import default_nlist
 from annbin.index.registry import register

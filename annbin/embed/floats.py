@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import check_int
-from annbin.float_base import METRICS, FloatIndex, FloatResult
+from annbin.embed.float_base import METRICS, FloatIndex, FloatResult
 from annbin.index.registry import float_variants, register, unknown_spec_error, variants
 from annbin.spec import parse_spec, split_params, variant_name
 
@@ -147,7 +147,7 @@ def make_float_index(spec: str, dim: int, metric: str = "ip") -> FloatIndex:
 
     ``"float-flat"``; ``"float-hnsw"`` with ``M``, ``ef_construction``, ``seed`` (build) and
     ``ef`` (search), e.g. ``"float-hnsw:M=16,ef_construction=200,ef=64"``; the RaBitQ variants
-    ``"rabitq"``, ``"ivf-rabitq"``, ``"rabitq-hnsw"`` (see ``annbin.rabitq``).
+    ``"rabitq"``, ``"ivf-rabitq"``, ``"rabitq-hnsw"`` (see ``annbin.embed.rabitq``).
     """
     name, params = parse_spec(spec)
     cls = float_variants().get(name)

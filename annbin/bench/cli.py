@@ -1,5 +1,5 @@
-"""The ``annbin`` command line: a thin click layer over ``annbin.bench``, ``annbin.tune_run``,
-``annbin.report`` and ``annbin.datasets``.
+"""The ``annbin`` command line: a thin click layer over ``annbin.bench.run``, ``annbin.bench.tune_run``,
+``annbin.bench.report`` and ``annbin.bench.datasets``.
 
 Bad input (unknown dataset or spec, unreadable file, k out of range, an operation the variant cannot
 do) and a missing optional extra (``--plot`` without matplotlib) print one line on stderr and exit
@@ -21,7 +21,7 @@ import click
 from annbin import __version__
 from annbin._checks import InputTypeError
 from annbin._extras import MissingExtraError
-from annbin.bench import DEFAULT_VECTORS, VECTOR_STORES
+from annbin.bench.run import DEFAULT_VECTORS, VECTOR_STORES
 
 EXIT_USAGE = 2
 
@@ -52,7 +52,7 @@ def _int_list(values: tuple[str, ...], option: str = "--rescore") -> list[int]:
     return out
 
 
-# One --vectors for bench and tune: the same name, values and default (annbin.bench.DEFAULT_VECTORS).
+# One --vectors for bench and tune: the same name, values and default (annbin.bench.run.DEFAULT_VECTORS).
 # bench leaves it None when not given, so a --config file can set it.
 _vectors_option = click.option(
     "--vectors", type=click.Choice(list(VECTOR_STORES)), default=None,
@@ -94,9 +94,9 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
     from rich.console import Console
 
-    from annbin.bench import BenchConfig, append_rows, load_config
-    from annbin.default_run import plan_settings, run_plan
-    from annbin.report import check_plotting, plot_recall_qps, results_table, summary_line
+    from annbin.bench.default_plan import plan_settings, run_plan
+    from annbin.bench.report import check_plotting, plot_recall_qps, results_table, summary_line
+    from annbin.bench.run import BenchConfig, append_rows, load_config
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
@@ -153,8 +153,8 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
 
     from rich.console import Console
 
-    from annbin.bench import read_rows
-    from annbin.report import check_plotting, html_report, markdown_table, plot_recall_qps, results_table
+    from annbin.bench.report import check_plotting, html_report, markdown_table, plot_recall_qps, results_table
+    from annbin.bench.run import read_rows
 
     if plot_path:
         check_plotting()
@@ -208,9 +208,9 @@ def tune(dataset: str | None, index: str, target_recall: float, k: int, rescore:
     """Find the fastest search settings that reach --target-recall on half of the queries; report the other half's recall."""
     from rich.console import Console
 
-    from annbin.bench import append_rows
-    from annbin.report import results_table
-    from annbin.tune_run import TuneConfig, run_tune
+    from annbin.bench.report import results_table
+    from annbin.bench.run import append_rows
+    from annbin.bench.tune_run import TuneConfig, run_tune
 
     cfg = TuneConfig(index=index, dataset=dataset or "", target_recall=target_recall, k=k, rescore=rescore, rerank=rerank,
                      rotation=None if rotation in (None, "none") else rotation, thresholds=thresholds, rerank_bits=int(rerank_bits),
@@ -247,7 +247,7 @@ def datasets(ctx: click.Context) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from annbin.datasets import list_datasets
+    from annbin.bench.datasets import list_datasets
 
     cols = ("name", "status", "n", "nq", "dim", "metric", "description")
     table = Table(title="annbin datasets")
@@ -268,7 +268,7 @@ def datasets(ctx: click.Context) -> None:
 def datasets_build(name: str, python: str | None, rebuild: bool, progress: bool | None) -> None:
     """Prepare dataset NAME: build it if it is built from a script (see `annbin datasets`),
     verify its files' sha256 and compute its cached ground truth."""
-    from annbin.datasets import build_dataset
+    from annbin.bench.datasets import build_dataset
 
     show = sys.stderr.isatty() if progress is None else progress
     result = build_dataset(name, python=python, rebuild=rebuild, progress=show)

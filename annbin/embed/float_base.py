@@ -1,7 +1,7 @@
 """The float-in index interface: float vectors in, float queries in, faiss's float convention out.
 
-``FloatIndex`` is shared by the float baselines (``annbin.baselines``) and faiss's RaBitQ family
-(``annbin.rabitq``); it lives below both so that neither imports the other's module to subclass it.
+``FloatIndex`` is shared by the float baselines (``annbin.embed.floats``) and faiss's RaBitQ family
+(``annbin.embed.rabitq``); it lives below both so that neither imports the other's module to subclass it.
 """
 
 from __future__ import annotations

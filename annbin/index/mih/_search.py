@@ -42,8 +42,8 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index._mih_cost import COSTS, Budget, CostModel, expected_step_costs
-from annbin.index._mih_tables import MIHTable, occupancy_probes, popcount_masks
+from annbin.index.mih._cost import COSTS, Budget, CostModel, expected_step_costs
+from annbin.index.mih._tables import MIHTable, occupancy_probes, popcount_masks
 
 #: Most bucket probes made at once (bounds the size of temporaries).
 LOOKUP_CHUNK = 1 << 17

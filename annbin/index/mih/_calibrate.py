@@ -35,9 +35,9 @@ from annbin.index._faiss import exact_knn, omp_threads
 
 # probe_buckets and verify_candidates are the kernels the lookup and candidate constants price: timed directly, not
 # through a search whose mix of work would have to be untangled
-from annbin.index._mih_cost import COSTS, CostModel
-from annbin.index._mih_search import knn_search, probe_buckets, verify_candidates
-from annbin.index._mih_tables import (
+from annbin.index.mih._cost import COSTS, CostModel
+from annbin.index.mih._search import knn_search, probe_buckets, verify_candidates
+from annbin.index.mih._tables import (
     MAX_SUBSTRING_BITS,
     build_tables,
     default_m,

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index._mih_tables import MIHTable
+from annbin.index.mih._tables import MIHTable
 
 
 @dataclass(frozen=True)

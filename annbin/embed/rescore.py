@@ -6,7 +6,7 @@
 2. with ``rerank="asymmetric"``, scores them by the *float* query against their 1-bit codes, read
    from the index (``inner.get_codes``), and keeps the best ``k * rerank_oversample``: RaBitQ's
    estimator when per-vector factors are given (``encoded=``, from ``annbin.Encoder``), else the
-   plain ``q . (2 b - 1)``; ``annbin.asymmetric`` computes it with popcounts on a ``qb``-bit query;
+   plain ``q . (2 b - 1)``; ``annbin.embed.asymmetric`` computes it with popcounts on a ``qb``-bit query;
 3. rescores what is left with the float vectors (``vectors=``: RAM, or a ``.npy`` path that is
    memory-mapped, so only the codes need RAM) and returns the best ``k``.
 
@@ -34,9 +34,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check_k
-from annbin.asymmetric import check_qb, dot_bits, prepare_queries
-from annbin.encoder import Encoded, Encoder
-from annbin.float_base import FloatIndex
+from annbin.embed.asymmetric import check_qb, dot_bits, prepare_queries
+from annbin.embed.encoder import Encoded, Encoder
+from annbin.embed.float_base import FloatIndex
 from annbin.index.base import BinaryIndex, UnsupportedOperation
 from annbin.index.registry import register_wrapper
 from annbin.quantize import binarize, code_size_for
@@ -133,7 +133,7 @@ class RescoredIndex:
     ``thresholds`` (None = 0.0, a scalar or ``(dim,)``) as for ``annbin.binarize``. ``encoded``:
     per-row ``annbin.Encoded`` (RaBitQ factors; squared norms for ``"l2"``; the 2-bit plane).
     ``qb``: query bits of the asymmetric stage (0 = float query, exact; default 4). A float-in
-    ``inner`` (``annbin.rabitq``: it ranks by RaBitQ's estimate itself) gets the rotated float query
+    ``inner`` (``annbin.embed.rabitq``: it ranks by RaBitQ's estimate itself) gets the rotated float query
     (``encoder.rotate``) instead of codes, and takes no ``rerank``. ``dim``: float
     dimension when neither ``vectors``, ``encoder`` nor ``thresholds`` give it (default ``inner.d``).
     """
@@ -156,7 +156,7 @@ class RescoredIndex:
     ) -> None:
         if not isinstance(inner, (BinaryIndex, FloatIndex)):
             raise InputTypeError(f"inner must be an annbin BinaryIndex (use annbin.from_faiss for faiss ones) or a float-in "
-                            f"index (annbin.rabitq), got {type(inner).__name__}")
+                            f"index (annbin.embed.rabitq), got {type(inner).__name__}")
         self._float_in = isinstance(inner, FloatIndex)
         if self._float_in and rerank is not None:
             raise ValueError(f"{inner.variant!r} takes float queries and ranks them itself: rerank must be None")

@@ -69,12 +69,13 @@ from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, check_int
 from annbin.index._faiss import exact_knn, omp_threads
-from annbin.index._mih_blocks import map_blocks, query_blocks, splice_ranges
-from annbin.index._mih_calibrate import calibrated_costs, measure_m, planned_m
-from annbin.index._mih_cost import CostModel, expected_step_costs
-from annbin.index._mih_search import knn_search, range_search
-from annbin.index._mih_store import MIHStore, StorageMap, load_state
-from annbin.index._mih_tables import (
+from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, sort_results
+from annbin.index.mih._blocks import map_blocks, query_blocks, splice_ranges
+from annbin.index.mih._calibrate import calibrated_costs, measure_m, planned_m
+from annbin.index.mih._cost import CostModel, expected_step_costs
+from annbin.index.mih._search import knn_search, range_search
+from annbin.index.mih._store import MIHStore, StorageMap, load_state
+from annbin.index.mih._tables import (
     MIHTable,
     build_tables,
     check_m,
@@ -83,7 +84,6 @@ from annbin.index._mih_tables import (
     substring_layout,
     to_words,
 )
-from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, sort_results
 from annbin.index.registry import register
 
 FALLBACK_MODES = ("auto", "never", "always")

@@ -1,6 +1,6 @@
 """First stages on ``rabitqlib``, the RaBitQ authors' library: HNSW and SymQG over RaBitQ codes.
 
-Float vectors in, float queries in, faiss's float convention out (``annbin.float_base``): ``D``
+Float vectors in, float queries in, faiss's float convention out (``annbin.embed.float_base``): ``D``
 float32 ``(nq, k)``, *estimated* inner products descending (``"ip"``) or estimated squared L2
 ascending (``"l2"``); ``I`` int64; missing ``I = -1``, ``D = -inf`` / ``+inf``. Both are
 ``rescorable``: ``BinaryEmbeddingIndex`` rescores their top ``k * oversample`` with the floats.
@@ -36,7 +36,7 @@ from annbin._checks import check_int, resolve_threads
 from annbin._extras import require
 from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
-from annbin.float_base import FloatIndex, FloatResult, load_float_file
+from annbin.embed.float_base import FloatIndex, FloatResult, load_float_file
 from annbin.index.registry import register
 
 __all__ = ["RQHNSW", "RQSymQG", "load_rq_index", "rabitqlib_available"]

@@ -1,5 +1,5 @@
 """Tables, plots and a self-contained HTML report made from result rows (the JSON objects
-``annbin.bench`` and ``annbin.tune`` write)."""
+``annbin.bench.run`` and ``annbin.tune`` write)."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def summary_line(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> s
     X is the fastest annbin row with ``recall_float >= target`` (if none reaches it: the one with
     the highest recall, and the line says so). The float HNSW row is the fastest hnswlib row with
     recall >= R, or, if none reaches R, the one closest to it. With peer libraries' rows
-    (``annbin.peers``), the line goes on with the fastest of them at recall >= R and X's speed
+    (``annbin.bench.peers``), the line goes on with the fastest of them at recall >= R and X's speed
     against it, or says that none reaches R.
     """
     rows = [r for r in rows if r.get("recall_float") is not None and (r.get("tune") or {}).get("half") != "tune"]  # not tune trials
@@ -343,7 +343,7 @@ def html_report(rows: list[dict[str, Any]], path: str | Path, *, source: str | N
     unrecorded and this machine's facts are shown instead.
     """
     from annbin import __version__
-    from annbin._machine import machine_facts
+    from annbin.bench.machine import machine_facts
 
     if not rows:
         raise ValueError("no result rows to report")

@@ -27,14 +27,14 @@ import numpy as np
 
 from annbin._checks import check_int, check_k
 from annbin._extras import MissingExtraError, require
-from annbin._machine import machine_facts
-from annbin.asymmetric import check_qb
-from annbin.encoder import Encoder
-from annbin.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.bench.machine import machine_facts
+from annbin.embed.asymmetric import check_qb
+from annbin.embed.encoder import Encoder
 from annbin.index.registry import expand_spec, float_variants, make_index
 from annbin.spec import describe_spec, variant_name
 
-# A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.default_run's plan.
+# A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.bench.default_plan's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 #: where rescoring reads the float vectors, ``annbin bench`` and ``annbin tune`` alike (``--vectors``):
@@ -156,7 +156,7 @@ class BenchData:
 def load_data(cfg: BenchConfig, progress: bool = False) -> BenchData:
     """Load ``cfg.dataset`` (default: the shipped real set) and its float ground truth, deep enough
     for ``cfg.k`` and the Kendall tau over each query's top ``KENDALL_TOP``."""
-    from annbin.datasets import get_dataset
+    from annbin.bench.datasets import get_dataset
 
     ds = get_dataset(cfg.dataset) if cfg.dataset else get_dataset(_default_dataset())
     base = np.ascontiguousarray(ds.get_database(), dtype=np.float32)
@@ -206,7 +206,7 @@ class _Prepared:
 
 
 def _default_dataset() -> str:
-    from annbin.datasets import DEFAULT_DATASET
+    from annbin.bench.datasets import DEFAULT_DATASET
 
     return DEFAULT_DATASET
 
@@ -256,8 +256,8 @@ def _library(cls: Any) -> str:
 
 
 def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], vectors: Any, progress: bool) -> Iterator[dict[str, Any]]:
-    from annbin.baselines import make_float_index
-    from annbin.rescore import RescoredIndex
+    from annbin.embed.floats import make_float_index
+    from annbin.embed.rescore import RescoredIndex
 
     cls = float_variants().get(variant_name(build_spec))
     is_float = cls is not None

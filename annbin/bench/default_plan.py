@@ -1,6 +1,6 @@
 """The plain ``annbin bench``: the comparison a user comes for.
 
-The default run is a plan of bench configs over one dataset (loaded once, ``annbin.bench.load_data``):
+The default run is a plan of bench configs over one dataset (loaded once, ``annbin.bench.run.load_data``):
 
 1. sign codes, flat and binary HNSW: what binarization loses, and float rescoring of 4 / 10 x k
    Hamming candidates winning it back;
@@ -8,14 +8,14 @@ The default run is a plan of bench configs over one dataset (loaded once, ``annb
    (``rq-hnsw``), the best 2 x k rescored with floats, with a small ``ef_search`` sweep;
 3. the floats a user would otherwise keep: exact ``float-flat`` and hnswlib (``float-hnsw``) with a
    small ``ef`` sweep;
-4. peer libraries, where installed (``annbin.peers``: faiss HNSW-SQ8, usearch, ScaNN, rabitqlib's
+4. peer libraries, where installed (``annbin.bench.peers``: faiss HNSW-SQ8, usearch, ScaNN, rabitqlib's
    HNSW and SymphonyQG), each with a small sweep; a missing one is skipped with one line.
 
 Rescoring reads the floats memory-mapped from a ``.npy``, so ``bytes/vec`` is what stays in RAM:
 the point of storing bits. Options a user gives (``--vectors``, ``--rescore``, ``--k``, ...) apply
 to every part and win over the plan's.
 
-``annbin.report.summary_line`` then compares the fastest binary row at recall >= 0.95 with hnswlib
+``annbin.bench.report.summary_line`` then compares the fastest binary row at recall >= 0.95 with hnswlib
 and with the fastest peer row at the same recall.
 """
 
@@ -47,9 +47,9 @@ def plan_settings(given: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_plan(configs: list[Any], *, progress: bool = False,
              on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``annbin.bench.BenchConfig``s of one dataset in turn (its floats and float ground truth
+    """Run ``annbin.bench.run.BenchConfig``s of one dataset in turn (its floats and float ground truth
     loaded once); returns all rows in order."""
-    from annbin.bench import load_data, run_bench
+    from annbin.bench.run import load_data, run_bench
 
     for cfg in configs:
         cfg.validate()  # every part's bad input fails before any part spends time

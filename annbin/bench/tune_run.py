@@ -1,5 +1,5 @@
 """``annbin tune`` on a dataset: build the index once, ``annbin.tune`` it, and turn its trials into
-result rows of the bench's shape (``annbin.bench``), ready for results.jsonl and ``annbin report``.
+result rows of the bench's shape (``annbin.bench.run``), ready for results.jsonl and ``annbin report``.
 
 Binary specs (and the RaBitQ specs with ``rescore``) are built as a ``BinaryEmbeddingIndex`` from
 the dataset's floats, so what is tuned is what a user would run; ``float-flat`` / ``float-hnsw``
@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from annbin._checks import check_int, check_k
-from annbin._machine import machine_facts
-from annbin.bench import DEFAULT_VECTORS, check_stage_options
-from annbin.embedding_index import BinaryEmbeddingIndex, is_rescorable
-from annbin.evaluation import time_per_query
+from annbin.bench.evaluation import time_per_query
+from annbin.bench.machine import machine_facts
+from annbin.bench.run import DEFAULT_VECTORS, check_stage_options
+from annbin.embed.embedding_index import BinaryEmbeddingIndex, is_rescorable
+from annbin.embed.tune import TUNABLE, TuneResult, tune
 from annbin.index.registry import expand_spec
 from annbin.quantize import code_size_for
 from annbin.spec import describe_spec, variant_name
-from annbin.tune import TUNABLE, TuneResult, tune
 
 __all__ = ["TuneConfig", "run_tune"]
 
@@ -101,7 +101,7 @@ class TuneConfig:
 
     def build(self, dim: int, metric: str, tmp: Path) -> Any:
         """The empty index this config tunes."""
-        from annbin.baselines import make_float_index
+        from annbin.embed.floats import make_float_index
 
         if self._searches_floats():
             return make_float_index(self.index, dim, metric)
@@ -119,7 +119,7 @@ def run_tune(cfg: TuneConfig, *, progress: bool = False) -> tuple[TuneResult, li
     on the tuning half, then the chosen setting on the held-out half, ``tune.half``)."""
     import faiss
 
-    from annbin.datasets import DEFAULT_DATASET, get_dataset
+    from annbin.bench.datasets import DEFAULT_DATASET, get_dataset
 
     cfg.validate()
     ds = get_dataset(cfg.dataset or DEFAULT_DATASET)
@@ -162,7 +162,7 @@ def run_tune(cfg: TuneConfig, *, progress: bool = False) -> tuple[TuneResult, li
 
 
 def _row(cfg: TuneConfig, facts: dict[str, Any], t: dict[str, Any], half: str, nq: int, chosen: bool) -> dict[str, Any]:
-    """A trial as a bench row (same keys as ``annbin.bench``'s), with a ``tune`` object."""
+    """A trial as a bench row (same keys as ``annbin.bench.run``'s), with a ``tune`` object."""
     p = dict(t["params"])
     rescore, rerank = p.pop("oversample", None) if cfg.rescore else None, p.pop("rerank_oversample", None) if cfg.rerank else None
     qb = p.pop("qb", None) if cfg.rerank else None

@@ -1,4 +1,4 @@
-"""Exact float kNN (faiss, blocked) and its on-disk cache, for ``annbin.datasets``.
+"""Exact float kNN (faiss, blocked) and its on-disk cache, for ``annbin.bench.datasets``.
 
 A cache file is an ``.npz`` holding ``D`` float32 ``(nq, K)``, ``I`` int64 ``(nq, K)``, the
 dataset's fingerprint and metric, and a sha256 of ``D`` and ``I``. A file that does not load,

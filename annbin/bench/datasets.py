@@ -28,9 +28,9 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin import _formats
-from annbin._formats import PathLike
-from annbin._groundtruth import METRICS, cache_dir, float_knn, read_cached, scores_for_ids, write_cached
+from annbin.bench import formats as _formats
+from annbin.bench.formats import PathLike
+from annbin.bench.groundtruth import METRICS, cache_dir, float_knn, read_cached, scores_for_ids, write_cached
 
 __all__ = [
     "DEFAULT_DATASET", "RECIPES", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "Recipe",
@@ -46,7 +46,7 @@ SYNTHETIC_PRESETS: dict[str, dict[str, int]] = {
     "synthetic-1m": {"n": 1_000_000, "nq": 1_000, "dim": 128},
 }
 _GT_MIN_K = 100  # cache at least this many neighbours so one file serves k = 1..100
-_REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"  # build scripts live here
+_REPO_DATASETS = Path(__file__).resolve().parents[2] / "datasets"  # build scripts live here
 # The shipped sets are package data, so an installed wheel has them; a real folder, not a
 # resource to extract, because the .npy files are read (and memory-mapped) in place.
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data"
@@ -89,7 +89,7 @@ RECIPES: dict[str, Recipe] = {
 
 
 def data_dir(path: PathLike | None = None) -> Path:
-    """Where shipped datasets live: ``path``, else ``$ANNBIN_DATA_DIR``, else the package's ``annbin/data/``."""
+    """Where shipped datasets live: ``path``, else ``$ANNBIN_DATA_DIR``, else the package's ``annbin/bench/data/``."""
     if path is not None:
         return Path(path)
     if os.environ.get("ANNBIN_DATA_DIR"):
@@ -367,9 +367,9 @@ class HDF5Dataset(Dataset):
 
 
 class ShippedDataset(Dataset):
-    """A dataset shipped in the package, ``annbin/data/<name>/``: float16 ``.npy`` + ``meta.json``.
+    """A dataset shipped in the package, ``annbin/bench/data/<name>/``: float16 ``.npy`` + ``meta.json``.
 
-    ``root`` (else ``$ANNBIN_DATA_DIR``, else ``annbin/data``) holds ``<name>/``. Vectors are
+    ``root`` (else ``$ANNBIN_DATA_DIR``, else ``annbin/bench/data``) holds ``<name>/``. Vectors are
     read as float32 and renormalized when ``meta.json`` says they are normalized.
     """
 
@@ -408,7 +408,7 @@ def _shipped_names(root: PathLike | None = None) -> list[str]:
 def _from_path(p: Path, opts: dict[str, Any]) -> Dataset:
     if p.is_dir():
         meta = p / "meta.json"
-        if meta.is_file():  # a folder like annbin/data/<name>/ says its metric and normalization
+        if meta.is_file():  # a folder like annbin/bench/data/<name>/ says its metric and normalization
             try:
                 info = json.loads(meta.read_text())
                 opts = {"metric": info.get("metric", "l2"), "normalize": bool(info.get("normalized")), **opts}

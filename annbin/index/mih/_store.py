@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 
 from annbin._checks import as_ids
 from annbin.index._faiss import flat_codes
-from annbin.index._mih_tables import MIHTable, check_m, copies_words, substring_layout, to_words
 from annbin.index._rows import RowMap, gather
+from annbin.index.mih._tables import MIHTable, check_m, copies_words, substring_layout, to_words
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 

@@ -1,6 +1,6 @@
 """Float embeddings in, float-quality results out: binarize, index, rescore, in one object.
 
-``BinaryEmbeddingIndex`` is the convenience over ``annbin.rescore.RescoredIndex`` for users who
+``BinaryEmbeddingIndex`` is the convenience over ``annbin.embed.rescore.RescoredIndex`` for users who
 never want to see bits::
 
     index = annbin.BinaryEmbeddingIndex("hnsw:M=16,ef_search=64", rescore="float", oversample=10,
@@ -24,7 +24,7 @@ Layout of a saved index (no pickle anywhere)::
 
 Crash safety: a save writes its new files beside the committed ones, fsyncs them, and commits by
 replacing ``embedding.annbin``; only then are the previous save's files removed. Adds to a
-memory-mapped store append past the committed rows (``annbin._vectors``), which a load ignores
+memory-mapped store append past the committed rows (``annbin.embed._vectors``), which a load ignores
 until a save commits them. A process killed in an add or a save leaves the directory loadable at
 its last completed save. A save owns the names ``index*.annbin`` and ``vectors*.npy`` in its
 directory: it removes those its commit does not name.
@@ -48,19 +48,19 @@ from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import InputTypeError, as_floats, as_id_selection, as_ids, check_int, check_k
 from annbin._io import fsync_dir
-from annbin._vectors import DiskVectors, write_store
-from annbin.asymmetric import check_qb
-from annbin.baselines import is_float_spec, make_float_index
-from annbin.encoder import Encoded, Encoder
-from annbin.index.base import UnsupportedOperation
-from annbin.index.registry import check_spec, float_variants, load_first_stage, make_index
-from annbin.quantize import code_size_for
-from annbin.rescore import (
+from annbin.embed._vectors import DiskVectors, write_store
+from annbin.embed.asymmetric import check_qb
+from annbin.embed.encoder import Encoded, Encoder
+from annbin.embed.floats import is_float_spec, make_float_index
+from annbin.embed.rescore import (
     STAGE_PARAMS,
     RescoredIndex,
     check_stage_params,
     stage_params,
 )
+from annbin.index.base import UnsupportedOperation
+from annbin.index.registry import check_spec, float_variants, load_first_stage, make_index
+from annbin.quantize import code_size_for
 from annbin.spec import parse_wrapped_spec, variant_name
 
 _KIND = "binary-embedding"
@@ -93,7 +93,7 @@ def is_rescorable(spec: str) -> bool:
 def default_first_stage() -> tuple[str, str | None]:
     """``(spec, rotation)`` of the no-argument index: ``DEFAULT_SPEC`` where rabitqlib imports,
     else ``FALLBACK_SPEC``, said once in the ``annbin`` log."""
-    from annbin.rqlib import rabitqlib_available
+    from annbin.embed.rqlib import rabitqlib_available
 
     if rabitqlib_available():
         return DEFAULT_SPEC, None
@@ -722,12 +722,12 @@ def _free_name(root: Path, stem: str, suffix: str) -> str:
 
 
 def _load_first_stage(path: Path, spec: str) -> Any:
-    from annbin.rqlib import RQ_VARIANTS, load_rq_index
+    from annbin.embed.rqlib import RQ_VARIANTS, load_rq_index
 
     if variant_name(spec) in RQ_VARIANTS:
         return load_rq_index(path)
     if is_rescorable(spec):
-        from annbin.rabitq import load_float_index
+        from annbin.embed.rabitq import load_float_index
 
         return load_float_index(path)
     return load_first_stage(path)

@@ -11,7 +11,7 @@ ascending for ``"l2"``; ``I`` int64; missing results ``-1`` with ``D = -inf`` / 
 - ``rabitqlib-hnsw:M=16,ef_construction=100,nbits=5,ef_search=64`` (rabitqlib): the RaBitQ
   authors' HNSW over RaBitQ codes, ranked by their estimates alone (no float rescoring);
 - ``rabitqlib-symqg:max_degree=32,ef_construction=200,ef_search=48`` (rabitqlib): SymphonyQG.
-  Both are ``annbin.rqlib``'s first stages, run as a rabitqlib user runs them.
+  Both are ``annbin.embed.rqlib``'s first stages, run as a rabitqlib user runs them.
 
 Each imports its library in ``__init__``; without it, ``MissingExtraError`` (an ``ImportError``)
 names ``pip install 'annbin[peers]'``, and ``annbin bench`` skips the row with one line.
@@ -39,9 +39,9 @@ from numpy.typing import NDArray
 
 from annbin._checks import check_int, resolve_threads
 from annbin._extras import require
-from annbin.float_base import FloatIndex, FloatResult
+from annbin.embed.float_base import FloatIndex, FloatResult
+from annbin.embed.rqlib import RQHNSW, RQSymQG
 from annbin.index.registry import register
-from annbin.rqlib import RQHNSW, RQSymQG
 
 __all__ = ["FaissHNSWSQ8", "RaBitQLibHNSW", "RaBitQLibSymQG", "ScaNN", "USearch"]
 
@@ -307,7 +307,7 @@ class ScaNN(_BuiltOnce):
 class RaBitQLibHNSW(RQHNSW):
     """The RaBitQ authors' HNSW (rabitqlib) over ``nbits``-bit RaBitQ codes, ranked by its
     estimates alone: what a rabitqlib user gets without float rescoring. The same index as
-    annbin's ``rq-hnsw`` first stage (``annbin.rqlib``), at 5 bits by default and not rescored."""
+    annbin's ``rq-hnsw`` first stage (``annbin.embed.rqlib``), at 5 bits by default and not rescored."""
 
     variant = "rabitqlib-hnsw"
     peer = "rabitqlib"

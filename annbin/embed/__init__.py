@@ -1,0 +1,1 @@
+"""Float embeddings in: the encoder, float-in first stages, rescoring and ``BinaryEmbeddingIndex``."""
