@@ -23,6 +23,17 @@ class InputTypeError(TypeError):
     """
 
 
+#: float metrics of the float-in indexes and exact float search: inner product, squared L2
+METRICS: tuple[str, ...] = ("ip", "l2")
+
+
+def check_metric(metric: Any, allowed: tuple[str, ...] = METRICS) -> str:
+    """``metric`` if it is one of ``allowed``, else ``ValueError`` naming them."""
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {allowed}, got {metric!r}")
+    return str(metric)
+
+
 def check_d(d: Any) -> int:
     """Code length in bits: a positive int, multiple of 8."""
     if isinstance(d, bool) or not isinstance(d, numbers.Integral):

@@ -9,6 +9,7 @@ import pytest
 
 import annbin
 from annbin._checks import INT32_MAX
+from annbin._training import TRAIN_POINTS_PER_LIST
 from tests.conftest import clustered_codes, popcount_knn
 
 D_BITS = 64
@@ -288,7 +289,7 @@ def test_ivf_large_first_add_is_subsampled_for_training(monkeypatch, data):
     monkeypatch.setattr("annbin.index.ivf.train_on_sample", spy)
     index = annbin.IVFIndex(D_BITS, nlist=4)
     index.add(base)
-    assert seen == [4 * fw.TRAIN_POINTS_PER_LIST]
+    assert seen == [4 * TRAIN_POINTS_PER_LIST]
 
 
 # --- annbin indexes where code expects a faiss binary index --------------------------------

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import annbin
+from annbin._training import default_nlist
 from annbin.bench.cli import main
 from annbin.embed.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
 from annbin.index.registry import float_variants
@@ -179,7 +180,7 @@ def test_ivf_default_nlist_and_training(data):
     with pytest.raises(ValueError, match="at least nlist=64 vectors, got 10"):
         annbin.make_float_index("ivf-rabitq:nlist=64", DIM).add(data[0][:10])
     index.add(data[0][:1000])
-    assert index.get_params()["nlist"] == annbin.index.ivf.default_nlist(1000) and index.is_trained
+    assert index.get_params()["nlist"] == default_nlist(1000) and index.is_trained
     index.add(data[0][1000:])  # later adds are assigned to the trained lists
     assert index.ntotal == 2000
     assert type(index._index).__name__ == "IndexIVFRaBitQ"

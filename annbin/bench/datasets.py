@@ -28,9 +28,10 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._checks import check_metric
 from annbin.bench import formats as _formats
 from annbin.bench.formats import PathLike
-from annbin.bench.groundtruth import METRICS, cache_dir, float_knn, read_cached, scores_for_ids, write_cached
+from annbin.bench.groundtruth import cache_dir, float_knn, read_cached, scores_for_ids, write_cached
 
 __all__ = [
     "DEFAULT_DATASET", "RECIPES", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "Recipe",
@@ -148,8 +149,10 @@ class Dataset(ABC):
     def load(self) -> Dataset:
         """Read and check the arrays now (else on first use); returns self."""
         if self._base is None:
-            if self.metric not in METRICS:
-                raise ValueError(f"{self.name}: metric must be one of {METRICS}, got {self.metric!r}")
+            try:
+                check_metric(self.metric)
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
             base, queries = self._load()
             base = _formats.as_vectors(base, f"{self.name}: database")
             queries = _formats.as_vectors(queries, f"{self.name}: queries")

@@ -9,14 +9,11 @@ the true k-th distance is a hit, as ann-benchmarks counts).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import as_codes, check_k
+from annbin._measure import recall_per_query, time_batch, time_per_query
 
 __all__ = [
     "hamming_groundtruth",
@@ -55,14 +52,7 @@ def hamming_distances(base: NDArray[np.uint8], queries: NDArray[np.uint8], ids: 
 
 def recall_ids(found: NDArray[np.int64], truth: NDArray[np.int64], k: int) -> float:
     """Mean fraction of each query's true top-k ids found in its returned top-k (plain overlap)."""
-    k = check_k(k)
-    if found.shape[0] != truth.shape[0]:
-        raise ValueError(f"found has {found.shape[0]} queries, truth has {truth.shape[0]}")
-    if truth.shape[1] < k or found.shape[1] < k:
-        raise ValueError(f"need at least k={k} columns, got found {found.shape}, truth {truth.shape}")
-    f, t = found[:, :k], truth[:, :k]
-    hits = (f[:, :, None] == t[:, None, :]) & (f[:, :, None] >= 0)
-    return float(hits.any(axis=2).sum() / t.size)
+    return float(recall_per_query(found, truth, k).mean())
 
 
 def recall_tie_aware(found_dist: NDArray[np.integer], true_dist: NDArray[np.integer], k: int) -> float:
@@ -103,25 +93,3 @@ def kendall_tau(float_scores: NDArray[np.floating], hamming: NDArray[np.integer]
         taus.append(num[ok] / den[ok])
     allt = np.concatenate(taus) if taus else np.empty(0)
     return float(allt.mean()) if allt.size else float("nan")
-
-
-def time_batch(fn: Callable[[], Any], runs: int = 3) -> tuple[float, Any]:
-    """Median wall seconds of ``runs`` calls of ``fn`` and the last call's result."""
-    times, result = [], None
-    for _ in range(max(1, runs)):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), result
-
-
-def time_per_query(fn: Callable[[int], Any], n: int, progress: Any = None) -> NDArray[np.float64]:
-    """Seconds of ``fn(i)`` for i in range(n), one query at a time (latency mode)."""
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out[i] = time.perf_counter() - t0
-        if progress is not None:
-            progress.update(1)
-    return out

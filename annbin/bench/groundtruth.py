@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-METRICS = ("ip", "l2")
+from annbin._measure import float_knn
+
+__all__ = ["cache_dir", "float_knn", "read_cached", "scores_for_ids", "write_cached"]
+
 
 
 def cache_dir() -> Path:
@@ -26,56 +29,6 @@ def cache_dir() -> Path:
         return Path(os.environ["ANNBIN_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "annbin"
-
-
-def float_knn(base: NDArray[np.float32], queries: NDArray[np.float32], k: int, metric: str, *,
-              query_block: int = 4096, base_block: int = 1 << 16, progress: bool = False
-              ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact kNN by faiss ``IndexFlatIP``/``IndexFlatL2``: ``(D, I)``, ``(nq, k)`` float32/int64.
-
-    ``base`` ``(n, dim)`` and ``queries`` ``(nq, dim)`` are float32. Blocked over queries and,
-    past ``base_block`` rows, over the database (each block's results merged with
-    ``faiss.ResultHeap``), so extra memory stays ``O(base_block * dim + nq * k)``. ``ip``: D
-    descending; ``l2``: squared distances ascending. ``progress``: a tqdm bar (with ETA) that
-    advances per query block of each database block.
-    """
-    import faiss
-
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    n, nq = base.shape[0], queries.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in 1..{n} (the database size), got {k}")
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    make = faiss.IndexFlatIP if metric == "ip" else faiss.IndexFlatL2
-    blocks = range(0, n, base_block)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=nq * len(blocks), desc=f"ground truth ({n:,} x {nq:,}, exact {metric})", unit="q", unit_scale=True)
-    heap = faiss.ResultHeap(nq, k, keep_max=metric == "ip") if len(blocks) > 1 else None
-    try:
-        for b in blocks:  # database blocks outside: each is copied into faiss once
-            index = make(base.shape[1])
-            index.add(base[b:b + base_block])
-            kk = min(k, index.ntotal)
-            D = np.empty((nq, kk), dtype=np.float32)
-            I = np.empty((nq, kk), dtype=np.int64)
-            for s in range(0, nq, query_block):
-                e = min(nq, s + query_block)
-                D[s:e], I[s:e] = index.search(queries[s:e], kk)
-                if bar is not None:
-                    bar.update(e - s)
-            if heap is not None:
-                heap.add_result(D, np.where(I >= 0, I + b, -1))
-    finally:
-        if bar is not None:
-            bar.close()
-    if heap is None:
-        return D, I
-    heap.finalize()
-    return heap.D, heap.I
 
 
 def scores_for_ids(base: NDArray[np.float32], queries: NDArray[np.float32], ids: NDArray[np.integer],

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import InputTypeError, as_floats, as_id_selection, as_ids, check_int, check_k
+from annbin._checks import InputTypeError, as_floats, as_id_selection, as_ids, check_int, check_k, check_metric
 from annbin._io import fsync_dir
 from annbin.embed._vectors import DiskVectors, write_store
 from annbin.embed.asymmetric import check_qb
@@ -191,8 +191,7 @@ class BinaryEmbeddingIndex:
             raise ValueError(f"rescore must be 'float', 'asymmetric' or None, got {rescore!r}")
         if rerank not in (None, "asymmetric"):
             raise ValueError(f"rerank must be None or 'asymmetric', got {rerank!r}")
-        if metric not in EMBEDDING_METRICS:
-            raise ValueError(f"metric must be one of {EMBEDDING_METRICS}, got {metric!r}")
+        check_metric(metric, EMBEDDING_METRICS)
         self._float_in = is_rescorable(spec)
         if self._float_in and rerank is not None:
             raise ValueError(f"{variant_name(spec)!r} ranks its candidates asymmetrically already (RaBitQ): use rerank=None")

@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import as_floats, check_int, check_k
+from annbin._checks import as_floats, check_int, check_k, check_metric
 from annbin.index.base import Described
 
 FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
-METRICS: tuple[str, ...] = ("ip", "l2")
 
-__all__ = ["METRICS", "FloatIndex", "FloatResult", "load_float_file"]
+__all__ = ["FloatIndex", "FloatResult", "load_float_file"]
 
 
 class FloatIndex(Described, ABC):
@@ -44,8 +43,7 @@ class FloatIndex(Described, ABC):
 
     def __init__(self, dim: int, *, metric: str = "ip") -> None:
         self.dim = check_int(dim, "dim", minimum=1)
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        check_metric(metric)
         self.metric = metric
 
     @property

@@ -27,11 +27,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import check_int
-from annbin.embed.float_base import METRICS, FloatIndex, FloatResult
+from annbin.embed.float_base import FloatIndex, FloatResult
 from annbin.index.registry import float_variants, register, unknown_spec_error, variants
 from annbin.spec import parse_spec, split_params, variant_name
 
-__all__ = ["METRICS", "FloatFlat", "FloatHNSW", "FloatIndex", "FloatResult", "is_float_spec", "make_float_index"]
+__all__ = ["FloatFlat", "FloatHNSW", "is_float_spec", "make_float_index"]
 
 
 @register

@@ -35,15 +35,13 @@ from numpy.typing import NDArray
 from annbin._checks import InputTypeError, check_int
 from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
+from annbin._training import TRAIN_POINTS_PER_LIST, default_nlist, training_sample
 from annbin.embed.asymmetric import check_qb
 from annbin.embed.float_base import FloatIndex, FloatResult, load_float_file
-from annbin.index._faiss import TRAIN_POINTS_PER_LIST
-from annbin.index.ivf import default_nlist
 from annbin.index.registry import register
 
 __all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_float_index"]
 
-_TRAIN_SEED = 1234
 _UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-stored embeddings pass)
 _PROGRESS_ROWS = 100_000  # graph builds at least this big show an elapsed-time bar
 _BUILT = ("rabitq-hnsw:build=float builds its graph once, from every vector added before the first search or save, "
@@ -200,9 +198,7 @@ class RaBitQIVF(_RaBitQIndex):
         if x.shape[0] < nlist:
             raise ValueError(f"ivf-rabitq trains k-means on its first add: it needs at least nlist={nlist} vectors, got {x.shape[0]}; add more at once or lower nlist")
         cap = nlist * TRAIN_POINTS_PER_LIST
-        if x.shape[0] > cap:  # k-means cost grows with the sample; 64 per list is plenty
-            rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(x.shape[0], cap, replace=False))
-            x = x[rows]
+        x = training_sample(x, cap)  # k-means cost grows with the sample; 64 per list is plenty
         quantizer: Any = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
         cls = faiss.IndexIVFRaBitQFastScan if self.fastscan else faiss.IndexIVFRaBitQ
         index = cls(quantizer, self.dim, nlist, _faiss_metric(self.metric))

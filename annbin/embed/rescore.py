@@ -33,7 +33,7 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check_k
+from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check_k, check_metric
 from annbin.embed.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.embed.encoder import Encoded, Encoder
 from annbin.embed.float_base import FloatIndex
@@ -46,7 +46,6 @@ Metric = Literal["ip", "l2"]
 ScoreResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 
 RERANKS: tuple[str | None, ...] = (None, "asymmetric")
-METRICS: tuple[str, ...] = ("ip", "l2")
 _BLOCK = 1 << 16  # gathered values per block of queries: 256 KiB of float32 stays in cache
 
 #: what a ``"<spec>+rescore:..."`` spec sets (``RescoredIndex.spec``, ``annbin.make_index``)
@@ -54,7 +53,7 @@ SPEC_PARAMS: tuple[str, ...] = ("oversample", "rerank", "rerank_oversample", "qb
 #: the three-stage search's own search parameters (with a rerank; ``oversample`` alone without)
 STAGE_PARAMS: tuple[str, ...] = ("oversample", "rerank_oversample", "qb")
 
-__all__ = ["METRICS", "RERANKS", "SPEC_PARAMS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
+__all__ = ["RERANKS", "SPEC_PARAMS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
 
 
 def stage_params(rerank: str | None) -> tuple[str, ...]:
@@ -162,8 +161,7 @@ class RescoredIndex:
             raise ValueError(f"{inner.variant!r} takes float queries and ranks them itself: rerank must be None")
         if rerank not in RERANKS:
             raise ValueError(f"rerank must be None or 'asymmetric', got {rerank!r}")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        check_metric(metric)
         if vectors is None and rerank is None:
             raise ValueError("without vectors= (float rescoring) the scores must come from rerank='asymmetric'")
         if rerank and metric == "l2" and (encoded is None or encoded.sqnorms is None):

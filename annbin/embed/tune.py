@@ -38,14 +38,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import check_int, check_k
-from annbin.bench.evaluation import time_batch
-from annbin.bench.groundtruth import float_knn
+from annbin._measure import float_knn, recall_per_query, time_batch
 from annbin.embed.asymmetric import QB_MAX
 from annbin.embed.embedding_index import BinaryEmbeddingIndex
 
@@ -84,13 +83,6 @@ class TuneResult:
 
 class _OutOfTrials(Exception):
     pass
-
-
-def _per_query_recall(found: NDArray[np.int64], truth: NDArray[np.int64], k: int) -> NDArray[np.float64]:
-    """Fraction of each query's true top-k found in its returned top-k (``recall_ids`` per query)."""
-    f, t = found[:, :k], truth[:, :k]
-    hits = ((f[:, :, None] == t[:, None, :]) & (f[:, :, None] >= 0)).any(axis=2)
-    return cast("NDArray[np.float64]", hits.mean(axis=1))  # numpy types mean() Any
 
 
 def _first_stage(index: Any) -> Any:
@@ -201,7 +193,7 @@ def tune(index: Any, queries: ArrayLike, *, target_recall: float, ground_truth: 
             raise _OutOfTrials
         index.set_search_params(**p)
         seconds, (_, found) = time_batch(lambda: index.search(q_tune, k), runs)
-        per_query = _per_query_recall(np.asarray(found), truth[tune_rows], k)
+        per_query = recall_per_query(np.asarray(found), truth[tune_rows], k)
         recall = float(per_query.mean())
         margin = float(z * np.sqrt(2) * per_query.std(ddof=1) / np.sqrt(per_query.size))
         t = {"params": dict(p), "recall": recall, "margin": margin, "qps": q_tune.shape[0] / max(seconds, 1e-12),
@@ -269,7 +261,7 @@ def tune(index: Any, queries: ArrayLike, *, target_recall: float, ground_truth: 
         bar.close()
     return TuneResult(params=dict(best["params"]), target_recall=float(target_recall), met=bool(good),
                       recall_tune=best["recall"], qps_tune=best["qps"],
-                      recall_holdout=float(_per_query_recall(np.asarray(found), truth[hold_rows], k).mean()),
+                      recall_holdout=float(recall_per_query(np.asarray(found), truth[hold_rows], k).mean()),
                       qps=q_hold.shape[0] / max(seconds, 1e-12), k=k, holdout=hold_rows.astype(np.int64), curve=curve)
 
 

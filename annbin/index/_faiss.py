@@ -18,12 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import INT32_MAX
+from annbin._training import training_sample
 from annbin.index._rows import RowMap, gather
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, UnsupportedOperation, sort_results
 
-#: k-means sample size per inverted list when an IVF trains itself (faiss warns under 39)
-TRAIN_POINTS_PER_LIST = 64
-_TRAIN_SEED = 1234
 #: Most results one completing range search may hold (``exact_knn``): 12 bytes each, so <= 48 MiB
 #: even when every stored code ties with the k-th distance.
 _COMPLETION_RESULTS = 1 << 22
@@ -122,9 +120,7 @@ def train_on_sample(index: Any, codes: NDArray[np.uint8], max_points: int | None
     faiss's binary IVF converts every training code to floats before k-means (``n * d * 4``
     bytes), so a large first batch is subsampled here rather than inside faiss.
     """
-    if max_points is not None and codes.shape[0] > max_points:
-        rows = np.sort(np.random.default_rng(_TRAIN_SEED).choice(codes.shape[0], max_points, replace=False))
-        codes = codes[rows]
+    codes = training_sample(codes, max_points)
     nlist = getattr(faiss.downcast_IndexBinary(unwrap_idmap(index)[0]), "nlist", 0)
     if codes.shape[0] < nlist:
         raise ValueError(

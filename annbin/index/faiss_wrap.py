@@ -33,8 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import InputTypeError, as_codes, check_d, check_int
+from annbin._training import TRAIN_POINTS_PER_LIST
 from annbin.index._faiss import (
-    TRAIN_POINTS_PER_LIST,
     InvertedListCodes,
     faiss_range_search,
     first_line,

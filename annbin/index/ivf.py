@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import faiss
@@ -10,8 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import as_codes, check_int
+from annbin._training import TRAIN_POINTS_PER_LIST, default_nlist
 from annbin.index._faiss import (
-    TRAIN_POINTS_PER_LIST,
     FaissBackedIndex,
     InvertedListCodes,
     faiss_range_search,
@@ -21,11 +20,6 @@ from annbin.index._faiss import (
 )
 from annbin.index.base import BinaryIndex, RangeResult, SearchResult
 from annbin.index.registry import register
-
-
-def default_nlist(n: int) -> int:
-    """``nlist`` chosen when none is given: about ``4 * sqrt(n)`` lists, at least 39 codes each."""
-    return int(max(1, min(round(4 * math.sqrt(max(n, 1))), n // 39)))
 
 
 @register
