@@ -35,6 +35,9 @@ _DTYPES = {"uint8", "int8", "int32", "uint32", "int64", "uint64", "float16", "fl
 _PREFIX = struct.Struct("<8sII")
 
 
+#: the file that commits a ``BinaryEmbeddingIndex`` directory (and says what else in it is its own)
+EMBEDDING_RECORD = "embedding.annbin"
+
 def fsync_dir(path: Path) -> None:
     """Make the renames and creations in directory ``path`` durable (no-op where unsupported)."""
     try:

@@ -138,3 +138,37 @@ def test_no_private_names_imported_across_modules():
                 found += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__") and f"{node.module}.{a.name}" not in files]
     assert not found, found
+
+
+LIBRARY_PARTS = ("annbin.index", "annbin.embed", "annbin.distributed")
+
+
+def test_the_library_never_imports_the_harness():
+    """Data flows down: no module outside annbin/bench/ imports anything inside it."""
+    graph = import_graph()
+    library = {name for name in graph if not name.startswith("annbin.bench")}
+    assert {"annbin", "annbin._load", *LIBRARY_PARTS} <= library
+    found = [f"{name} -> {dep}" for name in sorted(library) for dep in sorted(graph[name]) if dep.startswith("annbin.bench")]
+    assert not found, found
+    # the registry loads the built-in variants by module name: none of those names is in the harness
+    from annbin.index import registry
+
+    assert not [m for m in registry.BUILTIN_MODULES if m.startswith("annbin.bench")]
+
+
+def test_import_annbin_loads_neither_the_harness_nor_hnswlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, annbin; print(sorted(m for m in sys.modules if m.startswith('annbin.bench') "
+            "or m in ('hnswlib', 'annbin.embed.tune', 'click', 'tqdm')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    code = "import sys, annbin; annbin.tune; print('annbin.embed.tune' in sys.modules)"  # loaded on first use
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_no_module_over_400_lines():
+    """A module that grows past ~400 lines is two modules (STYLE.md)."""
+    long = {module_name(p): n for p in ROOT.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, long

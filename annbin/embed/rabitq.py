@@ -18,7 +18,7 @@ faiss does the metric itself where it can: ``IndexRaBitQ`` and ``IndexIVFRaBitQ`
 random rotation; wrapping one in measured no gain on ``minilm_wordnet`` (recall@10 0.725 either
 way at qb=4) and halved the flat scan's q/s, so there is none. Every variant trains on its first
 ``add`` (the codes' centroid; IVF's k-means), so give it a representative first batch. Threads
-follow ``faiss.omp_set_num_threads``. ``save`` / ``load_float_index`` use annbin's checksummed file.
+follow ``faiss.omp_set_num_threads``. ``save`` / ``annbin.load`` use annbin's checksummed file.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
 from annbin._training import TRAIN_POINTS_PER_LIST, default_nlist, training_sample
 from annbin.embed.asymmetric import check_qb
-from annbin.embed.float_base import FloatIndex, FloatResult, load_float_file
+from annbin.embed.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
 
-__all__ = ["RABITQ_VARIANTS", "RaBitQFlat", "RaBitQHNSW", "RaBitQIVF", "load_float_index"]
+__all__ = ["RaBitQFlat", "RaBitQHNSW", "RaBitQIVF"]
 
 _UNIT_TOL = 1e-3  # |norm - 1| allowed for "ip" on the L2-only HNSW (float16-stored embeddings pass)
 _PROGRESS_ROWS = 100_000  # graph builds at least this big show an elapsed-time bar
@@ -57,6 +57,7 @@ class _RaBitQIndex(FloatIndex):
 
     exact = False
     rescorable = True
+    payload = "faiss"
     _faiss_type: ClassVar[str] = ""  # class name of the faiss index a saved file must hold
 
     def __init__(self, dim: int, *, metric: str = "ip") -> None:
@@ -108,7 +109,7 @@ class _RaBitQIndex(FloatIndex):
         blob = np.zeros(0, np.uint8) if state is None else faiss.serialize_index(state)
         header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
                   "params": self.get_params(), "search_params": self.get_search_params()}
-        write_index_file(path, header, {"faiss": blob})
+        write_index_file(path, header, {self.payload: blob})
 
     def _adopt_payload(self, blob: NDArray[np.uint8], path: Path) -> None:
         try:
@@ -363,10 +364,3 @@ class RaBitQHNSW(_RaBitQIndex):
             raise ValueError(f"stored graph has {index.hnsw.nb_neighbors(0)} level-0 links, expected 2 * M = {2 * self.M}")
 
 
-RABITQ_VARIANTS: dict[str, type[_RaBitQIndex]] = {cls.variant: cls for cls in (RaBitQFlat, RaBitQIVF, RaBitQHNSW)}
-
-
-def load_float_index(path: str | os.PathLike[str]) -> FloatIndex:
-    """Load an index written by ``save`` of a RaBitQ variant; ``ValueError`` for a file that is
-    missing, corrupted (checksum), of another kind, or inconsistent."""
-    return load_float_file(path, RABITQ_VARIANTS, "faiss", "RaBitQ float index")

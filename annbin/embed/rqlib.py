@@ -36,10 +36,10 @@ from annbin._checks import check_int, resolve_threads
 from annbin._extras import require
 from annbin._io import write_index_file
 from annbin._progress import elapsed_bar
-from annbin.embed.float_base import FloatIndex, FloatResult, load_float_file
+from annbin.embed.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
 
-__all__ = ["RQHNSW", "RQSymQG", "load_rq_index", "rabitqlib_available"]
+__all__ = ["RQHNSW", "RQSymQG", "rabitqlib_available"]
 
 _log = logging.getLogger("annbin")
 _SAMPLE = 16_384  # rows k-means sees: the centroids only centre RaBitQ's codes, a sample is plenty
@@ -74,6 +74,7 @@ class _RQIndex(FloatIndex):
 
     exact = False
     rescorable = True
+    payload = "rabitqlib"
     default_oversample = 2  # 2-bit estimates rank well enough that 2 x k reaches 0.95 (docs/defaults.md)
     search_params = ("ef_search",)
     _lib_class: ClassVar[str] = ""
@@ -163,7 +164,7 @@ class _RQIndex(FloatIndex):
                     blob = np.fromfile(Path(tmp) / "lib", np.uint8)
         header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
                   "params": self.get_params(), "search_params": self.get_search_params()}
-        write_index_file(path, header, {"rabitqlib": blob})
+        write_index_file(path, header, {self.payload: blob})
 
     def _adopt_payload(self, blob: NDArray[np.uint8], path: Path) -> None:
         import rabitqlib
@@ -312,9 +313,6 @@ class RQSymQG(_RQIndex):
             self._index, self._size = None, None
 
 
-RQ_VARIANTS: dict[str, type[_RQIndex]] = {cls.variant: cls for cls in (RQHNSW, RQSymQG)}
-
-
 def _nearest(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.uint32]:
     """Index of the nearest centroid (L2) of each row, in blocks (an (n, clusters) matrix at most
     64k rows at a time)."""
@@ -324,8 +322,3 @@ def _nearest(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[
         out[lo:lo + (1 << 16)] = np.argmax(x[lo:lo + (1 << 16)] @ centroids.T - half, axis=1)
     return out
 
-
-def load_rq_index(path: str | os.PathLike[str]) -> FloatIndex:
-    """Load an index written by ``save`` of ``RQHNSW`` / ``RQSymQG``; ``ValueError`` for a file that
-    is missing, corrupted (checksum), of another kind, or inconsistent."""
-    return load_float_file(path, RQ_VARIANTS, "rabitqlib", "rabitqlib index")

@@ -8,7 +8,7 @@ all validation, result padding and tie ordering once, so every variant behaves t
   ``I = -1``, ``D = INT32_MAX``.
 - ``range_search(x, radius) -> (lims, D, I)``: every item with distance **< radius**, as faiss's
   own ``range_search``; results of query ``i`` in ``D[lims[i]:lims[i+1]]``, sorted by (distance, id).
-  Variants implement ``_range_search(x, r)`` with the inclusive bound ``<= r`` (``r = radius - 1``).
+  Variants implement ``_range_search(x, radius)`` by the same rule, so faiss gets the radius as is.
 - Codes are always ``(n, d // 8)`` uint8; ``d`` is in bits. A 1-D array is one code.
 - ``get_codes(ids)``: the stored codes of any array of ids (e.g. a search's ``I``), for rescoring;
   each variant reads them from the storage it already has (see ``_get_codes``).
@@ -76,6 +76,8 @@ class Described:
     """
 
     variant: ClassVar[str] = ""
+    #: takes float vectors (``add(x)``, ``search(q, k)`` on floats) rather than packed binary codes
+    takes_floats: ClassVar[bool] = False
 
     @property
     def ntotal(self) -> int:  # pragma: no cover - every subclass overrides it
@@ -228,8 +230,8 @@ class BinaryIndex(Described, ABC):
         radius = check_radius(radius)
         if self.ntotal == 0 or x.shape[0] == 0 or radius == 0:
             return np.zeros(x.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
-        # variants answer the inclusive bound: distances <= radius - 1
-        lims, D, I = self._range_search(x, min(radius - 1, self.d))
+        # d + 1 already matches everything: clipped there, a radius stays inside faiss's C int
+        lims, D, I = self._range_search(x, min(radius, self.d + 1))
         return sort_ranges(lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64))
 
     def remove_ids(self, ids: ArrayLike) -> int:
@@ -364,6 +366,8 @@ class BinaryIndex(Described, ABC):
         return int(self._code_map_cache.nbytes) if self._code_map_cache is not None else 0
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
+        """Every stored code at distance ``< radius`` (``1 <= radius <= d + 1``) from validated
+        queries: ``(lims, D, I)`` grouped by query, in any order within a query."""
         raise UnsupportedOperation(f"{self.variant!r} index does not support range_search")
 
     def _remove_ids(self, ids: NDArray[np.int64]) -> int:

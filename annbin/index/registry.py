@@ -20,12 +20,15 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from annbin import spec as grammar
 from annbin._checks import InputTypeError, check_d
-from annbin.embed.float_base import FloatIndex
+from annbin._io import EMBEDDING_RECORD, is_annbin_file, read_index_file
 from annbin.index.base import BinaryIndex, Described
+
+if TYPE_CHECKING:  # float-in indexes register here too, but this module sits below them
+    from annbin.embed.float_base import FloatIndex
 
 #: modules whose import registers the built-in variants (binary and float-in)
 BUILTIN_MODULES = (
@@ -37,7 +40,6 @@ BUILTIN_MODULES = (
     "annbin.embed.floats",
     "annbin.embed.rabitq",
     "annbin.embed.rqlib",
-    "annbin.bench.peers",  # peer libraries (annbin[peers]): each imports its library only when built
 )
 #: spec forms around an index, and the module that registers each when imported
 PREFIX_MODULES = {grammar.SHARDED: "annbin.distributed"}
@@ -58,7 +60,7 @@ def register(cls: type[_I]) -> type[_I]:
     """Class decorator: make a ``BinaryIndex`` (or float-in ``FloatIndex``) subclass buildable
     by its ``variant`` name. Its constructor is ``cls(d, **build_params)`` (float-in:
     ``cls(dim, metric=..., **build_params)``)."""
-    if not issubclass(cls, (BinaryIndex, FloatIndex)):
+    if not isinstance(cls, type) or not issubclass(cls, Described) or (not cls.takes_floats and not issubclass(cls, BinaryIndex)):
         raise InputTypeError(f"register expects a BinaryIndex or FloatIndex subclass, got {cls!r}")
     name = cls.variant
     if not name or name != name.lower() or any(c in name for c in ",:=|+ "):
@@ -66,10 +68,10 @@ def register(cls: type[_I]) -> type[_I]:
     other = _BINARY.get(name) or _FLOAT.get(name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"variant {name!r} is taken by {other.__qualname__}")
-    if issubclass(cls, BinaryIndex):
-        _BINARY[name] = cast("type[BinaryIndex]", cls)
-    else:
+    if cls.takes_floats:
         _FLOAT[name] = cast("type[FloatIndex]", cls)
+    else:
+        _BINARY[name] = cast("type[BinaryIndex]", cls)
     return cls
 
 
@@ -240,10 +242,9 @@ def load_index(path: str | os.PathLike[str], *, mmap: bool = False) -> BinaryInd
 
 def _warn_if_stage(path: str | os.PathLike[str]) -> None:
     """``UserWarning`` if ``path`` is the first stage that an ``embedding.annbin`` beside it names."""
-    from annbin._io import read_index_file
 
     file = Path(path)
-    record = file.parent / "embedding.annbin"
+    record = file.parent / EMBEDDING_RECORD
     if not record.is_file():
         return
     try:
@@ -259,14 +260,13 @@ def _warn_if_stage(path: str | os.PathLike[str]) -> None:
 def load_first_stage(path: str | os.PathLike[str], *, mmap: bool = False) -> BinaryIndex:
     """``load_index`` without the warning for a stage of a saved ``BinaryEmbeddingIndex``: for the
     loader of that whole (``BinaryEmbeddingIndex.load``)."""
-    from annbin._io import is_annbin_file, read_index_file
 
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "manifest.json")):
             distributed: Any = importlib.import_module(PREFIX_MODULES[grammar.SHARDED])
             sharded: BinaryIndex = distributed.ShardedIndex.load(path)
             return sharded
-        if os.path.isfile(os.path.join(path, "embedding.annbin")):
+        if os.path.isfile(os.path.join(path, EMBEDDING_RECORD)):
             raise ValueError(f"{str(path)!r} is a directory saved by BinaryEmbeddingIndex.save, not an index file: "
                              f"load it with annbin.BinaryEmbeddingIndex.load({str(path)!r})")
         raise ValueError(f"{str(path)!r} is a directory, not an index file (load_index reads a file written by "
