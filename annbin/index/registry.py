@@ -276,6 +276,9 @@ def load_first_stage(path: str | os.PathLike[str], *, mmap: bool = False) -> Bin
         wrapped: BinaryIndex = faiss_wrap.read_faiss_file(path)
         return wrapped
     header, arrays = read_index_file(path, mmap=mmap)
+    if header.get("variant") in float_variants():
+        raise ValueError(f"{str(path)!r} holds a float-in index ({header['variant']!r}), not a binary one: "
+                         f"load it with annbin.load({str(path)!r})")
     try:
         variant, d, ntotal = header["variant"], header["d"], int(header["ntotal"])
         params, search = dict(header["params"]), dict(header.get("search_params", {}))
