@@ -447,11 +447,11 @@ def test_splice_ranges_groups_parts_by_query():
 
 
 def test_fallback_scan_runs_on_num_threads(monkeypatch):
-    import annbin.index.mih.index as mih_module
+    import annbin.index.mih._store as store_module
 
     seen = []
-    real = mih_module.exact_knn
-    monkeypatch.setattr(mih_module, "exact_knn", lambda *a, **kw: seen.append(faiss.omp_get_max_threads()) or real(*a, **kw))
+    real = store_module.exact_knn
+    monkeypatch.setattr(store_module, "exact_knn", lambda *a, **kw: seen.append(faiss.omp_get_max_threads()) or real(*a, **kw))
     rng = np.random.default_rng(18)
     codes = make_codes("random", 500, 64, rng)
     index = MIHIndex(64, fallback="always")
@@ -556,6 +556,8 @@ def test_compact_tables_list_each_bucket(kind):
 @pytest.mark.parametrize("chunk", [7, 300])
 def test_small_work_chunks_are_exact(chunk, monkeypatch):
     """Probes and candidates split into many chunks (offsets past the cached arange) change nothing."""
+    import annbin.index.mih._probe as probe_module
+    import annbin.index.mih._range as range_module
     import annbin.index.mih._search as search_module
 
     rng = np.random.default_rng(12)
@@ -564,13 +566,18 @@ def test_small_work_chunks_are_exact(chunk, monkeypatch):
     index = MIHIndex(64, m=4, fallback="never")
     index.add(codes)
     expected = index.search(q, 10)
-    monkeypatch.setattr(search_module, "CANDIDATE_CHUNK", chunk)
+    expected_range = index.range_search(q, 8)
+    monkeypatch.setattr(probe_module, "CANDIDATE_CHUNK", chunk)
     monkeypatch.setattr(search_module, "LOOKUP_CHUNK", chunk)
-    monkeypatch.setattr(search_module, "_ARANGE", np.arange(chunk // 2, dtype=np.int64))
+    monkeypatch.setattr(range_module, "LOOKUP_CHUNK", chunk)
+    monkeypatch.setattr(probe_module, "_ARANGE", np.arange(chunk // 2, dtype=np.int64))
     D, I = index.search(q, 10)
     check_knn(D, I, codes, np.arange(4000), q, 10)
     np.testing.assert_array_equal(D, expected[0])
-    check_range(*index.range_search(q, 8), codes, np.arange(4000), q, 8)
+    got_range = index.range_search(q, 8)
+    check_range(*got_range, codes, np.arange(4000), q, 8)
+    for got, want in zip(got_range, expected_range):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_cap_keeps_exactly_the_hits_within_each_querys_kth():

@@ -3,7 +3,7 @@
 The faiss index is always wrapped in ``IndexBinaryIDMap`` so user ids survive and can be listed
 (not ``IDMap2``: its reverse hash map costs ~32 bytes a vector; ``get_codes`` reads codes through a
 zero-copy view of the flat storage and annbin's own id -> row map, ``annbin.index._rows``).
-faiss's ``range_search`` keeps distances ``< radius``; annbin promises ``<= radius``, hence ``+ 1``.
+``range_search`` keeps distances ``< radius`` in annbin as in faiss: the radius reaches faiss as is.
 """
 
 from __future__ import annotations
@@ -193,9 +193,9 @@ def first_line(exc: BaseException) -> str:
 
 
 def faiss_range_search(index: Any, x: NDArray[np.uint8], radius: int) -> RangeResult:
-    """Run faiss's ``< radius`` range search as annbin's ``<= radius``."""
-    # a radius past d bits matches everything; clipping keeps radius + 1 inside faiss's C int
-    lims, D, I = index.range_search(x, min(radius, index.d) + 1)
+    """faiss's range search (distances ``< radius``, annbin's rule too) with annbin's dtypes:
+    ``(lims, D, I)`` int64, int32, int64."""
+    lims, D, I = index.range_search(x, radius)
     return lims.astype(np.int64), D.astype(np.int32), I.astype(np.int64)
 
 
@@ -232,7 +232,7 @@ def exact_knn(index: Any, x: NDArray[np.uint8], k: int, ids: NDArray[np.int64] |
     for a in range(0, tied.size, chunk):
         rows = tied[a : a + chunk]
         kth = D[rows, k - 1].astype(np.int64)
-        lims, rd, ri = index.range_search(x[rows], int(kth.max()) + 1)  # faiss keeps distance < radius
+        lims, rd, ri = index.range_search(x[rows], int(kth.max()) + 1)  # distance < kth + 1: ties included
         qid = np.repeat(np.arange(rows.size), np.diff(lims.astype(np.int64)))
         keep = rd <= kth[qid]
         qid, rd, ri = qid[keep], rd[keep].astype(np.int64), ri[keep].astype(np.int64)

@@ -15,7 +15,7 @@ Ids follow faiss:
 ``remove_ids`` works where faiss keeps ids stable: IDMap/IDMap2 around Flat or IVF, and bare IVF.
 A bare ``IndexBinaryFlat`` can remove in faiss, but renumbers the items after the removed ones,
 so annbin refuses (``UnsupportedOperation``) rather than silently changing ids. ``range_search``
-works where faiss implements it (not HNSW); annbin's is ``<= radius``, faiss's ``< radius``.
+works where faiss implements it (not HNSW), keeping distances ``< radius`` as faiss does.
 
 An untrained index (IVF) is trained on the first ``add``, on a seeded sample of at most
 ``TRAIN_POINTS_PER_LIST * nlist`` of those codes (see ``train_on_sample``); or call ``train``.

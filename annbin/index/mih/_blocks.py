@@ -14,12 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 #: Fewest queries a block is cut to when spreading a batch over threads: a step's fixed numpy
-#: overhead (~0.1 ms, mostly holding the GIL) would dominate smaller blocks.
-#: Measured, 1M clustered 64-bit codes (mih_vs_flat's generator), 1,000 queries, k=10, median of 3,
-#: three runs: 2 threads took 0.66x, 0.84x and 0.85x the speed of 1 on the shared 2-core development
-#: box, whose other core was busy with other work (2 threads' CPU time was 1.15-1.25x one thread's
-#: and never ran on two cores at once): indicative only, it shows what two blocks cost, not what a
-#: free core gains.
+#: overhead (mostly holding the GIL) would dominate smaller blocks.
 MIN_THREAD_BLOCK = 256
 
 _T = TypeVar("_T")

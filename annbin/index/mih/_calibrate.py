@@ -4,14 +4,14 @@ Two things about MIH depend on the machine and the data, not on a formula:
 
 - **Cost constants** (``CostModel``): what a bucket probe, a candidate and a search step cost
   against a faiss-flat scan decides which queries go to the scan. ``calibrated_costs()`` times
-  small kernels of the real code paths (``probe_buckets``, ``verify_candidates``, a small ``knn_search``, the
-  fallback's faiss scan ``exact_knn``) once per process (about 0.3 s, cached), taking turns,
-  each the fastest of a few runs in thread CPU time (see ``_fastest``).
+  small kernels of the real code paths (``probe_buckets``, ``verify_candidates``, a small
+  ``knn_search``, the fallback's faiss scan ``exact_knn``) once per process (cached), taking
+  turns, each the fastest of a few runs in thread CPU time (see ``_fastest``).
 - **m**: the paper's ``d / log2(n)`` (``default_m``) assumes uniformly filled buckets; on
   clustered codes the best ``m`` varies with how near the neighbours are (the m-sweeps in
-  benchmarks/RESULTS.md). ``choose_m`` walks from the
-  formula's ``m`` to its neighbours while the measured search time falls; ``MIHIndex`` measures
-  a sample of its own codes as queries (``measure_m``).
+  benchmarks/RESULTS.md). ``choose_m`` walks from the formula's ``m`` to its neighbours while the
+  measured search time falls; ``MIHIndex`` measures a sample of its own codes as queries
+  (``measure_m``).
 
 ``ANNBIN_MIH_CALIBRATE=0`` in the environment turns both off (reference constants, formula ``m``):
 for reproducible runs. ``MIHIndex(cost_model=...)`` and an explicit ``m`` do so per index.
@@ -32,11 +32,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin.index._faiss import exact_knn, omp_threads
-
-# probe_buckets and verify_candidates are the kernels the lookup and candidate constants price: timed directly, not
-# through a search whose mix of work would have to be untangled
 from annbin.index.mih._cost import COSTS, CostModel
-from annbin.index.mih._search import knn_search, probe_buckets, verify_candidates
+
+# probe_buckets and verify_candidates are the kernels the lookup and candidate constants price:
+# timed directly, not through a search whose mix of work would have to be untangled
+from annbin.index.mih._probe import probe_buckets, verify_candidates
+from annbin.index.mih._search import knn_search
 from annbin.index.mih._tables import (
     MAX_SUBSTRING_BITS,
     build_tables,
@@ -57,8 +58,8 @@ MEASURE_M_MIN_N = 100_000
 MEASURE_M_QUERIES = 500
 MEASURE_M_K = 10
 #: ... cut (for every candidate alike) to take about this long when the first candidate's warm-up
-#: search was slower, but to no fewer than MEASURE_M_MIN_QUERIES: far neighbours (1M uniform
-#: 64-bit codes, 1.4 ms a query) made measuring 19x a plain build with 500 queries a search.
+#: search was slower, but to no fewer than MEASURE_M_MIN_QUERIES: with far neighbours (uniform
+#: codes) the full sample made measuring cost many plain builds.
 MEASURE_M_SEARCH_S = 0.1
 MEASURE_M_MIN_QUERIES = 100
 #: Timed searches (later candidates: timed pairs, see ``measure_m``) per candidate, after a warm-up.
@@ -79,10 +80,9 @@ def calibration_enabled() -> bool:
 def _fastest(kernels: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Thread CPU seconds of the fastest of ``repeats`` calls of each kernel, after one untimed call.
 
-    Thread CPU time, not wall time: on the loaded development box (2 cores, load 3-4) wall times
-    of one faiss scan varied 2x between runs, thread times by under 10%. The kernels take turns
-    (one call of each per round): the cores look like SMT siblings, where a busy neighbour slowed
-    the popcount-bound flat scan 2.3x and the memory-bound probes far less, so MIH and flat
+    Thread CPU time, not wall time: on a loaded machine wall times vary far more between runs.
+    The kernels take turns (one call of each per round): a busy neighbouring core (an SMT sibling)
+    slows the popcount-bound flat scan far more than the memory-bound probes, so MIH and flat
     kernels are timed side by side and their ratio, the one thing the model uses, holds.
     """
     for fn in kernels.values():
@@ -104,9 +104,8 @@ def measure_costs(repeats: int = 3) -> CostModel:
     candidates in buckets of 8 at random places, of 1 and 2 words; step: a small ``knn_search`` of
     one query, less its probes and candidates; flat_*: the fallback's scan (``exact_knn``, k = 10,
     so faiss keeps ``tie_margin(10)`` results) of 2**16 random codes of 64, 128 and 72 bits for 32
-    queries (random 64-bit codes scan 2x slower than clustered ones: the fallback's queries are
-    the ones with far neighbours). About 0.3 s of CPU. Each constant is kept
-    within ``CLAMP`` times the reference.
+    queries (random, not clustered: the fallback's queries are the ones with far neighbours, and
+    those scan slower). Each constant is kept within ``CLAMP`` times the reference.
     """
     rng = np.random.default_rng(0)
     n, bits = 1 << 17, 19
@@ -215,14 +214,13 @@ def measure_m(d: int, codes: NDArray[np.uint8], build: Callable[[int], _S], inst
 
     Times are thread CPU seconds. The first candidate counts the median of ``MEASURE_M_REPEATS``
     searches after a warm-up; each later one is timed in turns with the fastest so far, and counts
-    that one's time times the median of their paired ratios: the machine's state (on the shared
-    development box a busy neighbouring core) changes over the seconds a build takes, and timing
-    candidates one after the other once chose 6 tables for 1M SimHash codes whose fresh queries ran
-    1.17x faster with 7; a pair timed in turns sees the same state.
+    that one's time times the median of their paired ratios: the machine's state (a busy
+    neighbouring core) changes over the seconds a build takes, and candidates timed one after the
+    other chose a worse ``m``; a pair timed in turns sees the same state.
 
     Returns ``{"m", "ntotal", "seconds"}`` and the winner's ``build`` result, ready to search: that
-    saves building it once more (a plain build of 1M 128-bit codes took 5.5 s on the shared box).
-    Only the fastest so far is kept: the peak holds two candidates' tables.
+    saves building it once more (seconds at 1M codes). Only the fastest so far is kept: the peak
+    holds two candidates' tables.
     """
     n = codes.shape[0]
     rng = np.random.default_rng(n)

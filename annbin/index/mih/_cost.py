@@ -21,12 +21,30 @@ from annbin.index.mih._tables import MIHTable
 
 @dataclass(frozen=True)
 class CostModel:
-    """Single-thread costs in nanoseconds, measured on the 2-core x86 development box (numpy 2.4,
-    faiss 1.15): MIH's per-probe and per-candidate work against a faiss ``IndexBinaryFlat`` scan.
+    """Single-thread costs in nanoseconds: MIH's per-probe and per-candidate work against a faiss
+    ``IndexBinaryFlat`` scan.
 
     Only the ratio of MIH to flat costs matters: it decides when a query is cheaper to scan.
-    These defaults (``COSTS``) are the reference; ``MIHIndex`` uses constants measured on the
-    machine it runs on (``_mih_calibrate.calibrated_costs``) unless given a model.
+    These defaults (``COSTS``, measured once on the development box; see benchmarks/RESULTS.md)
+    are the reference; ``MIHIndex`` uses constants measured on the machine it runs on
+    (``_calibrate.calibrated_costs``) unless given a model.
+
+    Parameters
+    ----------
+    lookup : float
+        One bucket probe (key, random read of the bucket, compaction).
+    candidate : float
+        One candidate of one 64-bit word (expand, gather, popcount, filter).
+    candidate_word : float
+        Each further 64-bit word of a candidate.
+    step : float
+        Fixed numpy overhead of one search step for the whole batch, merge included.
+    flat_code : float
+        faiss ``IndexBinaryFlat``, k = 10, per code of one 64-bit word.
+    flat_word : float
+        Each further word of a scanned code.
+    flat_odd_code : float
+        Per code whose bit length is not a multiple of 64 (those scan slower).
     """
 
     lookup: float = 8.0  # one bucket probe (key, random read of the bucket, compaction)
@@ -88,7 +106,27 @@ def random_knn_distance(n: int, d: int, k: int) -> int:
 
 
 class Budget:
-    """Per-query cost accounting that decides when a query should leave MIH for a flat scan."""
+    """Per-query cost accounting that decides when a query should leave MIH for a flat scan.
+
+    Parameters
+    ----------
+    tables : list of MIHTable
+        The tables searched (their substring lengths price the steps).
+    n : int
+        Rows the tables cover.
+    d : int
+        Code length in bits.
+    k : int
+        Results per query.
+    words : int
+        64-bit words per code, ``ceil(d / 64)``.
+    budget : float
+        Nanoseconds a query may cost (a flat scan's cost times ``fallback_ratio``).
+    costs : CostModel
+        The constants that price probes, candidates and steps.
+    nq : int
+        Queries in the batch.
+    """
 
     def __init__(self, tables: list[MIHTable], n: int, d: int, k: int, words: int, budget: float, costs: CostModel, nq: int) -> None:
         self.budget, self.costs, self.m = budget, costs, len(tables)
@@ -105,8 +143,7 @@ class Budget:
     def _to_come(self, kth: NDArray[np.int64] | np.int64, step: int) -> NDArray[np.float64]:
         """Expected cost of the steps after ``step`` that a k-th distance ``kth`` still needs: up to
         step ``kth`` (the tie rule's last step), ``kth`` capped at the random-code k-th distance
-        (the steps predicted for a loose k-th distance are the same as before the tie rule: capped
-        one higher, clustered 64-bit queries at radius 1 were sent to the scan, 13% of them)."""
+        (not one higher: that sent clustered queries to the scan at radius 1)."""
         until = np.minimum(np.minimum(kth, self.cap), self.cum.size - 1)
         cost: NDArray[np.float64] = np.maximum(self.cum[until] - self.cum[step], 0.0)
         return cost

@@ -24,8 +24,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import as_ids
-from annbin.index._faiss import flat_codes
+from annbin.index._faiss import exact_knn, flat_codes, omp_threads
 from annbin.index._rows import RowMap, gather
+from annbin.index.base import RangeResult, SearchResult
 from annbin.index.mih._tables import MIHTable, check_m, copies_words, substring_layout, to_words
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
@@ -174,6 +175,22 @@ class MIHStore:
         """Main as exact_knn scans it: the flat index, or a view without its tombstones."""
         return self.main if self.dead is None else LiveRows(self.main, self.dead)
 
+    def knn_scan(self, x: NDArray[np.uint8], k: int, threads: int, *, tail: bool = False) -> SearchResult:
+        """Exact kNN (ids, tie rule) of queries ``x`` ``(nq, d // 8)`` uint8 over main's live codes
+        (or the tail's) by the faiss scan, on ``threads`` OpenMP threads; ``1 <= k <=`` those codes."""
+        with omp_threads(threads):
+            if tail:
+                return exact_knn(self.tail, x, k, ids=self.tail_ids)
+            return exact_knn(self.main_index(), x, k, ids=self.scan_ids)
+
+    def range_scan(self, x: NDArray[np.uint8], radius: int, threads: int, *, tail: bool = False) -> RangeResult:
+        """Every code of main's live ones (or the tail's) at distance ``< radius`` from queries ``x``,
+        by the faiss scan on ``threads`` OpenMP threads: ``(lims, D, ids)`` grouped by query."""
+        with omp_threads(threads):
+            lims, D, rows = (self.tail if tail else self.main_index()).range_search(x, radius)
+        ids = self.tail_ids[rows] if tail else self.ids_of(rows)
+        return lims.astype(np.int64), D.astype(np.int32), ids
+
     def compact(self) -> NDArray[np.uint8]:
         """Fold the tail into main and drop tombstoned rows, main in ascending id order; returns a
         zero-copy view of main's codes ``(nmain, d // 8)`` (valid until main next changes)."""
@@ -238,11 +255,37 @@ class MIHStore:
             self._tail_ids = np.asarray(tail_ids, dtype=np.int64)
 
 
-Restored = tuple[list[MIHTable], "NDArray[np.uint64] | None", tuple[NDArray[np.int64], NDArray[np.int64]]]
+Layout = tuple[NDArray[np.int64], NDArray[np.int64]]
+Restored = tuple[list[MIHTable], "NDArray[np.uint64] | None", Layout]
+
+
+def save_state(store: MIHStore, tables: list[MIHTable] | None, layout: Layout | None,
+               m_choice: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """What an ``MIHIndex`` file holds: the store (main codes and ids, tombstones, tail), the
+    measured ``m`` and the ntotal it was measured at (``m_choice``: a load does not measure again)
+    and, once built, the tables, so a load needs no rebuild (``table_lengths`` and per table
+    ``t<j>.occupancy``, ``.starts``, ``.rows``)."""
+    arrays = store.state()
+    if m_choice is not None:
+        arrays["m_choice"] = np.array([m_choice["m"], m_choice["ntotal"]], dtype=np.int64)
+    if tables is not None and layout is not None:
+        arrays["table_lengths"] = layout[1]
+        for j, table in enumerate(tables):
+            arrays.update(table.state(f"t{j}."))
+    return arrays
+
+
+def load_m_choice(d: int, arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """The measured ``m`` a file holds (``save_state``), or None (files from before ``m`` was
+    measured, or where it was not); its times are not saved."""
+    if "m_choice" not in arrays:
+        return None
+    m, n = (int(v) for v in np.asarray(arrays["m_choice"]).reshape(-1)[:2])
+    return {"m": check_m(m, d), "ntotal": n, "seconds": {}}
 
 
 def load_state(d: int, arrays: dict[str, np.ndarray]) -> tuple[MIHStore, Restored | None]:
-    """A store from ``MIHStore.state``'s arrays plus, when the file holds them (``table_lengths``,
+    """A store from ``save_state``'s arrays plus, when the file holds them (``table_lengths``,
     ``t<j>.occupancy / .starts / .rows``), the tables, their shared words and their substring
     layout. Without tables (an older file, or an index never built), every live code goes to the
     tail. ``ValueError`` names any array that does not fit the others."""

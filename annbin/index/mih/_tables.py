@@ -143,21 +143,33 @@ def occupancy_probes(length: int, r: int) -> tuple[NDArray[np.int64], NDArray[np
 class MIHTable:
     """One substring's direct-address table, in compact CSR form.
 
-    ``occupancy``: uint8, one bit per bucket (``np.packbits`` little bit order: bucket ``b`` is bit
-    ``b & 7`` of byte ``b >> 3``), set if it is non-empty, zero padded to whole uint64 words; a probe
-    reads it first (``2**length / 8`` bytes: 512 KiB for 22 bits, it stays in L2 cache), and only
-    the non-empty buckets go further. ``ranks``: int64 ``(ceil(2**length / 64),)``, how many
-    non-empty buckets precede each 64-bucket word of ``occupancy`` (int64 spares the probe a cast,
-    for 1/8 byte a bucket), so a non-empty bucket's rank is ``ranks[b >> 6]`` plus a popcount;
-    ``buckets``: int64 ``(nonempty,)``, ``start << 32 | count`` of each non-empty bucket in rank
-    order: where its positions start in ``rows`` and how many. 8 bytes per non-empty bucket instead
-    of 8 per possible bucket (a dense array: 32 MiB for a 22-bit table, whatever n); one random read
-    gives both, where a uint32 start per bucket (half the bytes, the size from the next start) took
-    two reads and two casts: whole searches 1.04-1.06x faster at 64 bits (A/B, 1M codes).
-    ``rows``: int32 ``(n,)`` main-storage rows sorted by substring value; ``words``: uint64
-    ``(n, W)``, the codes in bucket order (``shared`` False: verification reads contiguous memory),
-    or the main storage's codes in row order shared by all tables (``shared`` True: read at
-    ``rows[position]``, a view of memory the index owns, not counted here).
+    A probe reads the occupancy bits first (``2**length / 8`` bytes: 512 KiB for 22 bits, so they
+    stay in L2 cache), and only the non-empty buckets go further: 8 bytes per non-empty bucket
+    instead of 8 per possible bucket (a dense array: 32 MiB for a 22-bit table, whatever n).
+
+    Parameters
+    ----------
+    length : int
+        Bits of the substring this table indexes (at most ``MAX_SUBSTRING_BITS``).
+    occupancy : ndarray of uint8
+        One bit per bucket (``np.packbits`` little bit order: bucket ``b`` is bit ``b & 7`` of byte
+        ``b >> 3``), set if it is non-empty, zero padded to whole uint64 words.
+    ranks : ndarray of int64, shape (ceil(2**length / 64),)
+        How many non-empty buckets precede each 64-bucket word of ``occupancy`` (int64 spares the
+        probe a cast, for 1/8 byte a bucket): a non-empty bucket's rank is ``ranks[b >> 6]`` plus
+        a popcount.
+    buckets : ndarray of int64, shape (nonempty,)
+        ``start << 32 | count`` of each non-empty bucket in rank order: where its positions start
+        in ``rows`` and how many. One random read gives both (1.04-1.06x faster searches than a
+        uint32 start per bucket, by an A/B).
+    rows : ndarray of int32, shape (n,)
+        Main-storage rows sorted by substring value.
+    words : ndarray of uint64, shape (n, W)
+        The codes in bucket order (``shared`` False: verification reads contiguous memory), or the
+        main storage's codes in row order shared by all tables (``shared`` True: read at
+        ``rows[position]``, a view of memory the index owns, not counted here).
+    shared : bool
+        Whether ``words`` is the index's shared codes rather than this table's own copy.
     """
 
     length: int

@@ -5,46 +5,40 @@ Norouzi, Punjani & Fleet, "Fast Exact Search in Hamming Space with Multi-Index H
 hash table; a query probes buckets at growing substring radius and stops by the pigeonhole bound.
 Results are exact: the distances equal ``faiss.IndexBinaryFlat``'s for every query.
 
-Design (details in ``_mih_tables``, ``_mih_search``, ``_mih_cost`` and ``_mih_blocks``):
+Design (details in ``_tables``, ``_store``, ``_probe``, ``_search``, ``_range``, ``_cost``,
+``_calibrate`` and ``_blocks``; measured figures in benchmarks/RESULTS.md):
 
 - **m**: explicit; ``"formula"`` for the paper's ``m ~ d / log2(ntotal)`` (substrings of at most 24
   bits) at every (re)build; or ``None`` (default): the formula below ``MEASURE_M_MIN_N`` codes and,
   from there on, measured: the build times a sample of the index's own codes as queries on
-  candidate ``m`` around the formula's (``_mih_calibrate.choose_m``; a few table builds: 2-7x a
-  plain build at 1M codes in mih_vs_flat's m-sweep). The choice is kept, saved with the index and
-  reused until ntotal halves or doubles. ``effective_m`` reports the value in use, ``measured_m``
-  what was measured.
-- **Storage** (``_mih_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
+  candidate ``m`` around the formula's (``_calibrate.choose_m``; a few table builds). The choice
+  is kept, saved with the index and reused until ntotal halves or doubles. ``effective_m``
+  reports the value in use, ``measured_m`` what was measured.
+- **Storage** (``_store``): the codes the tables cover live in a ``faiss.IndexBinaryFlat``
   ("main", ascending id order; the fallback scan reads it), codes added since in a second one
   ("tail"). Each table holds one occupancy bit per possible bucket (read first by a probe: small
   enough to stay in L2 cache), an int64 rank per 64 buckets and an int64 start and count per
   non-empty bucket, int32 rows sorted by substring and, for at most ``COPY_MAX_TABLES`` tables, a
   copy of the codes in that order (verifying a bucket then reads contiguous memory); more tables
   read main's codes through the rows. Main's ids are not stored while they are ``0..n-1`` (an
-  index filled without ids). At 1M 64-bit codes that is 55 MiB in all, 62.5 MiB with other ids
-  (115 MiB with dense int64 buckets). ``get_codes`` gathers from zero-copy views of main and tail.
+  index filled without ids). ``get_codes`` gathers from zero-copy views of main and tail.
 - **Search**: all queries of a batch advance together, radius by radius and table by table, and
-  each query stops by the pigeonhole bound (see ``_mih_search``).
+  each query stops by the pigeonhole bound (see ``_search``); range search runs the same steps up
+  to its radius (``_range``).
 - **add / remove_ids**: ``add`` appends to the tail, which every search scans (faiss, exact, tie
   rule) and merges with the tables' results by (distance, id); ``remove_ids`` tombstones the
   tables' rows (skipped by the search and by the fallback scan) and drops tail rows. Once tail
   plus tombstones exceed ``tail_fraction`` of the tables' codes, the next search (or ``build()``)
-  rebuilds: tail folded into main, tombstones dropped, every table rebuilt (0.4-1.1 s per million
-  64-bit codes on the shared development box, by its load). ``rebuilds`` counts them.
-- **memory_bytes()** reports what is held now and never builds: added codes not yet built into
-  tables count as codes and ids only.
-- **save / load**: the file holds main, tombstones, tail and the tables, so a load rebuilds
-  nothing; a file without tables (older annbin, or an index never searched) loads everything
-  into the tail and builds at the first search.
-- **Fallback**: a cost model (constants measured once per process, ``_mih_calibrate``) predicts, per query and step, what finishing by MIH would still cost;
-  a query for which that exceeds ``fallback_ratio`` times a flat scan (far neighbours, e.g.
-  uniformly random 128-bit codes) is answered by the flat scan instead; exact either way.
-  ``fallback="never"`` / ``"always"`` force one path. Range search makes the same choice once per
-  call.
+  rebuilds: tail folded into main, tombstones dropped, every table rebuilt. ``rebuilds`` counts them.
+- **save / load**: the file holds main, tombstones, tail and the tables: a load rebuilds nothing.
+- **Fallback**: a cost model (constants measured once per process, ``_calibrate``) predicts, per
+  query and step, what finishing by MIH would still cost; a query for which that exceeds
+  ``fallback_ratio`` times a flat scan (far neighbours, e.g. uniformly random 128-bit codes) is
+  answered by the flat scan instead; exact either way. ``fallback="never"`` / ``"always"`` force
+  one path. Range search makes the same choice once per call.
 - **Batches**: every search step is a round of numpy calls for all active queries, so a batch of
-  1,000 queries costs far less per query than one query alone (about 0.1 ms of overhead per step,
-  0.6-0.7 ms per single-query search on the development box: at 1M codes about what a flat scan
-  costs).
+  1,000 queries costs far less per query than one query alone, whose fixed per-step overhead
+  makes it cost about what a flat scan of 1M codes does.
 - **Ties**: at the k-th distance the smallest ids win, as in ``FlatIndex``: the tables are built
   over the codes in id order, so a table row is an id's rank and the search's (distance, row)
   order is (distance, id) order; the fallback scan uses ``exact_knn``.
@@ -53,13 +47,12 @@ Design (details in ``_mih_tables``, ``_mih_search``, ``_mih_cost`` and ``_mih_bl
   count), and runs the fallback scan with as many OpenMP threads. The default, ``None``, follows
   faiss's OpenMP setting: every core unless ``OMP_NUM_THREADS`` or ``faiss.omp_set_num_threads``
   says otherwise, so code that pins faiss to one thread (``annbin bench --threads 1``, a Ray
-  actor with one CPU) pins MIH too.
+  actor with one CPU) pins MIH too. ``last_search_stats`` is per thread: each thread reads the
+  stats of its own last search.
 """
-
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 from typing import Any
 
@@ -67,14 +60,15 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin._checks import InputTypeError, check_int
-from annbin.index._faiss import exact_knn, omp_threads
+from annbin._checks import InputTypeError
 from annbin.index.base import BinaryIndex, CodesResult, RangeResult, SearchResult, sort_results
 from annbin.index.mih._blocks import map_blocks, query_blocks, splice_ranges
 from annbin.index.mih._calibrate import calibrated_costs, measure_m, planned_m
-from annbin.index.mih._cost import CostModel, expected_step_costs
-from annbin.index.mih._search import knn_search, range_search
-from annbin.index.mih._store import MIHStore, StorageMap, load_state
+from annbin.index.mih._cost import CostModel
+from annbin.index.mih._params import TAIL_FRACTION, check_fraction, check_search_value
+from annbin.index.mih._range import range_main
+from annbin.index.mih._search import knn_search
+from annbin.index.mih._store import Layout, MIHStore, StorageMap, load_m_choice, load_state, save_state
 from annbin.index.mih._tables import (
     MIHTable,
     build_tables,
@@ -86,35 +80,39 @@ from annbin.index.mih._tables import (
 )
 from annbin.index.registry import register
 
-FALLBACK_MODES = ("auto", "never", "always")
 #: Queries searched together; the top-k state is ``(block, k)`` int64.
 QUERY_BLOCK = 4096
-#: Default ``tail_fraction``: the tables are rebuilt once the codes added since the last build plus
-#: the tombstones exceed this fraction of the codes they cover: the best measured trade between
-#: rebuilds and tail scans (benchmarks/mih_updates.py; figures in benchmarks/RESULTS.md).
-TAIL_FRACTION = 0.02
+Stats = dict[str, Any]
 
 
 @register
 class MIHIndex(BinaryIndex):
     """Exact Hamming kNN and range search by multi-index hashing (pure numpy).
 
-    ``d``: code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
-    ``m``: number of substrings (hash tables). ``None`` (default): chosen at each build, by
-    measuring candidates from ``MEASURE_M_MIN_N`` codes on (kept while ntotal stays within 2x) and
-    by the formula ``~ d / log2(ntotal)`` below; ``"formula"``: always the formula. An explicit
-    ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
-    ``tail_fraction``: codes added since the last build (scanned by brute force) plus removed ones
-    still in the tables (tombstones) may reach this fraction of the tables' codes before the next
-    search rebuilds them (default ``TAIL_FRACTION``).
-
-    Search parameters: ``fallback`` (``"auto"``, ``"never"``, ``"always"``: when to answer a
-    query by a brute-force scan), ``fallback_ratio`` (``auto`` falls back when MIH's predicted
-    cost exceeds this multiple of a scan's, default 1.0) and ``num_threads`` (threads for one
-    search, MIH and fallback scan alike; ``None``, the default: ``faiss.omp_get_max_threads()``,
-    all cores unless OpenMP was told otherwise).
-    ``cost_model``: the ``CostModel`` behind ``auto``'s choice (default: ``calibrated_costs()``,
-    measured on this machine once per process; ``_mih_cost.COSTS`` for fixed reference constants).
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    m : int, "formula" or None
+        Number of substrings (hash tables). ``None`` (default): chosen at each build, by measuring
+        candidates from ``MEASURE_M_MIN_N`` codes on (kept while ntotal stays within 2x) and by
+        the formula ``~ d / log2(ntotal)`` below; ``"formula"``: always the formula. An explicit
+        ``m`` must satisfy ``1 <= m <= d`` and ``ceil(d / m) <= 24``.
+    tail_fraction : float
+        Codes added since the last build (scanned by brute force) plus removed ones still in the
+        tables (tombstones) may reach this fraction of the tables' codes before the next search
+        rebuilds them (default ``TAIL_FRACTION``).
+    fallback : {"auto", "never", "always"}
+        Search parameter: when to answer a query by a brute-force scan.
+    fallback_ratio : float
+        Search parameter: ``auto`` falls back when MIH's predicted cost exceeds this multiple of a
+        scan's (default 1.0).
+    num_threads : int or None
+        Search parameter: threads for one search, MIH and fallback scan alike; ``None`` (default):
+        ``faiss.omp_get_max_threads()``, all cores unless OpenMP was told otherwise.
+    cost_model : CostModel or None
+        The model behind ``auto``'s choice (default: ``calibrated_costs()``, measured on this
+        machine once per process; ``_cost.COSTS`` for fixed reference constants).
     """
 
     variant = "mih"
@@ -126,7 +124,7 @@ class MIHIndex(BinaryIndex):
                  fallback_ratio: float = 1.0, num_threads: int | None = None, cost_model: CostModel | None = None) -> None:
         super().__init__(d)
         self.m: int | str | None = m if m is None or m == "formula" else check_m(m, self.d)
-        self.tail_fraction = _check_fraction(tail_fraction)
+        self.tail_fraction = check_fraction(tail_fraction)
         self.fallback = "auto"
         self.fallback_ratio = 1.0
         self.num_threads: int | None = None
@@ -139,15 +137,13 @@ class MIHIndex(BinaryIndex):
         #: the tables over the store's main codes (None while main is empty)
         self._tables: list[MIHTable] | None = None
         self._build_lock = threading.RLock()  # re-entered: measuring m searches candidate tables
-        self._layout: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        self._layout: Layout | None = None
         #: the tables' shared codes (None while each table keeps a copy): a view of main's codes, or
         #: a zero-padded copy where d is not a multiple of 64
         self._words: NDArray[np.uint64] | None = None
         #: how many times this object (re)built its tables (a load that restores them does not count)
         self.rebuilds = 0
-        #: work done by the last search: queries, bucket lookups and candidates verified (kNN), and
-        #: how many queries went to the flat scan
-        self.last_search_stats: dict[str, Any] | None = None
+        self._stats = threading.local()  # last_search_stats, one per searching thread
         #: profiling: when True, kNN searches add ``"steps"`` to ``last_search_stats``, one record per
         #: search step and query block (radius, table, active queries, lookups, candidates, seconds)
         self.record_steps = False
@@ -176,6 +172,17 @@ class MIHIndex(BinaryIndex):
         if not self.ntotal and not isinstance(self.m, int):
             return None
         return planned_m(self.m, self.d, self.ntotal, self._m_choice) or default_m(self.d, self.ntotal)
+
+    @property
+    def last_search_stats(self) -> Stats | None:
+        """Work done by this thread's last search on this index (None before its first): queries,
+        bucket lookups and candidates verified (kNN), how many queries went to the flat scan, and
+        the tail's size. Per thread, so concurrent searches never read each other's."""
+        stats: Stats | None = getattr(self._stats, "value", None)
+        return stats
+
+    def _set_stats(self, stats: Stats | None) -> None:
+        self._stats.value = stats
 
     @property
     def measured_m(self) -> dict[str, Any] | None:
@@ -248,10 +255,10 @@ class MIHIndex(BinaryIndex):
         def install(built: Built) -> None:
             self._tables, self._layout, self._words = built
 
-        stats = self.last_search_stats
+        stats = self.last_search_stats  # the sample searches' stats are not the caller's
         self._m_choice, built = measure_m(self.d, codes, build, install, lambda x, k: self.search(x, k, params={"num_threads": 1}))
         install(built)
-        self.last_search_stats = stats
+        self._set_stats(stats)
 
     def build(self) -> None:
         """Build the hash tables over every stored code now (folding in the tail) instead of when
@@ -279,17 +286,7 @@ class MIHIndex(BinaryIndex):
         return {"fallback": self.fallback, "fallback_ratio": self.fallback_ratio, "num_threads": self.num_threads}
 
     def _check_search_value(self, name: str, value: Any) -> Any:
-        if name == "fallback":
-            if value not in FALLBACK_MODES:
-                raise ValueError(f"fallback must be one of {FALLBACK_MODES}, got {value!r}")
-            return value
-        if name == "fallback_ratio":
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InputTypeError(f"fallback_ratio must be a number, got {type(value).__name__}")
-            if not float(value) > 0:  # float(): numbers.Real has no typed comparisons
-                raise ValueError(f"fallback_ratio must be > 0, got {value}")
-            return float(value)
-        return None if value is None else check_int(value, "num_threads", minimum=1)
+        return check_search_value(name, value)
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
         for name, value in params.items():
@@ -306,65 +303,50 @@ class MIHIndex(BinaryIndex):
     def _budget(self) -> float:
         """Per-query cost (ns) above which a query goes to the flat scan."""
         call = self._effective_params()
-        if call["fallback"] == "never":
-            return math.inf
-        if call["fallback"] == "always":
-            return -math.inf
-        return float(self._effective_params()["fallback_ratio"]) * self.cost_model.flat_cost(self._store.nmain - self._store.ndead, self.d)
+        if call["fallback"] != "auto":
+            return math.inf if call["fallback"] == "never" else -math.inf
+        return float(call["fallback_ratio"]) * self.cost_model.flat_cost(self._store.nmain - self._store.ndead, self.d)
 
     def _queries(self, x: NDArray[np.uint8]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         if self._layout is None:
             raise RuntimeError("tables not built")
         return to_words(x), extract_substrings(x, *self._layout)
 
-    def _scan(self, x: NDArray[np.uint8], k: int, threads: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
-        """Exact kNN (ids, tie rule) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
-        with omp_threads(threads):
-            return exact_knn(self._store.main_index(), x, k, ids=self._store.scan_ids)
-
-    def _range_scan(self, x: NDArray[np.uint8], radius: int, threads: int) -> RangeResult:
-        """Range search (ids) over main's live codes by the faiss scan, on ``threads`` OpenMP threads."""
-        with omp_threads(threads):
-            lims, D, rows = self._store.main_index().range_search(x, radius + 1)  # faiss keeps distance < radius
-        return lims.astype(np.int64), D.astype(np.int32), self._store.ids_of(rows)
-
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         tables = self._build()
         store, nq = self._store, x.shape[0]
         parts = []
         live = store.nmain - store.ndead
+        stats: Stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": 0}
         if tables is not None and live:
-            parts.append(self._search_tables(tables, x, min(k, live)))
-        else:
-            self.last_search_stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": 0}
-        stats = self.last_search_stats
-        assert stats is not None
+            parts.append(self._search_tables(tables, x, min(k, live), stats))
         stats["tail_codes"] = store.ntail
+        self._set_stats(stats)
         if store.ntail:  # codes added since the last build: scanned, and merged by (distance, id)
-            with omp_threads(self._threads()):
-                parts.append(exact_knn(store.tail, x, min(k, store.ntail), ids=store.tail_ids))
+            parts.append(store.knn_scan(x, min(k, store.ntail), self._threads(), tail=True))
         if len(parts) == 1:
             return parts[0]
         D, I = sort_results(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1))
         return D[:, :k], I[:, :k]
 
-    def _search_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], k: int) -> SearchResult:
-        """Exact kNN over main's live codes (``1 <= k <=`` their number) by the tables."""
+    def _search_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], k: int, stats: Stats) -> SearchResult:
+        """Exact kNN over main's live codes (``1 <= k <=`` their number) by the tables; the work
+        done goes to ``stats``."""
         store, nq = self._store, x.shape[0]
         budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # the first round of exact-match probes alone would cost more than a scan: scan everything
         if budget < len(tables) * (costs.step / nq + costs.lookup):
-            self.last_search_stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": nq}
-            return self._scan(x, k, threads)
+            stats["fallback_queries"] = nq
+            return store.knn_scan(x, k, threads)
         xw, xs = self._queries(x)
         record = self.record_steps
 
         def block(a: int, b: int) -> tuple[Any, ...]:
-            stats: dict[str, int] = {}
+            work: dict[str, int] = {}
             steps: list[dict[str, float]] | None = [] if record else None
-            out = knn_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], k, budget, costs, stats=stats, steps=steps,
+            out = knn_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], k, budget, costs, stats=work, steps=steps,
                              dead=store.dead)
-            return (*out, stats, steps)
+            return (*out, work, steps)
 
         # top-k state is (block, k) int64 keys that also hold the query's index in the block
         cap = max(1, min(QUERY_BLOCK, (1 << 24) // k, (1 << (31 - (self.d + 1).bit_length())) - 1))
@@ -372,73 +354,33 @@ class MIHIndex(BinaryIndex):
         D = np.concatenate([p[0] for p in parts])
         I = store.ids_of(np.concatenate([p[1] for p in parts]))
         fallback = np.concatenate([p[2] for p in parts])
-        stats: dict[str, Any] = {"queries": nq, "lookups": sum(p[3]["lookups"] for p in parts),
-                                 "candidates": sum(p[3]["candidates"] for p in parts)}
+        stats["lookups"] = sum(p[3]["lookups"] for p in parts)
+        stats["candidates"] = sum(p[3]["candidates"] for p in parts)
         if record:  # one record per step and block, block after block
             stats["steps"] = [step for p in parts for step in p[4]]
         if fallback.any():
-            D[fallback], I[fallback] = self._scan(x[fallback], k, threads)
+            D[fallback], I[fallback] = store.knn_scan(x[fallback], k, threads)
         stats["fallback_queries"] = int(fallback.sum())
-        self.last_search_stats = stats
         return D, I
 
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         tables = self._build()
         store, nq = self._store, x.shape[0]
-        radius = min(radius, self.d)
-        parts = []
-        if tables is not None and store.nmain > store.ndead:
-            parts.append(self._range_tables(tables, x, radius))
-        else:
-            self.last_search_stats = {"queries": nq, "fallback_queries": 0}
-        assert self.last_search_stats is not None
-        self.last_search_stats["tail_codes"] = store.ntail
+        parts, fell = [], 0
+        if tables is not None and self._layout is not None and store.nmain > store.ndead:
+            part, fell = range_main(store, tables, self._layout, x, radius, self._budget(), self.cost_model, self._threads())
+            parts.append(part)
+        self._set_stats({"queries": nq, "fallback_queries": fell, "tail_codes": store.ntail})
         if store.ntail:
-            with omp_threads(self._threads()):
-                lims, D, rows = store.tail.range_search(x, radius + 1)  # faiss keeps distance < radius
-            parts.append((lims.astype(np.int64), D.astype(np.int32), store.tail_ids[rows]))
+            parts.append(store.range_scan(x, radius, self._threads(), tail=True))
         if len(parts) == 1:
             return parts[0]
         every = np.arange(nq)  # both parts answer every query: interleave them query by query
         return splice_ranges(nq, [(every, np.diff(lims), D, I) for lims, D, I in parts])
 
-    def _range_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], radius: int) -> RangeResult:
-        """Range search over main's live codes by the tables."""
-        store, nq = self._store, x.shape[0]
-        budget, costs, threads = self._budget(), self.cost_model, self._threads()
-        # every step 0..radius is needed: predict their cost on uniform buckets
-        steps = radius + 1
-        expected = expected_step_costs(tables, store.nmain, -(-self.d // 64), steps, costs).sum() + steps * costs.step / nq
-        if expected > budget:
-            self.last_search_stats = {"queries": nq, "fallback_queries": nq}
-            return self._range_scan(x, radius, threads)
-        xw, xs = self._queries(x)
-        parts = map_blocks(lambda a, b: range_search(tables, store.nmain, self.d, xw[a:b], xs[a:b], radius, budget, costs,
-                                                           dead=store.dead),
-                                 query_blocks(nq, nq, threads), threads)
-        sizes = np.concatenate([np.diff(p[0]) for p in parts])
-        D = np.concatenate([p[1] for p in parts])
-        I = store.ids_of(np.concatenate([p[2] for p in parts]))
-        fallback = np.concatenate([p[3] for p in parts])
-        self.last_search_stats = {"queries": nq, "fallback_queries": int(fallback.sum())}
-        if fallback.any():  # skewed buckets: those queries by brute force, spliced back in query order
-            flims, fD, fI = self._range_scan(x[fallback], radius, threads)
-            return splice_ranges(nq, [(np.flatnonzero(~fallback), sizes[~fallback], D, I),
-                                      (np.flatnonzero(fallback), np.diff(flims), fD, fI)])
-        return np.concatenate([[0], np.cumsum(sizes)]), D, I
-
     # --- persistence ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        """The store (main codes and ids, tombstones, tail) and, once built, the tables, so a load
-        needs no rebuild (``table_lengths`` and per table ``t<j>.occupancy``, ``.starts``, ``.rows``)."""
-        arrays = self._store.state()
-        if self._m_choice is not None:  # a measured m and the ntotal it was measured at: a load does not measure again
-            arrays["m_choice"] = np.array([self._m_choice["m"], self._m_choice["ntotal"]], dtype=np.int64)
-        if self._tables is not None and self._layout is not None:
-            arrays["table_lengths"] = self._layout[1]
-            for j, table in enumerate(self._tables):
-                arrays.update(table.state(f"t{j}."))
-        return arrays
+        return save_state(self._store, self._tables, self._layout, self._m_choice)
 
     @classmethod
     def _from_state(cls, d: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BinaryIndex:
@@ -452,17 +394,6 @@ class MIHIndex(BinaryIndex):
         obj._store, restored = load_state(d, arrays)
         if restored is not None:
             obj._tables, obj._words, obj._layout = restored
-        if "m_choice" in arrays:  # absent in files from before m was measured, or where it was not
-            m, n = (int(v) for v in np.asarray(arrays["m_choice"]).reshape(-1)[:2])
-            obj._m_choice = {"m": check_m(m, d), "ntotal": n, "seconds": {}}
+        obj._m_choice = load_m_choice(d, arrays)
         return obj
 
-
-def _check_fraction(value: object) -> float:
-    """``tail_fraction``: a number >= 0 (0 rebuilds the tables at every search after a change)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"tail_fraction must be a number, got {type(value).__name__}")
-    fraction = float(value)
-    if not fraction >= 0 or not math.isfinite(fraction):
-        raise ValueError(f"tail_fraction must be a finite number >= 0, got {value}")
-    return fraction
