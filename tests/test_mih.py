@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from unittest import mock
 
 import faiss
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 import annbin
 from annbin import MIHIndex
 from annbin._checks import INT32_MAX
+from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 from annbin.index.mih._cost import CostModel
 from annbin.index.mih._tables import (
     MAX_SUBSTRING_BITS,
@@ -29,6 +31,15 @@ DIMS = [8, 24, 64, 128, 256, 1024]
 KINDS = ["random", "clustered", "equal", "duplicates", "zeros"]
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
+@pytest.fixture(autouse=True)
+def reference_costs(monkeypatch):
+    """Fallback counts follow the reference cost model (and m the formula), not the timings this
+    process happened to measure: calibration itself is tested in test_mih_calibrate.py."""
+    monkeypatch.setenv(CALIBRATE_ENV, "0")
+    calibrated_costs.cache_clear()
+    yield
+    calibrated_costs.cache_clear()  # the next module's first index calibrates afresh
 
 # --- data and references ---------------------------------------------------------------------
 def make_codes(kind: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -387,6 +398,44 @@ def test_ties_follow_ids_not_insertion_order():
 
 
 # --- threads ---------------------------------------------------------------------------------
+def test_last_search_stats_are_per_thread():
+    """Two threads search one index at once, kNN with 7 queries and range search with 40 at
+    changing radii: each always reads the stats of its own last search, never the other's."""
+    rng = np.random.default_rng(23)
+    codes = make_codes("clustered", 3000, 64, rng)
+    index = MIHIndex(64, m=4, fallback="never", num_threads=1)
+    index.add(codes)
+    index.build()
+    rounds, start, seen = 300, threading.Barrier(2), {}
+
+    def knn(nq: int) -> None:
+        q = make_queries(codes, "clustered", nq, 64, np.random.default_rng(nq))
+        start.wait()
+        seen[nq] = []
+        for _ in range(rounds):
+            index.search(q, 10)
+            stats = index.last_search_stats
+            seen[nq].append((stats["queries"], "lookups" in stats))
+
+    def ranges(nq: int) -> None:
+        q = make_queries(codes, "clustered", nq, 64, np.random.default_rng(nq))
+        start.wait()
+        seen[nq] = []
+        for r in range(rounds):
+            index.range_search(q, 1 + r % 6)
+            stats = index.last_search_stats
+            seen[nq].append((stats["queries"], "lookups" in stats))
+
+    workers = [threading.Thread(target=knn, args=(7,)), threading.Thread(target=ranges, args=(40,))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert seen[7] == [(7, True)] * rounds  # kNN stats count lookups, range stats do not
+    assert seen[40] == [(40, False)] * rounds
+    assert index.last_search_stats is None  # this thread searched nothing
+
+
 def test_threads_give_identical_results(monkeypatch):
     import annbin.index.mih._blocks as blocks_module
 

@@ -4,6 +4,7 @@ with different parameters return exactly what serial calls return."""
 from __future__ import annotations
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
@@ -17,6 +18,7 @@ from annbin.bench.run import BenchConfig, run_bench
 from annbin.embed.floats import make_float_index
 from annbin.embed.rescore import RescoredIndex
 from annbin.index.faiss_wrap import from_faiss
+from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 
 WORKERS = 8
 REPEATS = 6  # each parameter set is searched this many times, interleaved with the others
@@ -34,6 +36,15 @@ def _concurrent_matches_serial(index, queries, k, settings):
         np.testing.assert_array_equal(I, serial[i][1], err_msg=f"params={settings[i]}")
     assert index.get_search_params() == before
     return serial
+
+
+@pytest.fixture(autouse=True)
+def reference_costs(monkeypatch):
+    """MIH's fallback counts follow the reference cost model, not this process's timings."""
+    monkeypatch.setenv(CALIBRATE_ENV, "0")
+    calibrated_costs.cache_clear()
+    yield
+    calibrated_costs.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +87,18 @@ def test_per_call_params_are_used_not_stored(data):
     assert index.get_search_params() == {"ef_search": 200}
 
 
-def test_mih_concurrent_first_searches_build_once_and_agree(data):
+def test_mih_concurrent_first_searches_build_once_and_agree(data, monkeypatch):
+    import annbin.index.mih.index as mih_module
+
+    builds = []
+    real = mih_module.build_tables
+
+    def slow_build(*args, **kwargs):  # slow enough that the other searches arrive while it builds
+        builds.append(1)
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mih_module, "build_tables", slow_build)
     base, queries = data
     index = make_index("mih", d=64)
     index.add(base)  # tables not built: the concurrent searches below race to build them
@@ -89,6 +111,7 @@ def test_mih_concurrent_first_searches_build_once_and_agree(data):
     for D, I in got:  # exact: every path gives the flat answer
         np.testing.assert_array_equal(D, D_ref)
         np.testing.assert_array_equal(I, I_ref)
+    assert len(builds) == 1 and index.rebuilds == 1  # one search built the tables, the others waited
     assert index.get_search_params() == {"fallback": "auto", "fallback_ratio": 1.0, "num_threads": None}
     # the per-call fallback was obeyed: "always" scans every query, "never" none
     index.search(queries, 10, params={"fallback": "always"})
