@@ -1,3 +1,6 @@
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -62,7 +65,17 @@ def test_kendall_tau_values():
         kendall_tau(scores, np.array([[1, 2]]))
 
 
-def test_time_batch_returns_median_and_result():
+def test_time_batch_returns_median_and_result(monkeypatch):
+    """A scripted clock: each call's start and end. The figure is the median of the durations (not
+    their mean, minimum or last), and the result is the last call's."""
+    def scripted(durations):
+        ticks = iter([t for i, d in enumerate(durations) for t in (10.0 * i, 10.0 * i + d)])
+        monkeypatch.setattr(sys.modules[time_batch.__module__], "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+
     calls = []
+    scripted([5.0, 2.0, 1.0])  # median 2; mean 2.67, min 1, last 1
     seconds, result = time_batch(lambda: calls.append(1) or len(calls), runs=3)
-    assert result == 3 and len(calls) == 3 and seconds >= 0
+    assert seconds == pytest.approx(2.0) and result == 3 and len(calls) == 3
+    scripted([4.0, 1.0, 2.0, 8.0])  # an even count: the mean of the middle two, 3
+    seconds, result = time_batch(lambda: calls.append(1) or len(calls), runs=4)
+    assert seconds == pytest.approx(3.0) and result == 7
