@@ -30,13 +30,26 @@ def _truth(base, queries, k=10):
     return float_knn(base, queries, k, "ip")[1]
 
 
+#: The held-out half meets the target only with probability ~``confidence`` (0.95: the margin is
+#: sized for that), so it is bounded loosely; what the tuner guarantees is checked exactly below.
+HOLDOUT_SLACK = 0.05
+
+
+def check_met(result: TuneResult, target: float) -> None:
+    """The tuning half met the target: the chosen trial's recall less its margin reaches it."""
+    chosen = next(t for t in result.curve if t["params"] == result.params)
+    assert result.met and chosen["met"] and chosen["recall"] == result.recall_tune
+    assert result.recall_tune - chosen["margin"] >= target
+    assert result.recall_holdout >= target - HOLDOUT_SLACK
+
+
 def test_meets_target_on_held_out_half_and_sets_the_index(data):
     base, queries = data
     index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=4", oversample=1, metric="ip")
     index.add(base)
     result = tune(index, queries, target_recall=0.9, runs=1)
     assert isinstance(result, TuneResult) and annbin.tune is tune
-    assert result.met and result.recall_tune >= 0.9 and result.recall_holdout >= 0.9
+    check_met(result, 0.9)
     assert index.get_search_params() == {**index.get_search_params(), **result.params}
     assert set(result.params) == {"oversample", "ef_search"} and result.qps > 0
     assert result.holdout.size == 200 and len(set(result.holdout)) == 200
@@ -57,9 +70,9 @@ def test_ground_truth_from_stored_vectors_maps_user_ids(data):
     index = annbin.BinaryEmbeddingIndex("flat", oversample=2, metric="ip")
     index.add(base, ids=np.arange(base.shape[0], dtype=np.int64) * 7 + 3)
     result = tune(index, queries, target_recall=0.85, runs=1)  # ground truth from its own float store
-    assert result.met and result.recall_holdout >= 0.85  # wrong id mapping would give recall ~0
+    check_met(result, 0.85)  # wrong id mapping would give recall ~0
     given = tune(index, queries, target_recall=0.85, runs=1, ground_truth=_truth(base, queries) * 7 + 3)
-    assert given.recall_holdout >= 0.85
+    check_met(given, 0.85)
 
 
 def test_rescored_index_and_float_index_with_vectors(data):
@@ -69,11 +82,13 @@ def test_rescored_index_and_float_index_with_vectors(data):
     inner.add(codes)
     rescored = annbin.RescoredIndex(inner, oversample=1, vectors=base)
     result = tune(rescored, queries, target_recall=0.9, runs=1, params=["oversample"])
-    assert set(result.params) == {"oversample"} and result.recall_holdout >= 0.9
+    assert set(result.params) == {"oversample"}
+    check_met(result, 0.9)
     hnsw = make_float_index("float-hnsw:M=8,ef_construction=40,ef=10", base.shape[1], "ip")
     hnsw.add(base)
     result = tune(hnsw, queries, target_recall=0.97, vectors=base, runs=1)
-    assert set(result.params) == {"ef"} and result.met and result.recall_holdout >= 0.97
+    assert set(result.params) == {"ef"}
+    check_met(result, 0.97)
     assert hnsw.get_search_params() == result.params
 
 
@@ -83,7 +98,8 @@ def test_asymmetric_stage_tunes_rerank_and_qb(data):
     index.add(base)
     result = tune(index, queries, target_recall=0.9, runs=1, max_trials=30)
     assert set(result.params) == {"oversample", "rerank_oversample", "qb"}
-    assert result.met and result.recall_holdout >= 0.9 and result.trials <= 30
+    assert result.trials <= 30
+    check_met(result, 0.9)
 
 
 def test_unreachable_target_returns_the_best_it_found(data):
@@ -143,7 +159,8 @@ def test_tunable_names_are_the_documented_ones():
 
 
 def test_cli_tune_on_the_shipped_set_meets_target_on_held_out_half(tmp_path):
-    """The shipped real set: flat sign codes + float rescoring, 0.95 on the queries not tuned on."""
+    """The shipped real set: flat sign codes + float rescoring, 0.95 on the tuning half (with the
+    margin), about that on the queries not tuned on."""
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["tune", "--index", "flat", "--rescore", "2", "--target-recall", "0.95",
                                        "--runs", "1", "--latency-queries", "5", "--no-progress", "--out", str(out)])
@@ -151,6 +168,7 @@ def test_cli_tune_on_the_shipped_set_meets_target_on_held_out_half(tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     final = rows[-1]
     assert final["dataset"] == "minilm_wordnet" and final["tune"]["half"] == "holdout" and final["tune"]["chosen"]
-    assert final["recall_float"] >= 0.95 and final["nq"] == 500 and final["latency_p50_ms"] > 0
+    assert final["tune"]["met"] and final["tune"]["recall_tune"] - final["tune"]["margin"] >= 0.95
+    assert final["recall_float"] >= 0.95 - HOLDOUT_SLACK and final["nq"] == 500 and final["latency_p50_ms"] > 0
     assert all(r["tune"]["half"] == "tune" for r in rows[:-1])
     assert "held-out half: recall" in result.output and "meets the target" in result.output
