@@ -4,10 +4,11 @@ The checks follow what faiss's own tests assert of its binary indexes (tests/tes
 test_binary_hashindex.py, test_binary_io.py): an empty index answers -1 / INT32_MAX; reported
 distances are the true distances of the ids returned (and the exact k smallest for exact
 indexes); range search agrees with kNN search; no duplicate ids; sorted results; recall never
-falls as the search budget grows; serialization round-trips. Written for annbin: its ``<=``
-radius, its tie rule (annbin's exact indexes return each row's k smallest (distance, id) pairs)
-and both file formats. On 1,500 codes ``mih`` answers by the flat scan (its cost model's choice);
-``mih:fallback=never`` runs multi-index hashing, and the tests check that it did.
+falls as the search budget grows; serialization round-trips. Written for annbin: its range rule
+(faiss's: distance ``< radius``), its tie rule (annbin's exact indexes return each row's k
+smallest (distance, id) pairs) and both file formats. On 1,500 codes ``mih`` may answer by the
+flat scan (its cost model's choice); ``mih:fallback=never`` runs multi-index hashing, and the
+tests check that it did.
 """
 
 from __future__ import annotations

@@ -29,7 +29,13 @@ _READ_CHUNK = 1 << 22  # bytes a deserializing faiss reader takes from Python at
 
 
 class FaissBackedIndex(BinaryIndex):
-    """Base for variants whose storage is a ``faiss.IndexBinaryIDMap`` around an inner index."""
+    """Base for variants whose storage is a ``faiss.IndexBinaryIDMap`` around an inner index.
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); a subclass builds the inner index in ``_new_inner``.
+    """
 
     def __init__(self, d: int) -> None:
         super().__init__(d)
@@ -301,6 +307,13 @@ class InvertedListCodes:
     ``RowMap`` to positions in that order plus where each list starts (8 bytes a list). A gather
     visits each touched list once through a zero-copy view of its codes: a Python step per list
     (~10 us), so its cost grows with the number of lists a batch of ids touches.
+
+    Parameters
+    ----------
+    ivf : faiss.IndexBinaryIVF
+        The index whose inverted lists hold the codes.
+    ids : ndarray of int64, shape (ntotal,)
+        The ids in list-by-list order (``ivf_ids``, or what an IDMap maps them to).
     """
 
     def __init__(self, ivf: Any, ids: NDArray[np.int64]) -> None:

@@ -29,7 +29,13 @@ Lookup = tuple[NDArray[np.int64], NDArray[np.bool_] | None]
 
 
 class RowMap:
-    """Maps ids to storage rows; see the module docstring for the three layouts."""
+    """Maps ids to storage rows; see the module docstring for the three layouts.
+
+    Parameters
+    ----------
+    ids : ndarray of int64, shape (n,)
+        The stored ids in storage order: row ``r`` holds id ``ids[r]``.
+    """
 
     def __init__(self, ids: NDArray[np.int64]) -> None:
         ids = np.asarray(ids, dtype=np.int64)

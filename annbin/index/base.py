@@ -27,15 +27,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import INT32_MAX, InputTypeError, as_codes, as_id_selection, as_ids, check_d, check_k, check_radius
+from annbin.index._results import CodesResult, RangeResult, SearchResult, sort_ranges, sort_results
 from annbin.index._rows import RowMap
 from annbin.spec import format_spec
 
-SearchResult = tuple[NDArray[np.int32], NDArray[np.int64]]
-#: a variant's ``_get_codes`` answer: codes ``(m, d // 8)`` uint8 (zero where not found) and which ids
-#: were found (bool ``(m,)``, or None when all were)
-CodesResult = tuple[NDArray[np.uint8], NDArray[np.bool_] | None]
-RangeResult = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]
-_PACK_LIMIT = (1 << 32) - 1  # ids below this pack with their distance into one sort key
+# the result types and orderings live a floor down (``_results``); named here for the variants
+__all__ = ["BinaryIndex", "CodesResult", "Described", "RangeResult", "SearchResult", "UnsupportedOperation",
+           "sort_ranges", "sort_results"]
+
 # The search in progress in this thread (or task) and its full search parameters: ``params=`` of one
 # call is read from here, never written to the index, so one index serves concurrent searches.
 _CALL_PARAMS: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = contextvars.ContextVar("_CALL_PARAMS", default=None)
@@ -44,29 +43,6 @@ _CALL_PARAMS: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = contex
 class UnsupportedOperation(NotImplementedError):
     """The index variant cannot do this (e.g. ``remove_ids`` on HNSW); faiss's Python layer raises
     ``RuntimeError`` there, annbin a ``NotImplementedError`` one can catch by type."""
-
-
-def sort_results(D: NDArray[np.int32], I: NDArray[np.int64]) -> SearchResult:
-    """Order each row by (distance, id); missing results (INT32_MAX, -1) stay last."""
-    if D.size == 0:
-        return D, I
-    if I.max() < _PACK_LIMIT and D.min() >= 0:
-        # One int64 key per result, distance in the high bits and id + 1 in the low 32: a plain
-        # row sort then orders by (distance, id), ~10x faster than lexsort on the hot path.
-        key = (D.astype(np.int64) << 32) | (I + 1)
-        key.sort(axis=1)
-        return (key >> 32).astype(np.int32), (key & 0xFFFFFFFF) - 1
-    order = np.lexsort((I, D), axis=-1)
-    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
-
-
-def sort_ranges(lims: NDArray[np.int64], D: NDArray[np.int32], I: NDArray[np.int64]) -> RangeResult:
-    """Order each query's range-search segment by (distance, id)."""
-    if D.size == 0:
-        return lims, D, I
-    qid = np.repeat(np.arange(lims.size - 1), np.diff(lims))
-    order = np.lexsort((I, D, qid))
-    return lims, D[order], I[order]
 
 
 class Described:
@@ -139,7 +115,13 @@ class Described:
 
 
 class BinaryIndex(Described, ABC):
-    """Abstract index over packed binary codes of ``d`` bits, searched by Hamming distance."""
+    """Abstract index over packed binary codes of ``d`` bits, searched by Hamming distance.
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits, a positive multiple of 8; codes are ``(n, d // 8)`` uint8.
+    """
 
     variant: ClassVar[str] = ""
     #: build-time parameters (constructor keywords), part of the spec string and the saved file

@@ -101,6 +101,14 @@ class FaissIndex(BinaryIndex):
     ``FaissIndex(d=d, factory="BHash16")``. Search parameters are those of the wrapped index:
     ``ef_search`` (HNSW), ``nprobe`` (IVF), ``nflip`` (Hash, MultiHash). ``exact`` is True only
     for a flat index.
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    factory : str
+        A faiss binary factory string (``"BFlat"``, ``"BHNSW32"``, ``"IDMap2,BIVF64"``,
+        ``"BHash4x16"``, ...); refused unless faiss reads it back as itself.
     """
 
     variant = "faiss"

@@ -17,8 +17,13 @@ from annbin.index.registry import register
 class FlatIndex(FaissBackedIndex):
     """Exact Hamming kNN by linear scan (faiss ``IndexBinaryFlat`` behind ``IndexBinaryIDMap``).
 
-    ``d`` is the code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8. Ties: at
-    the k-th distance the smallest ids win, whatever order they were added in (``exact_knn``).
+    Ties: at the k-th distance the smallest ids win, whatever order they were added in
+    (``exact_knn``).
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
     """
 
     variant = "flat"

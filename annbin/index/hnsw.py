@@ -18,10 +18,20 @@ from annbin.index.registry import register
 class HNSWIndex(FaissBackedIndex):
     """Binary HNSW (``faiss.IndexBinaryHNSW`` behind ``IndexBinaryIDMap``); approximate.
 
-    ``M``: graph degree (layer 0 keeps ``2 * M`` links); ``ef_construction``: build beam width;
-    ``ef_search``: search beam width, settable per search (``params=``, passed to faiss as
-    ``SearchParametersHNSW``, so concurrent searches may differ). faiss's HNSW cannot remove ids or
-    range-search, so ``remove_ids`` / ``range_search`` raise ``UnsupportedOperation``.
+    faiss's HNSW cannot remove ids or range-search, so ``remove_ids`` / ``range_search`` raise
+    ``UnsupportedOperation``.
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    M : int
+        Graph degree (layer 0 keeps ``2 * M`` links), at least 2.
+    ef_construction : int
+        Beam width while building.
+    ef_search : int
+        Search beam width, settable per search (``params=``, passed to faiss as
+        ``SearchParametersHNSW``, so concurrent searches may differ); widened to ``k`` if smaller.
     """
 
     variant = "hnsw"

@@ -26,11 +26,19 @@ from annbin.index.registry import register
 class IVFIndex(FaissBackedIndex):
     """Binary IVF on a bare ``faiss.IndexBinaryIVF``; approximate.
 
-    ``d`` is in bits; codes are ``(n, d // 8)`` uint8. ``nlist``: number of inverted lists
-    (k-means centroids); ``None`` picks ``default_nlist(n)`` from the size of the first ``add``.
-    ``nprobe``: lists visited per query, a search parameter (``nprobe >= nlist`` is exhaustive);
-    a call's ``params=`` reach faiss as ``SearchParametersIVF``, so concurrent searches may differ.
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    nlist : int or None
+        Number of inverted lists (k-means centroids); ``None`` picks ``default_nlist(n)`` from the
+        size of the first ``add``.
+    nprobe : int
+        Lists visited per query, a search parameter (``nprobe >= nlist`` is exhaustive); a call's
+        ``params=`` reach faiss as ``SearchParametersIVF``, so concurrent searches may differ.
 
+    Notes
+    -----
     Training: the index is untrained (``is_trained`` False) until ``train(codes)`` is called or
     the first ``add``, which trains k-means on a seeded random sample of at most
     ``64 * nlist`` of its codes (faiss converts training codes to floats, so a large batch is

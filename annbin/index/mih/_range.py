@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index.base import RangeResult
+from annbin.index._results import RangeResult
 from annbin.index.mih._blocks import map_blocks, query_blocks, splice_ranges
 from annbin.index.mih._cost import COSTS, CostModel, expected_step_costs
 from annbin.index.mih._probe import LOOKUP_CHUNK, drop_queries, probe_buckets, verify_all

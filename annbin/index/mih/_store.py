@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 
 from annbin._checks import as_ids
 from annbin.index._faiss import exact_knn, flat_codes, omp_threads
+from annbin.index._results import RangeResult, SearchResult
 from annbin.index._rows import RowMap, gather
-from annbin.index.base import RangeResult, SearchResult
 from annbin.index.mih._tables import MIHTable, check_m, copies_words, substring_layout, to_words
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
@@ -34,7 +34,15 @@ _EMPTY_IDS = np.empty(0, dtype=np.int64)
 
 class LiveRows:
     """A main ``IndexBinaryFlat`` seen without its tombstoned rows: the ``search`` /
-    ``range_search`` / ``ntotal`` that ``exact_knn`` needs (rows returned are main rows)."""
+    ``range_search`` / ``ntotal`` that ``exact_knn`` needs (rows returned are main rows).
+
+    Parameters
+    ----------
+    flat : faiss.IndexBinaryFlat
+        Main storage.
+    dead : ndarray of bool, shape (flat.ntotal,)
+        The tombstoned rows.
+    """
 
     def __init__(self, flat: Any, dead: NDArray[np.bool_]) -> None:
         self._flat, self.d = flat, int(flat.d)
@@ -54,7 +62,13 @@ class LiveRows:
 
 class StorageMap:
     """``get_codes``' id -> storage map: a ``RowMap`` over the live ids (main's live rows, then the
-    tail) and, while there are tombstones, the main row of each live main code (int32)."""
+    tail) and, while there are tombstones, the main row of each live main code (int32).
+
+    Parameters
+    ----------
+    store : MIHStore
+        The store mapped, as it is now (the map is rebuilt when it changes).
+    """
 
     def __init__(self, store: MIHStore) -> None:
         self.rows = RowMap(store.ids())
@@ -80,7 +94,13 @@ class StorageMap:
 
 
 class MIHStore:
-    """Codes and ids of an ``MIHIndex``: main (covered by the tables), tail and tombstones."""
+    """Codes and ids of an ``MIHIndex``: main (covered by the tables), tail and tombstones.
+
+    Parameters
+    ----------
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    """
 
     def __init__(self, d: int) -> None:
         self.d, self.code_size = d, d // 8
