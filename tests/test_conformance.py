@@ -167,8 +167,8 @@ def test_range_search_consistent_with_search(spec, data):
             index.range_search(queries, 5)
         return
     full = np.bitwise_count(queries[:, None, :] ^ base[None]).sum(-1)
-    radius = int(np.median(popcount_knn(base, queries, 10)[:, -1]))
-    lims, Dr, Ir = index.range_search(queries, radius + 1)  # faiss's rule: distance < radius + 1
+    radius = int(np.median(popcount_knn(base, queries, 10)[:, -1])) + 1  # the median k-th distance is inside
+    lims, Dr, Ir = index.range_search(queries, radius)
     check_own_work(spec, index)
     assert lims.dtype == np.int64 and Dr.dtype == np.int32 and Ir.dtype == np.int64
     assert lims[0] == 0 and (np.diff(lims) >= 0).all() and lims[-1] == Dr.size == Ir.size
@@ -177,14 +177,14 @@ def test_range_search_consistent_with_search(spec, data):
         ids, dists = Ir[lims[q]:lims[q + 1]], Dr[lims[q]:lims[q + 1]]
         assert len(set(ids.tolist())) == ids.size
         assert (np.diff(dists) >= 0).all()
-        assert np.array_equal(dists, full[q, ids]) and (dists <= radius).all()  # <= radius, true distances
-        truth = set(np.nonzero(full[q] <= radius)[0].tolist())
+        assert np.array_equal(dists, full[q, ids]) and (dists < radius).all()  # < radius, true distances
+        truth = set(np.nonzero(full[q] < radius)[0].tolist())
         assert set(ids.tolist()) <= truth
         # whatever kNN found within the radius, range search found too (same lists / buckets)
-        assert set(I[q][D[q] <= radius].tolist()) <= set(ids.tolist())
+        assert set(I[q][D[q] < radius].tolist()) <= set(ids.tolist())
         if exact:
             assert set(ids.tolist()) == truth
-            if radius >= D[q, -1]:
+            if radius > D[q, -1]:
                 assert set(I[q].tolist()) <= set(ids.tolist())
                 above += 1
             else:
