@@ -25,6 +25,7 @@ from annbin.index.mih._tables import (
     occupancy_probes,
     popcount_masks,
     substring_layout,
+    to_words,
 )
 
 DIMS = [8, 24, 64, 128, 256, 1024]
@@ -848,7 +849,7 @@ def test_cost_model_predicts_nothing_during_the_radius_0_round():
     index.add(codes)
     tables = index._build()
     m = len(tables)
-    xw, xs = index._queries(codes[:4])
+    xw, xs = to_words(codes[:4]), extract_substrings(codes[:4], *index._layout)
     budget = COSTS.flat_cost(index.ntotal, 128)
     A, few = np.arange(4), np.ones(4, dtype=np.int64)
     for step, expected in ((0, False), (m - 1, False), (m, True)):

@@ -30,7 +30,7 @@ Design (details in ``_tables``, ``_store``, ``_probe``, ``_search``, ``_range``,
   tables' rows (skipped by the search and by the fallback scan) and drops tail rows. Once tail
   plus tombstones exceed ``tail_fraction`` of the tables' codes, the next search (or ``build()``)
   rebuilds: tail folded into main, tombstones dropped, every table rebuilt. ``rebuilds`` counts them.
-- **save / load**: the file holds main, tombstones, tail and the tables: a load rebuilds nothing.
+  A saved file holds the tables too: a load rebuilds nothing.
 - **Fallback**: a cost model (constants measured once per process, ``_calibrate``) predicts, per
   query and step, what finishing by MIH would still cost; a query for which that exceeds
   ``fallback_ratio`` times a flat scan (far neighbours, e.g. uniformly random 128-bit codes) is
@@ -50,6 +50,7 @@ Design (details in ``_tables``, ``_store``, ``_probe``, ``_search``, ``_range``,
   actor with one CPU) pins MIH too. ``last_search_stats`` is per thread: each thread reads the
   stats of its own last search.
 """
+
 from __future__ import annotations
 
 import math
@@ -307,19 +308,14 @@ class MIHIndex(BinaryIndex):
             return math.inf if call["fallback"] == "never" else -math.inf
         return float(call["fallback_ratio"]) * self.cost_model.flat_cost(self._store.nmain - self._store.ndead, self.d)
 
-    def _queries(self, x: NDArray[np.uint8]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-        if self._layout is None:
-            raise RuntimeError("tables not built")
-        return to_words(x), extract_substrings(x, *self._layout)
-
     def _search(self, x: NDArray[np.uint8], k: int) -> SearchResult:
         tables = self._build()
         store, nq = self._store, x.shape[0]
         parts = []
         live = store.nmain - store.ndead
         stats: Stats = {"queries": nq, "lookups": 0, "candidates": 0, "fallback_queries": 0}
-        if tables is not None and live:
-            parts.append(self._search_tables(tables, x, min(k, live), stats))
+        if tables is not None and self._layout is not None and live:
+            parts.append(self._search_tables(tables, self._layout, x, min(k, live), stats))
         stats["tail_codes"] = store.ntail
         self._set_stats(stats)
         if store.ntail:  # codes added since the last build: scanned, and merged by (distance, id)
@@ -329,16 +325,16 @@ class MIHIndex(BinaryIndex):
         D, I = sort_results(np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1))
         return D[:, :k], I[:, :k]
 
-    def _search_tables(self, tables: list[MIHTable], x: NDArray[np.uint8], k: int, stats: Stats) -> SearchResult:
-        """Exact kNN over main's live codes (``1 <= k <=`` their number) by the tables; the work
-        done goes to ``stats``."""
+    def _search_tables(self, tables: list[MIHTable], layout: Layout, x: NDArray[np.uint8], k: int, stats: Stats) -> SearchResult:
+        """Exact kNN over main's live codes (``1 <= k <=`` their number) by the tables (substrings
+        at ``layout``); the work done goes to ``stats``."""
         store, nq = self._store, x.shape[0]
         budget, costs, threads = self._budget(), self.cost_model, self._threads()
         # the first round of exact-match probes alone would cost more than a scan: scan everything
         if budget < len(tables) * (costs.step / nq + costs.lookup):
             stats["fallback_queries"] = nq
             return store.knn_scan(x, k, threads)
-        xw, xs = self._queries(x)
+        xw, xs = to_words(x), extract_substrings(x, *layout)
         record = self.record_steps
 
         def block(a: int, b: int) -> tuple[Any, ...]:
