@@ -293,7 +293,7 @@ def test_corrupted_or_foreign_files(data, tmp_path):
     binary = annbin.make_index("flat", 64)
     binary.add(np.zeros((3, 8), np.uint8))
     binary.save(tmp_path / "binary")
-    with pytest.raises(ValueError, match="not a saved RaBitQ"):
+    with pytest.raises(ValueError, match="not a saved float-in index"):  # a binary index's file
         load_float_file(tmp_path / "binary")
 
 
