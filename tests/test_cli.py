@@ -21,7 +21,7 @@ def _cache(tmp_path, monkeypatch):
 def test_bench_writes_rows_and_plot(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--index", "hnsw:M=8,ef_search=4|64",
-                                       "--index", "mih", "--rescore", "2", "--vectors", "ram", "--out", str(out), "--plot"])
+                                       "--index", "mih", "--oversample", "2", "--vectors", "ram", "--out", str(out), "--plot"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # flat, 2 hnsw settings, mih; each with and without rescoring
@@ -32,7 +32,7 @@ def test_bench_writes_rows_and_plot(tmp_path):
         assert need <= set(row), need - set(row)
         assert row["dataset"] == "synthetic-small" and row["k"] == 5 and row["nq"] == 40
         assert 0.0 <= row["recall_float"] <= 1.0 and row["qps"] > 0
-    plain = {(r["index"], r["params"].get("ef_search")): r for r in rows if r["rescore"] is None}
+    plain = {(r["index"], r["params"].get("ef_search")): r for r in rows if r["oversample"] is None}
     # exact indexes find every Hamming neighbour (tie-aware); a tiny beam finds fewer than a wide one
     assert plain[("flat", None)]["recall_hamming"] == 1.0
     assert plain[("mih", None)]["recall_hamming"] == 1.0
@@ -40,7 +40,7 @@ def test_bench_writes_rows_and_plot(tmp_path):
     assert plain[("hnsw", 64)]["params"] == {"M": 8, "ef_search": 64}
     # binary codes of 128-d floats: 16 bytes + 8-byte id per vector in flat
     assert plain[("flat", None)]["bytes_per_vector"] == pytest.approx(24.0)
-    rescored = {r["index"]: r for r in rows if r["rescore"] == 2}
+    rescored = {r["index"]: r for r in rows if r["oversample"] == 2}
     assert rescored["flat"]["rescore_vectors"] == "ram:float32"
     # codes + ids + floats in RAM, and the encoder's per-dimension offset (128 float32 for 2,000 rows)
     assert rescored["flat"]["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4 + 128 * 4 / 2000)
@@ -82,7 +82,7 @@ def test_config_file_and_short_codes(tmp_path):
     (["--index", "hnsw:Q=1"], "unknown parameter"),
     (["--k", "0"], "k must be >= 1"),
     (["--k", "100000"], "larger than the dataset"),
-    (["--rescore", "x"], "--rescore takes integers"),
+    (["--oversample", "x"], "--oversample takes integers"),
     (["--config", "/no/such.yaml"], "cannot read config"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
@@ -144,12 +144,12 @@ def test_real_subprocess(tmp_path):
 
 def test_default_dataset_is_the_shipped_set(tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["bench", "--index", "flat", "--rescore", "4,10", "--max-queries", "20", "--runs", "1",
+    result = CliRunner().invoke(main, ["bench", "--index", "flat", "--oversample", "4,10", "--max-queries", "20", "--runs", "1",
                                        "--latency-queries", "2", "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["dataset"] for r in rows} == {"minilm_wordnet"}
-    flat = {r["rescore"]: r["recall_float"] for r in rows}
+    flat = {r["oversample"]: r["recall_float"] for r in rows}
     assert flat[None] < flat[4] <= flat[10]  # rescoring wins back what binarization lost
     assert "Kendall tau" in result.output
 
@@ -166,10 +166,10 @@ def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
     assert [r["index"] for r in rows[:17]] == ["flat"] * 3 + ["hnsw"] * 3 + ["rq-hnsw"] * 6 + ["float-flat"] + ["float-hnsw"] * 4
     assert {r["library"] for r in rows[:12]} == {"annbin"} and {r["library"] for r in rows[13:17]} == {"hnswlib"}
     assert {r["library"] for r in rows[17:]} <= {"faiss", "usearch", "scann", "rabitqlib"} and rows[17]["index"] == "faiss-hnsw-sq8"
-    assert [r["rescore"] for r in rows[:12]] == [None, 4, 10, None, 4, 10] + [None, 2] * 3
+    assert [r["oversample"] for r in rows[:12]] == [None, 4, 10, None, 4, 10] + [None, 2] * 3
     assert [r["params"]["ef_search"] for r in rows[6:12]] == [32, 32, 48, 48, 192, 192]
     assert [r["params"]["ef"] for r in rows[13:17]] == [16, 24, 32, 64]
-    assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["rescore"])  # floats on disk: RAM is codes
+    assert all(r["rescore_vectors"] == "mmap:float32" for r in rows if r["oversample"])  # floats on disk: RAM is codes
     assert rows[1]["bytes_per_vector"] < 100 < rows[13]["bytes_per_vector"]
     assert rows[12]["recall_float"] == 1.0 and all(r["metric"] == "ip" and r["machine"]["cores"] for r in rows)
     assert len(DEFAULT_PLAN) == 4  # the last part: peer libraries (annbin.bench.peers), those installed
@@ -177,11 +177,11 @@ def test_default_plan_binary_three_stage_and_float_rows(tmp_path):
     assert len(summary) == 1 and "q/s" in summary[0] and "bytes/vector" in summary[0]
     # an option the user gives applies to every part of the plan and wins over the plan's own
     again = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--max-queries", "10", "--runs", "1", "--latency-queries", "0",
-                                      "--rescore", "2", "--vectors", "ram", "--no-progress", "--out", str(tmp_path / "o2")])
+                                      "--oversample", "2", "--vectors", "ram", "--no-progress", "--out", str(tmp_path / "o2")])
     assert again.exit_code == 0, again.output
     rows2 = [json.loads(line) for line in (tmp_path / "o2" / "results.jsonl").read_text().splitlines()]
-    assert {r["rescore"] for r in rows2} == {None, 2}
-    assert {r["rescore_vectors"] for r in rows2 if r["rescore"]} == {"ram:float32"}
+    assert {r["oversample"] for r in rows2} == {None, 2}
+    assert {r["rescore_vectors"] for r in rows2 if r["oversample"]} == {"ram:float32"}
 
 
 def test_faiss_factory_and_ivf_specs_sweep(tmp_path):
@@ -197,11 +197,11 @@ def test_faiss_factory_and_ivf_specs_sweep(tmp_path):
 
 def test_mmap_float16_rescoring_keeps_vectors_out_of_ram(tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rescore", "4", "--vectors", "mmap",
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--oversample", "4", "--vectors", "mmap",
                                        "--vector-dtype", "float16", "--out", str(out)])
     assert result.exit_code == 0, result.output
     row = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][1]
-    assert row["rescore"] == 4 and row["rescore_vectors"] == "mmap:float16"
+    assert row["oversample"] == 4 and row["rescore_vectors"] == "mmap:float16"
     assert row["bytes_per_vector"] == pytest.approx(24.0 + 128 * 4 / 2000)  # only codes, ids and the offset in RAM
     assert row["disk_bytes_per_vector"] == pytest.approx(128 * 2, rel=0.01)
 
@@ -237,39 +237,39 @@ def test_toml_config_and_config_errors(tmp_path):
 
 def test_bench_rerank_rows_read_fewer_floats(tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rescore", "8", "--rerank", "2,9",
+    result = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--oversample", "8", "--rerank-oversample", "2,9",
                                        "--rotation", "itq", "--thresholds", "mean", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # plain, float rescoring of 8x, and 8x -> 2x asymmetric -> floats (a rerank of 9 >= 8 is skipped)
-    assert [(r["rescore"], r["rerank"]) for r in rows] == [(None, None), (8, None), (8, 2)]
+    assert [(r["oversample"], r["rerank_oversample"]) for r in rows] == [(None, None), (8, None), (8, 2)]
     two, three = rows[1], rows[2]
     assert two["vectors_read_per_query"] == 8 * 5 and three["vectors_read_per_query"] == 2 * 5
     assert three["candidates_per_query"] == 8 * 5 and three["rotation"] == "itq" and three["qb"] == 4
     assert three["recall_float"] > rows[0]["recall_float"]
-    assert "floats read/q" in result.output and "flat+asym+rescore" in result.output
-    bad = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rerank", "2"])
-    assert bad.exit_code == 2 and "give --rescore factors too" in bad.output
+    assert "read/q" in result.output and "flat+asym+rescore" in result.output
+    bad = CliRunner().invoke(main, ["bench", *FAST, "--index", "flat", "--rerank-oversample", "2"])
+    assert bad.exit_code == 2 and "give --oversample factors too" in bad.output
 
 
 def test_tune_rows_go_to_results_jsonl_like_bench_rows(tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--rescore", "1",
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--oversample", "1",
                                        "--target-recall", "0.8", "--k", "5", "--runs", "1", "--latency-queries", "3",
                                        "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    bench = CliRunner().invoke(main, ["bench", *FAST, "--index", "hnsw:M=8,ef_search=4", "--rescore", "2", "--out", str(tmp_path / "b")])
+    bench = CliRunner().invoke(main, ["bench", *FAST, "--index", "hnsw:M=8,ef_search=4", "--oversample", "2", "--out", str(tmp_path / "b")])
     assert bench.exit_code == 0, bench.output
     bench_keys = set(json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[1]))
     for row in rows:
         # "library" (which library ran a bench row: annbin, hnswlib, a peer) is not written by tune yet
         assert bench_keys - {"recall_hamming_ids", "library"} <= set(row), bench_keys - set(row)
-        assert row["index"] == "hnsw" and row["params"]["M"] == 8 and row["rescore"] >= 1
+        assert row["index"] == "hnsw" and row["params"]["M"] == 8 and row["oversample"] >= 1
     final = rows[-1]
     assert final["tune"] == {**final["tune"], "half": "holdout", "chosen": True, "target_recall": 0.8}
     assert final["recall_float"] >= 0.8 and final["nq"] == 50 and final["latency_p99_ms"] > 0
-    assert f"ef_search={final['params']['ef_search']},oversample={final['rescore']}" in result.output
+    assert f"ef_search={final['params']['ef_search']},oversample={final['oversample']}" in result.output
     # the report reads tune rows like bench rows
     rep = CliRunner().invoke(main, ["report", str(out / "results.jsonl"), "--markdown"])
     assert rep.exit_code == 0 and rep.output.count("| hnsw+rescore (trial) |") == len(rows) - 1
@@ -277,7 +277,7 @@ def test_tune_rows_go_to_results_jsonl_like_bench_rows(tmp_path):
 
 
 def test_tune_unreachable_target_exits_1(tmp_path):
-    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--rescore", "1", "--target-recall", "0.999",
+    result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--index", "hnsw:M=8,ef_search=4", "--oversample", "1", "--target-recall", "0.999",
                                        "--k", "5", "--runs", "1", "--latency-queries", "0", "--max-trials", "4", "--no-progress"])
     assert result.exit_code == 1, result.output
     assert "does NOT reach the target 0.999" in result.output
@@ -287,13 +287,13 @@ def test_tune_unreachable_target_exits_1(tmp_path):
     (["--index", "hnsw:M=8|16"], "not a sweep"),
     (["--index", "lsh"], "unknown index spec"),
     (["--index", "flat", "--target-recall", "1.5"], "--target-recall must be in (0, 1]"),
-    (["--index", "flat", "--rescore", "2", "--rerank", "0"], "--rerank must be >= 1"),
-    (["--index", "flat", "--rerank", "2"], "give --rescore too"),
-    (["--index", "flat", "--rescore", "2", "--params", "ef"], "cannot tune ['ef']"),
+    (["--index", "flat", "--oversample", "2", "--rerank-oversample", "0"], "--rerank-oversample must be >= 1"),
+    (["--index", "flat", "--rerank-oversample", "2"], "give --oversample too"),
+    (["--index", "flat", "--oversample", "2", "--params", "ef"], "cannot tune ['ef']"),
     (["--index", "flat", "--params", "speed"], "--params: unknown ['speed']"),
     (["--index", "float-hnsw", "--rotation", "itq"], "need a code first stage"),
-    (["--index", "flat", "--rescore", "2", "--confidence", "1"], "--confidence must be in"),
-    (["--index", "flat", "--rescore", "2", "--dataset", "nope"], "unknown dataset"),
+    (["--index", "flat", "--oversample", "2", "--confidence", "1"], "--confidence must be in"),
+    (["--index", "flat", "--oversample", "2", "--dataset", "nope"], "unknown dataset"),
 ])
 def test_tune_bad_input_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(main, ["tune", "--dataset", "synthetic-small", "--no-progress", "--runs", "1", *args])

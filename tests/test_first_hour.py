@@ -237,9 +237,9 @@ def test_bench_and_tune_report_the_same_bytes_per_vector(spec, tmp_path, monkeyp
     from annbin.bench.tune_run import TuneConfig, run_tune
 
     monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "cache"))
-    bench_rows = run_bench(BenchConfig(dataset="synthetic-small", indexes=[spec], rescore=[4], runs=1, latency_queries=0, max_queries=40))
-    bench = next(r for r in bench_rows if r["rescore"] == 4)
-    _, tune_rows = run_tune(TuneConfig(index=spec, dataset="synthetic-small", rescore=4, runs=1, latency_queries=0, max_queries=40, max_trials=3))
+    bench_rows = run_bench(BenchConfig(dataset="synthetic-small", indexes=[spec], oversample=[4], runs=1, latency_queries=0, max_queries=40))
+    bench = next(r for r in bench_rows if r["oversample"] == 4)
+    _, tune_rows = run_tune(TuneConfig(index=spec, dataset="synthetic-small", oversample=4, runs=1, latency_queries=0, max_queries=40, max_trials=3))
     tune = tune_rows[-1]
     assert bench["rescore_vectors"] == tune["rescore_vectors"] == "mmap:float32"  # one default: floats on disk
     assert tune["bytes_per_vector"] == pytest.approx(bench["bytes_per_vector"], rel=0.05)
@@ -261,7 +261,7 @@ def test_bench_and_tune_say_vectors_the_same_way():
         help_text = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
         assert "--vectors [mmap|ram]" in help_text and "Default: mmap" in help_text
     assert options["bench"] == options["tune"]
-    for cfg in (BenchConfig(vectors="disk"), TuneConfig(index="flat", rescore=2, vectors="disk")):
+    for cfg in (BenchConfig(vectors="disk"), TuneConfig(index="flat", oversample=2, vectors="disk")):
         with pytest.raises(ValueError, match="vectors must be one of 'mmap', 'ram'"):
             cfg.validate()
 

@@ -111,7 +111,7 @@ def test_missing_peer_is_skipped_with_one_line(monkeypatch, capsys):
 
 
 def _row(index, library, recall, qps, params=None):
-    return {"index": index, "library": library, "recall_float": recall, "qps": qps, "params": params or {}, "bytes_per_vector": 100.0, "rescore": None}
+    return {"index": index, "library": library, "recall_float": recall, "qps": qps, "params": params or {}, "bytes_per_vector": 100.0, "oversample": None}
 
 
 def test_summary_names_the_fastest_peer_at_equal_or_better_recall():

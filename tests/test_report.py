@@ -33,7 +33,7 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--k", "5", "--runs", "1", "--latency-queries", "3",
                                        "--max-queries", "40", "--no-progress", "--index", "flat", "--index", "hnsw:M=8,ef_search=8|32",
-                                       "--index", "float-hnsw:M=8,ef=8|32", "--index", "float-flat", "--rescore", "4", "--out", str(out)])
+                                       "--index", "float-hnsw:M=8,ef=8|32", "--index", "float-flat", "--oversample", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out / "results.jsonl"
 
@@ -151,9 +151,9 @@ def _row(index, recall, qps, nbytes, **extra):
 
 def test_summary_line_picks_fastest_binary_at_target_and_matching_hnsw():
     rows = [
-        _row("flat", 0.99, 1_000, 56.0, rescore=20),
-        _row("hnsw", 0.96, 9_000, 200.0, rescore=10, params={"M": 16}, disk_bytes_per_vector=1536.0),
-        _row("hnsw", 0.94, 20_000, 200.0, rescore=8, params={"M": 16}),  # faster but below 0.95
+        _row("flat", 0.99, 1_000, 56.0, oversample=20),
+        _row("hnsw", 0.96, 9_000, 200.0, oversample=10, params={"M": 16}, disk_bytes_per_vector=1536.0),
+        _row("hnsw", 0.94, 20_000, 200.0, oversample=8, params={"M": 16}),  # faster but below 0.95
         _row("float-hnsw", 0.93, 30_000, 1684.6, params={"ef": 16}),
         _row("float-hnsw", 0.97, 12_000, 1684.6, params={"ef": 32}),
         _row("float-hnsw", 0.99, 6_000, 1684.6, params={"ef": 64}),
@@ -176,7 +176,7 @@ def test_summary_line_picks_fastest_binary_at_target_and_matching_hnsw():
 
 
 def _settings(row):
-    return {**row["params"], **({"oversample": row["rescore"]} if row.get("rescore") else {})}
+    return {**row["params"], **({"oversample": row["oversample"]} if row.get("oversample") else {})}
 
 
 @pytest.mark.parametrize("width", [80, 200])
@@ -184,7 +184,7 @@ def test_terminal_table_keeps_what_tells_rows_apart(width):
     """Bench rows that differ in the 2nd and 3rd setting and tune trials that differ in the last:
     every row's differing settings appear whole in its own lines, the shared ones in the title."""
     timing = {"recall_hamming": 0.8, "vectors_read_per_query": 40.0, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "build_s": 1.5}
-    bench = [_row("hnsw", 0.9, 1000 + i, 64.0, params={"M": 16, "ef_search": ef}, rescore=over, **timing)
+    bench = [_row("hnsw", 0.9, 1000 + i, 64.0, params={"M": 16, "ef_search": ef}, oversample=over, **timing)
              for i, (ef, over) in enumerate([(16, 4), (16, 10), (64, 4), (64, 10)])]
     bench.append(_row("float-hnsw", 0.97, 2000, 1684.6, params={"M": 16, "ef_construction": 200, "ef": 64}, **timing))
     trials = [_row("rabitq-hnsw", 0.9, 3000 + i, 40.0, params={"M": 16, "ef_construction": 100, "build": "float", "ef_search": ef, "qb": qb},

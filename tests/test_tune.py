@@ -162,7 +162,7 @@ def test_cli_tune_on_the_shipped_set_meets_target_on_held_out_half(tmp_path):
     """The shipped real set: flat sign codes + float rescoring, 0.95 on the tuning half (with the
     margin), about that on the queries not tuned on."""
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["tune", "--index", "flat", "--rescore", "2", "--target-recall", "0.95",
+    result = CliRunner().invoke(main, ["tune", "--index", "flat", "--oversample", "2", "--target-recall", "0.95",
                                        "--runs", "1", "--latency-queries", "5", "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

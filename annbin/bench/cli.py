@@ -41,7 +41,7 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _int_list(values: tuple[str, ...], option: str = "--rescore") -> list[int]:
+def _int_list(values: tuple[str, ...], option: str = "--oversample") -> list[int]:
     out = []
     for value in values:
         for part in filter(None, value.split(",")):
@@ -69,8 +69,8 @@ def main() -> None:
 @click.option("--dataset", "-d", default=None, help="Dataset name (see `annbin datasets`) or a file path. Default: the shipped real set.")
 @click.option("--index", "-i", "indexes", multiple=True, help='Index spec, repeatable; "|" lists sweep values: "hnsw:M=16|32,ef_search=16|64".')
 @click.option("--k", "-k", type=int, default=None, help="Neighbours per query (default 10).")
-@click.option("--rescore", multiple=True, help="Oversample factors for float rescoring, e.g. 1,2,4,10 (binary indexes only).")
-@click.option("--rerank", multiple=True, help="Asymmetric rerank: float vectors kept per result (e.g. 2,3) out of each --rescore factor's candidates.")
+@click.option("--oversample", multiple=True, help="Float rescoring of oversample x k candidates, a list of factors, e.g. 1,2,4,10 (code first stages).")
+@click.option("--rerank-oversample", multiple=True, help="Asymmetric stage: float vectors read per result (e.g. 2,3) out of each --oversample factor's candidates.")
 @click.option("--rotation", type=click.Choice(["none", "random", "itq"]), default=None, help="Rotate floats before the sign bit (itq learns it; default none).")
 @click.option("--rerank-bits", type=click.Choice(["1", "2"]), default=None, help="Bits per dimension the asymmetric rerank reads (2 keeps a second plane).")
 @click.option("--qb", type=int, default=None, help="Query bits of the asymmetric rerank (0 = float query; default 4).")
@@ -87,7 +87,7 @@ def main() -> None:
 @click.option("--plot/--no-plot", default=False, help="Write recall-vs-queries/s PNG(s) into --out.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
-def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore: tuple[str, ...], rerank: tuple[str, ...], rotation: str | None,
+def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, oversample: tuple[str, ...], rerank_oversample: tuple[str, ...], rotation: str | None,
           rerank_bits: str | None, qb: int | None, vectors: str | None, vector_dtype: str | None, bits: int | None,
           thresholds: str | None, threads: int | None, runs: int | None, latency_queries: int | None, max_queries: int | None,
           config_path: str | None, out: str | None, plot: bool, progress: bool | None) -> None:
@@ -96,13 +96,14 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, rescore:
 
     from annbin.bench.default_plan import plan_settings, run_plan
     from annbin.bench.report import check_plotting, plot_recall_qps, results_table, summary_line
-    from annbin.bench.run import BenchConfig, append_rows, load_config
+    from annbin.bench.rows import append_rows
+    from annbin.bench.run import BenchConfig, load_config
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
         "dataset": dataset, "k": k, "vectors": vectors, "vector_dtype": vector_dtype, "bits": bits, "thresholds": thresholds, "threads": threads,
         "runs": runs, "latency_queries": latency_queries, "max_queries": max_queries,
-        "indexes": list(indexes) or None, "rescore": _int_list(rescore) or None, "rerank": _int_list(rerank, "--rerank") or None,
+        "indexes": list(indexes) or None, "oversample": _int_list(oversample) or None, "rerank_oversample": _int_list(rerank_oversample, "--rerank-oversample") or None,
         "rotation": None if rotation in (None, "none") else rotation, "rerank_bits": None if rerank_bits is None else int(rerank_bits), "qb": qb,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
@@ -154,7 +155,7 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
     from rich.console import Console
 
     from annbin.bench.report import check_plotting, html_report, markdown_table, plot_recall_qps, results_table
-    from annbin.bench.run import read_rows
+    from annbin.bench.rows import read_rows
 
     if plot_path:
         check_plotting()
@@ -183,8 +184,8 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
 @click.option("--index", "-i", "index", required=True, help='One index spec; its search values are where the tuner starts: "hnsw:M=16,ef_search=16".')
 @click.option("--target-recall", type=float, default=0.95, show_default=True, help="recall@k against exact float search to reach.")
 @click.option("--k", "-k", type=int, default=10, show_default=True, help="Neighbours per query.")
-@click.option("--rescore", type=int, default=None, help="Float rescoring on, starting at this oversample (tuned).")
-@click.option("--rerank", type=int, default=None, help="Asymmetric stage on, starting at this rerank_oversample (tuned); needs --rescore.")
+@click.option("--oversample", type=int, default=None, help="Float rescoring on, starting at this oversample (tuned).")
+@click.option("--rerank-oversample", type=int, default=None, help="Asymmetric stage on, starting at this rerank_oversample (tuned); needs --oversample.")
 @click.option("--rotation", type=click.Choice(["none", "random", "itq"]), default=None, help="Rotate floats before the sign bit.")
 @click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default="zero", help="Code offset, as for bench.")
 @click.option("--rerank-bits", type=click.Choice(["1", "2"]), default="1", help="Bits per dimension the asymmetric rerank reads.")
@@ -202,17 +203,17 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Directory for results.jsonl (appended).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
-def tune(dataset: str | None, index: str, target_recall: float, k: int, rescore: int | None, rerank: int | None, rotation: str | None,
+def tune(dataset: str | None, index: str, target_recall: float, k: int, oversample: int | None, rerank_oversample: int | None, rotation: str | None,
          thresholds: str, rerank_bits: str, qb: int, vectors: str | None, tune_params: str | None, confidence: float, max_trials: int, threads: int, runs: int,
          latency_queries: int, max_queries: int | None, seed: int, out: str | None, progress: bool | None) -> None:
     """Find the fastest search settings that reach --target-recall on half of the queries; report the other half's recall."""
     from rich.console import Console
 
     from annbin.bench.report import results_table
-    from annbin.bench.run import append_rows
+    from annbin.bench.rows import append_rows
     from annbin.bench.tune_run import TuneConfig, run_tune
 
-    cfg = TuneConfig(index=index, dataset=dataset or "", target_recall=target_recall, k=k, rescore=rescore, rerank=rerank,
+    cfg = TuneConfig(index=index, dataset=dataset or "", target_recall=target_recall, k=k, oversample=oversample, rerank_oversample=rerank_oversample,
                      rotation=None if rotation in (None, "none") else rotation, thresholds=thresholds, rerank_bits=int(rerank_bits),
                      qb=qb, vectors=vectors or DEFAULT_VECTORS, params=[p.strip() for p in tune_params.split(",") if p.strip()] if tune_params else None,
                      confidence=confidence, threads=threads, runs=runs, latency_queries=latency_queries, max_queries=max_queries,

@@ -12,7 +12,7 @@ The default run is a plan of bench configs over one dataset (loaded once, ``annb
    HNSW and SymphonyQG), each with a small sweep; a missing one is skipped with one line.
 
 Rescoring reads the floats memory-mapped from a ``.npy``, so ``bytes/vec`` is what stays in RAM:
-the point of storing bits. Options a user gives (``--vectors``, ``--rescore``, ``--k``, ...) apply
+the point of storing bits. Options a user gives (``--vectors``, ``--oversample``, ``--k``, ...) apply
 to every part and win over the plan's.
 
 ``annbin.bench.report.summary_line`` then compares the fastest binary row at recall >= 0.95 with hnswlib
@@ -27,9 +27,9 @@ from typing import Any
 __all__ = ["DEFAULT_PLAN", "plan_settings", "run_plan"]
 
 DEFAULT_PLAN: tuple[dict[str, Any], ...] = (
-    {"indexes": ["flat", "hnsw:M=16,ef_search=16"], "rescore": [4, 10], "vectors": "mmap"},
+    {"indexes": ["flat", "hnsw:M=16,ef_search=16"], "oversample": [4, 10], "vectors": "mmap"},
     # the no-argument BinaryEmbeddingIndex (embedding_index.DEFAULT_SPEC, oversample 2)
-    {"indexes": ["rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=32|48|192"], "rescore": [2], "vectors": "mmap"},
+    {"indexes": ["rq-hnsw:M=16,nbits=2,ef_construction=100,ef_search=32|48|192"], "oversample": [2], "vectors": "mmap"},
     {"indexes": ["float-flat", "float-hnsw:M=16,ef=16|24|32|64"]},
     # peer libraries that are installed (annbin[peers]; one line for each that is not): sweeps that
     # straddle recall@10 0.95 on the shipped set, builds of ~5-15 s each on one core (ef_construction

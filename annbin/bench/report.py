@@ -32,7 +32,7 @@ COLUMNS = [
 def label(row: dict[str, Any]) -> str:
     """Display name of a row's method: the variant, ``+asym`` with an asymmetric rerank, ``+rescore``
     when rescored with floats; ``annbin tune`` rows end in `` (trial)`` or `` (tuned)``."""
-    name: str = row["index"] + ("+asym" if row.get("rerank") else "") + ("+rescore" if row.get("rescore") else "")
+    name: str = row["index"] + ("+asym" if row.get("rerank_oversample") else "") + ("+rescore" if row.get("oversample") else "")
     half = str((row.get("tune") or {}).get("half"))
     return name + {"tune": " (trial)", "holdout": " (tuned)"}.get(half, "")
 
@@ -69,10 +69,10 @@ def _fmt(key: str, value: Any, row: dict[str, Any]) -> str:
 def _param_items(params: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """A row's settings: its index parameters, then the rescore's and rerank's oversample and the rotation."""
     items = dict(params)
-    if row.get("rescore"):
-        items["oversample"] = row["rescore"]
-    if row.get("rerank"):
-        items["rerank"] = row["rerank"]
+    if row.get("oversample"):
+        items["oversample"] = row["oversample"]
+    if row.get("rerank_oversample"):
+        items["rerank_oversample"] = row["rerank_oversample"]
     if row.get("rotation"):
         items["rotation"] = row["rotation"]
     return items

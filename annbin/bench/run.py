@@ -12,11 +12,8 @@ Build parameters (the variant's ``build_params``) multiply builds; search parame
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,13 +24,13 @@ import numpy as np
 
 from annbin._checks import check_int, check_k
 from annbin._extras import MissingExtraError, require
-from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
 from annbin.bench import peers  # noqa: F401  (registers the peer libraries' specs for make_float_index)
-from annbin.bench.machine import machine_facts
+from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
+from annbin.bench.rows import make_row
 from annbin.embed.asymmetric import check_qb
 from annbin.embed.encoder import Encoder
 from annbin.index.registry import expand_spec, float_variants, make_index
-from annbin.spec import describe_spec, variant_name
+from annbin.spec import variant_name
 
 # A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.bench.default_plan's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
@@ -64,8 +61,8 @@ class BenchConfig:
     dataset: str = ""
     indexes: list[str] = field(default_factory=lambda: list(DEFAULT_INDEXES))
     k: int = 10
-    rescore: list[int] = field(default_factory=list)  # oversample factors; empty: no rescoring
-    rerank: list[int] = field(default_factory=list)  # asymmetric rerank: float vectors kept per result
+    oversample: list[int] = field(default_factory=list)  # float rescoring of oversample x k candidates; empty: none
+    rerank_oversample: list[int] = field(default_factory=list)  # asymmetric stage: float vectors read per result
     rotation: str | None = None  # None, "random" or "itq": rotate floats before the sign (annbin.Encoder)
     rerank_bits: int = 1  # 2: a second bit plane for the asymmetric rerank
     qb: int = 4  # query bits of the asymmetric rerank (0 = float query)
@@ -81,12 +78,12 @@ class BenchConfig:
 
     def validate(self) -> BenchConfig:
         check_k(self.k)
-        for r in self.rescore:
-            check_int(r, "rescore factor", minimum=1)
-        for r in self.rerank:
-            check_int(r, "rerank factor", minimum=1)
-        if self.rerank and not self.rescore:
-            raise ValueError("--rerank keeps part of the --rescore candidates: give --rescore factors too")
+        for r in self.oversample:
+            check_int(r, "oversample", minimum=1)
+        for r in self.rerank_oversample:
+            check_int(r, "rerank_oversample", minimum=1)
+        if self.rerank_oversample and not self.oversample:
+            raise ValueError("--rerank-oversample keeps part of the --oversample candidates: give --oversample factors too")
         check_stage_options(self.rotation, self.thresholds, self.rerank_bits, self.qb, self.vectors)
         check_int(self.runs, "runs", minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
@@ -95,8 +92,8 @@ class BenchConfig:
             raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
         if self.vector_dtype not in ("float32", "float16"):
             raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {self.vector_dtype!r}")
-        if (self.rescore or self.rotation) and self.bits is not None:
-            raise ValueError("--rescore / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
+        if (self.oversample or self.rotation) and self.bits is not None:
+            raise ValueError("--oversample / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
         if not self.indexes:
             raise ValueError("no index spec given")
         for spec in self.indexes:
@@ -189,7 +186,7 @@ class _Prepared:
             self.projection = rng.standard_normal((self.base.shape[1], cfg.bits)).astype(np.float32)
             feats_b, feats_q = self.base @ self.projection, self.queries @ self.projection
         with _progress(1, "encode", progress) as bar:
-            self.encoder = Encoder(rotation=cfg.rotation, offset=cfg.thresholds, bits=cfg.rerank_bits, seed=cfg.seed).fit(feats_b)
+            self.encoder = Encoder(rotation=cfg.rotation, thresholds=cfg.thresholds, rerank_bits=cfg.rerank_bits, seed=cfg.seed).fit(feats_b)
             self.encoded = self.encoder.encode(feats_b) if cfg.bits is None else None
             if self.encoded is not None and self.ds.metric == "ip":
                 self.encoded.sqnorms = None  # only l2 estimates read them: not counted in RAM
@@ -234,17 +231,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, on_row: Callable[[dic
 def _run(cfg: BenchConfig, progress: bool, on_row: Callable[[dict[str, Any]], None] | None, data: BenchData | None) -> list[dict[str, Any]]:
     prep = _Prepared(cfg, progress, data if data is not None else load_data(cfg, progress))
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="annbin-bench-") as tmp:
-        vectors: Any = prep.base.astype(cfg.vector_dtype, copy=False)
-        if cfg.rescore and cfg.vectors == "mmap":
-            np.save(Path(tmp) / "vectors.npy", vectors)
-            vectors = str(Path(tmp) / "vectors.npy")
-        for spec in cfg.indexes:
-            for build_spec, searches in expand_spec(spec):
-                for row in _bench_one(cfg, prep, build_spec, searches, vectors, progress):
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
+    for spec in cfg.indexes:
+        for build_spec, searches in expand_spec(spec):
+            for row in _bench_one(cfg, prep, build_spec, searches, progress):
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     return rows
 
 
@@ -256,127 +248,154 @@ def _library(cls: Any) -> str:
     return str(getattr(cls, "library", "") or ("hnswlib" if cls.variant == "float-hnsw" else "faiss"))
 
 
-def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], vectors: Any, progress: bool) -> Iterator[dict[str, Any]]:
-    from annbin.embed.floats import make_float_index
-    from annbin.embed.rescore import RescoredIndex
-
+def _bench_one(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], progress: bool) -> Iterator[dict[str, Any]]:
+    """The rows of one build: a float index (baselines, peers) searched as it is; a code first stage
+    alone (Hamming or RaBitQ estimates); and, with ``cfg.oversample``, the ``BinaryEmbeddingIndex``
+    a user would build from the same spec and options, searched at each oversample."""
     cls = float_variants().get(variant_name(build_spec))
-    is_float = cls is not None
-    float_in = cls is not None and cls.rescorable  # RaBitQ: floats in, estimates out, rescored with floats
-    n, dim = prep.base.shape
-    t0 = time.perf_counter()
-    if cls is not None:
-        try:
-            index: Any = make_float_index(build_spec, dim, prep.metric)
-        except MissingExtraError as exc:
-            if cls.peer is None and not cls.rescorable:
-                raise
-            # a library that is not installed here: its rows are left out, the run goes on
-            why = f"needs {cls.peer} (pip install 'annbin[peers]')" if cls.peer else str(exc)
-            print(f"skipping {build_spec}: {why}", file=sys.stderr, flush=True)
-            return
-        index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
-        # a RaBitQ variant gets the encoder's rotation (it preserves inner products and L2)
-        data, queries = (prep.encoder.rotate(prep.base), prep.encoder.rotate(prep.queries)) if float_in else (prep.base, prep.queries)
+    if cls is not None and not cls.rescorable:
+        yield from _bench_float(cfg, prep, build_spec, searches, cls, progress)
+    elif cfg.oversample:
+        yield from _bench_embedding(cfg, prep, build_spec, searches, cls, progress)
     else:
-        index = make_index(build_spec, d=prep.d)
-        data, queries = prep.codes, prep.qcodes
-    # An untrained index (IVF) trains on its first add: give it all the data at once.
-    step = max(1, n // 20) if index.is_trained and not float_in else n
-    with _progress(n, f"build {build_spec}", progress) as bar:
+        yield from _bench_stage(cfg, prep, build_spec, searches, cls, progress)
+
+
+def _timed_build(index: Any, data: np.ndarray, probe: np.ndarray, desc: str, progress: bool, chunks: int = 1) -> float:
+    """Seconds to add ``data`` (in ``chunks`` adds) and answer one query: lazy builds (MIH's tables,
+    a graph built at the first search) are charged to the build, not to search."""
+    n = data.shape[0]
+    step = max(1, -(-n // chunks))
+    t0 = time.perf_counter()
+    with _progress(n, desc, progress) as bar:
         for start in range(0, n, step):
             index.add(data[start : start + step])
             bar.update(min(step, n - start))
-        # Some indexes build lazily (MIH makes its tables on the first search after an add):
-        # one query inside the timed region charges that work to the build, not to search.
-        index.search(queries[:1], 1)
-    build_s = time.perf_counter() - t0
-    index_bytes = int(index.memory_bytes())
-    stages: list[tuple[int | None, int | None]] = [(None, None)]
-    if not is_float or float_in:
-        for over in cfg.rescore:
-            stages.append((over, None))
-            if not is_float:
-                stages += [(over, r) for r in cfg.rerank if r < over]
+        index.search(probe[:1], 1)
+    return time.perf_counter() - t0
+
+
+def _bench_float(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], cls: Any, progress: bool) -> Iterator[dict[str, Any]]:
+    from annbin.embed.floats import make_float_index
+
+    try:
+        index: Any = make_float_index(build_spec, prep.base.shape[1], prep.metric)
+    except MissingExtraError:
+        if cls.peer is None:
+            raise
+        # a library that is not installed here: its rows are left out, the run goes on
+        print(f"skipping {build_spec}: needs {cls.peer} (pip install 'annbin[peers]')", file=sys.stderr, flush=True)
+        return
+    index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
+    build_s = _timed_build(index, prep.base, prep.queries, f"build {build_spec}", progress)
     for params in searches or [{}]:
         index.set_search_params(**params)
-        for factor, rerank in stages:
-            searcher, qs = index, queries
-            if factor is not None:
-                searcher = RescoredIndex(index, oversample=factor, vectors=vectors, metric=prep.metric, encoder=prep.encoder,
-                                         rerank="asymmetric" if rerank else None, rerank_oversample=rerank or 1,
-                                         encoded=prep.encoded if rerank else None, qb=cfg.qb)
-                qs = prep.queries
-            yield _measure(cfg, prep, searcher, qs, build_spec, params, (factor, rerank), build_s, index_bytes, is_float, progress)
+        yield _measure(cfg, prep, index, prep.queries, build_spec, params, build_s, int(index.memory_bytes()), cls, progress)
+
+
+def _bench_stage(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], cls: Any, progress: bool) -> Iterator[dict[str, Any]]:
+    """A code first stage by itself: a binary index on the codes, or a RaBitQ stage on the rotated
+    floats (its estimates, not rescored)."""
+    from annbin.embed.floats import make_float_index
+
+    if cls is not None:
+        index: Any = _or_skip(lambda: make_float_index(build_spec, prep.base.shape[1], prep.metric), build_spec, cls)
+        if index is None:
+            return
+        data: Any = prep.encoder.rotate(prep.base)
+        queries: Any = prep.encoder.rotate(prep.queries)
+        chunks = 1
+    else:
+        index = make_index(build_spec, d=prep.d)
+        # an untrained index (IVF) trains on its first add: it gets all the data at once
+        data, queries, chunks = prep.codes, prep.qcodes, 20 if index.is_trained else 1
+    build_s = _timed_build(index, data, queries, f"build {build_spec}", progress, chunks)
+    for params in searches or [{}]:
+        index.set_search_params(**params)
+        yield _measure(cfg, prep, index, queries, build_spec, params, build_s, int(index.memory_bytes()), cls, progress)
+
+
+def _or_skip(build: Callable[[], Any], build_spec: str, cls: Any) -> Any:
+    """``build()``, or None with one line on stderr when the library it needs is not usable here."""
+    try:
+        return build()
+    except MissingExtraError as exc:
+        print(f"skipping {build_spec}: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
+def _bench_embedding(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], cls: Any, progress: bool) -> Iterator[dict[str, Any]]:
+    """``BinaryEmbeddingIndex(build_spec, ...)`` built from the floats, as a user would: its first
+    stage alone (the codes-only row), then each oversample (and, for code stages with
+    ``cfg.rerank_oversample``, a second index with the asymmetric stage) on the float results."""
+    from annbin.embed.embedding_index import BinaryEmbeddingIndex
+
+    reranks = [False] + ([True] if cfg.rerank_oversample and cls is None else [])
+    for rerank in reranks:
+        def build(rerank: bool = rerank) -> BinaryEmbeddingIndex:
+            return BinaryEmbeddingIndex(
+                build_spec, oversample=max(cfg.oversample), rerank="asymmetric" if rerank else None,
+                rerank_oversample=min(cfg.rerank_oversample or [1]), rotation=cfg.rotation,
+                thresholds=None if cfg.thresholds == "zero" else cfg.thresholds, rerank_bits=cfg.rerank_bits, qb=cfg.qb,
+                store_vectors="auto" if cfg.vectors == "mmap" else "ram", **_store_dtype(cfg),
+                metric=prep.metric, seed=cfg.seed, threads=cfg.threads)
+        index = _or_skip(build, build_spec, cls)
+        if index is None:
+            return
+        try:
+            build_s = _timed_build(index, prep.base, prep.queries, f"build {build_spec}", progress)
+            stage = index.index
+            # the first stage alone searches the index's own codes (or rotated floats)
+            queries = index.encoder.rotate(prep.queries) if cls is not None else index.encoder.encode_codes(prep.queries)
+            stages = [(o, r) for o in cfg.oversample for r in cfg.rerank_oversample if r < o] if rerank else [(o, None) for o in cfg.oversample]
+            for params in searches or [{}]:
+                if not rerank:
+                    stage.set_search_params(**params)
+                    yield _measure(cfg, prep, stage, queries, build_spec, params, build_s, int(stage.memory_bytes()), cls, progress)
+                for over, kept in stages:
+                    call = {**params, "oversample": over, **({"rerank_oversample": kept} if kept else {})}
+                    index.set_search_params(**call)
+                    yield _measure(cfg, prep, index, prep.queries, build_spec, params, build_s, int(stage.memory_bytes()), cls, progress,
+                                   stage=(over, kept))
+        finally:
+            index.reset()  # drops the owned vectors file now, not at interpreter exit
+
+
+def _store_dtype(cfg: BenchConfig) -> dict[str, Any]:
+    return {"store_dtype": cfg.vector_dtype} if cfg.vector_dtype != "float32" else {}
 
 
 def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, build_spec: str, params: dict[str, Any],
-             stage: tuple[int | None, int | None], build_s: float, index_bytes: int, is_float: bool, progress: bool) -> dict[str, Any]:
+             build_s: float, index_bytes: int, cls: Any, progress: bool, stage: tuple[int, int | None] | None = None) -> dict[str, Any]:
+    """One row: ``searcher`` timed on ``qs`` (batch median of ``cfg.runs``, then single queries)."""
     k, nq = cfg.k, qs.shape[0]
-    factor, rerank = stage
-    cls = float_variants().get(variant_name(build_spec))
+    over, kept = stage if stage is not None else (None, None)
+    codes_only = cls is None and stage is None  # Hamming results: measured against the Hamming truth too
     batch_s, (_, I) = time_batch(lambda: searcher.search(qs, k), cfg.runs)
     nlat = min(cfg.latency_queries, nq)
     with _progress(nlat, f"latency query {build_spec}", progress) as bar:
         lat = time_per_query(lambda i: searcher.search(qs[i : i + 1], k), nlat, bar)
-    row: dict[str, Any] = {
-        "dataset": prep.ds.name,
-        **describe_spec(build_spec),
-        "spec": build_spec,
-        "rescore": factor,
-        "rerank": rerank,
-        "library": _library(cls),
-        "rotation": cfg.rotation if cls is None or cls.rescorable else None,  # other float indexes search the floats as given
-        "k": k,
-        "n": int(prep.base.shape[0]),
-        "nq": int(nq),
-        "dim": int(prep.base.shape[1]),
-        "metric": prep.metric,
-        "bits": None if is_float else prep.d,
-        "recall_float": recall_ids(I, prep.gt_ids, k),
-        "recall_hamming": None,
-        "recall_hamming_ids": None,
-        "kendall_tau": None if is_float else prep.kendall,
-        "qps": nq / batch_s if batch_s > 0 else float("inf"),
-        "latency_p50_ms": _pct(lat, 50),
-        "latency_p95_ms": _pct(lat, 95),
-        "latency_p99_ms": _pct(lat, 99),
-        "threads": cfg.threads,
-        "build_s": build_s,
-        "index_bytes": index_bytes,
-    }
-    ram = int(searcher.memory_bytes()) if factor is not None else index_bytes
-    row["bytes_per_vector"] = ram / row["n"]
-    if factor is not None:
-        row["rescore_vectors"] = f"{cfg.vectors}:{cfg.vector_dtype}"
-        row["disk_bytes_per_vector"] = searcher.disk_bytes() / row["n"]
+    extra: dict[str, Any] = {}
+    if stage is not None:
+        extra["rescore_vectors"] = f"{cfg.vectors}:{cfg.vector_dtype}"
+        extra["disk_bytes_per_vector"] = searcher.disk_bytes() / prep.base.shape[0]
         searcher.search(qs, k)  # the batch's stats (latency runs left one query's)
-        row.update(searcher.last_search_stats)
-        if rerank:
-            row["qb"], row["rerank_bits"] = cfg.qb, cfg.rerank_bits
-    row["compression_vs_float32"] = row["dim"] * 4 / row["bytes_per_vector"] if ram else None
-    if not is_float and factor is None:
+        extra.update(searcher.last_search_stats)
+        if kept:
+            extra["qb"], extra["rerank_bits"] = cfg.qb, cfg.rerank_bits
+    float_index = cls is not None and not cls.rescorable
+    row = make_row(
+        dataset=prep.ds.name, spec=build_spec, params=params, k=k, n=int(prep.base.shape[0]), nq=int(nq),
+        dim=int(prep.base.shape[1]), metric=prep.metric, library=_library(cls), recall_float=recall_ids(I, prep.gt_ids, k),
+        qps=nq / batch_s if batch_s > 0 else float("inf"), threads=cfg.threads, build_s=build_s, index_bytes=index_bytes,
+        ram_bytes=int(searcher.memory_bytes()) if stage is not None else None, oversample=over, rerank_oversample=kept,
+        rotation=None if float_index else cfg.rotation,  # float indexes search the floats as given
+        bits=None if cls is not None else prep.d, latencies=lat, **extra)
+    if codes_only:
+        row["kendall_tau"] = prep.kendall
         found = hamming_distances(prep.codes, prep.qcodes, I)
         row["recall_hamming"] = recall_tie_aware(found, prep.ham_D, k)
         row["recall_hamming_ids"] = recall_ids(I, prep.ham_I, k)
-    row["params"] = {**row["params"], **params}
-    row["host"] = platform.node()
-    row["machine"] = dict(machine_facts())
+    elif cls is None:
+        row["kendall_tau"] = prep.kendall
     return row
-
-
-def _pct(lat: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(lat, q) * 1e3) if lat.size else None
-
-
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows to a JSON Lines file (one object per line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines results file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -10,7 +10,6 @@ ground truth is the tuner's.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,25 +20,22 @@ import numpy as np
 
 from annbin._checks import check_int, check_k
 from annbin.bench.evaluation import time_per_query
-from annbin.bench.machine import machine_facts
+from annbin.bench.rows import make_row
 from annbin.bench.run import DEFAULT_VECTORS, check_stage_options
-from annbin.embed.embedding_index import BinaryEmbeddingIndex, is_rescorable
+from annbin.embed.embedding_index import BinaryEmbeddingIndex
 from annbin.embed.tune import TUNABLE, TuneResult, tune
-from annbin.index.registry import expand_spec
+from annbin.index.registry import expand_spec, float_variants
 from annbin.quantize import code_size_for
-from annbin.spec import describe_spec, variant_name
+from annbin.spec import variant_name
 
 __all__ = ["TuneConfig", "run_tune"]
-
-_FLOAT_ONLY = ("float-flat", "float-hnsw")
-
 
 @dataclass
 class TuneConfig:
     """One ``annbin tune`` run; field names match the CLI options.
 
-    ``rescore``: switch float rescoring on, starting at this oversample; ``rerank``: switch the
-    asymmetric stage on, starting at this rerank_oversample; ``qb``: its starting query bits.
+    ``oversample``: switch float rescoring on, starting at this oversample; ``rerank_oversample``:
+    switch the asymmetric stage on, starting there; ``qb``: its starting query bits.
     ``params``: the search parameters to tune (default: all that apply).
     """
 
@@ -47,8 +43,8 @@ class TuneConfig:
     dataset: str = ""
     target_recall: float = 0.95
     k: int = 10
-    rescore: int | None = None
-    rerank: int | None = None
+    oversample: int | None = None
+    rerank_oversample: int | None = None
     rotation: str | None = None
     thresholds: str = "zero"
     rerank_bits: int = 1
@@ -70,11 +66,11 @@ class TuneConfig:
         if "|" in self.index:
             raise ValueError(f"tune takes one index spec, not a sweep ('|' in {self.index!r}): the tuner picks the values")
         expand_spec(self.index)  # unknown variants and parameters fail here
-        for name, value in (("--rescore", self.rescore), ("--rerank", self.rerank)):
+        for name, value in (("--oversample", self.oversample), ("--rerank-oversample", self.rerank_oversample)):
             if value is not None:
                 check_int(value, name, minimum=1)
-        if self.rerank and not self.rescore:
-            raise ValueError("--rerank keeps part of the --rescore candidates: give --rescore too")
+        if self.rerank_oversample and not self.oversample:
+            raise ValueError("--rerank-oversample keeps part of the --oversample candidates: give --oversample too")
         check_stage_options(self.rotation, self.thresholds, self.rerank_bits, self.qb, self.vectors)
         unknown = sorted(set(self.params or ()) - set(TUNABLE))
         if unknown:
@@ -84,12 +80,12 @@ class TuneConfig:
         for name in ("threads", "runs", "max_trials"):
             check_int(getattr(self, name), name, minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
-        if not self._searches_floats() and not self.rescore and not self.rerank:
-            raise ValueError(f"{self.index!r} alone gives Hamming distances, not float results: add --rescore N "
-                             "(N x k candidates rescored with the floats) or --rerank N")
-        if self._searches_floats() and (self.rotation or self.rerank or self.thresholds != "zero"):
-            raise ValueError(f"{self._variant()!r} without --rescore searches the floats as they are: "
-                             "--rotation / --rerank / --thresholds need a code first stage with --rescore")
+        if not self._searches_floats() and not self.oversample:
+            raise ValueError(f"{self.index!r} alone gives Hamming distances, not float results: add --oversample N "
+                             "(N x k candidates rescored with the floats)")
+        if self._searches_floats() and (self.rotation or self.rerank_oversample or self.thresholds != "zero"):
+            raise ValueError(f"{self._variant()!r} without --oversample searches the floats as they are: "
+                             "--rotation / --rerank-oversample / --thresholds need a code first stage with --oversample")
         return self
 
     def _variant(self) -> str:
@@ -97,7 +93,8 @@ class TuneConfig:
 
     def _searches_floats(self) -> bool:
         """float-flat / float-hnsw, or a RaBitQ spec alone: built as the float index itself."""
-        return self._variant() in _FLOAT_ONLY or (is_rescorable(self._variant()) and not self.rescore)
+        cls = float_variants().get(self._variant())
+        return cls is not None and (not cls.rescorable or not self.oversample)
 
     def build(self, dim: int, metric: str, tmp: Path) -> Any:
         """The empty index this config tunes."""
@@ -105,13 +102,11 @@ class TuneConfig:
 
         if self._searches_floats():
             return make_float_index(self.index, dim, metric)
-        keep = "ram" if self.vectors == "ram" else tmp / "vectors.npy"
         return BinaryEmbeddingIndex(
-            self.index, rescore="float" if self.rescore else None, oversample=self.rescore or 1,
-            rerank="asymmetric" if self.rerank else None, rerank_oversample=self.rerank or 3,
-            thresholds=None if self.thresholds == "zero" else self.thresholds, rotation=self.rotation,
-            rerank_bits=self.rerank_bits, qb=self.qb, store_vectors=keep if self.rescore else None,
-            metric=metric, seed=self.seed)
+            self.index, oversample=self.oversample, rerank="asymmetric" if self.rerank_oversample else None,
+            rerank_oversample=self.rerank_oversample or 3, thresholds=None if self.thresholds == "zero" else self.thresholds,
+            rotation=self.rotation, rerank_bits=self.rerank_bits, qb=self.qb,
+            store_vectors="ram" if self.vectors == "ram" else tmp / "vectors.npy", metric=metric, seed=self.seed)
 
 
 def run_tune(cfg: TuneConfig, *, progress: bool = False) -> tuple[TuneResult, list[dict[str, Any]]]:
@@ -150,43 +145,34 @@ def run_tune(cfg: TuneConfig, *, progress: bool = False) -> tuple[TuneResult, li
         lat = time_per_query(lambda i: index.search(hold[i : i + 1], cfg.k), nlat)
         facts = {"dataset": ds.name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "metric": ds.metric,
                  "build_s": build_s, "build_threads": build_threads, "index_bytes": int(index.memory_bytes()),
-                 "disk": int(index.disk_bytes()) if hasattr(index, "disk_bytes") else 0}
+                 "disk": int(index.disk_bytes()) if hasattr(index, "disk_bytes") else 0, "latencies": lat}
         rows = [_row(cfg, facts, t, "tune", queries.shape[0] - result.holdout.size, False) for t in result.curve]
         chosen = {**next(t for t in result.curve if t["params"] == result.params),
                   "recall": result.recall_holdout, "qps": result.qps, **dict(getattr(index, "last_search_stats", {}) or {})}
         final = _row(cfg, facts, chosen, "holdout", result.holdout.size, True)
-        final.update({f"latency_p{p}_ms": float(np.percentile(lat, p) * 1e3) if lat.size else None for p in (50, 95, 99)})
         final["tune"].update(recall_tune=result.recall_tune, qps_tune=result.qps_tune, trials=result.trials)
         rows.append(final)
     return result, rows
 
 
 def _row(cfg: TuneConfig, facts: dict[str, Any], t: dict[str, Any], half: str, nq: int, chosen: bool) -> dict[str, Any]:
-    """A trial as a bench row (same keys as ``annbin.bench.run``'s), with a ``tune`` object."""
+    """A trial as a bench row (``annbin.bench.rows``), with a ``tune`` object."""
     p = dict(t["params"])
-    rescore, rerank = p.pop("oversample", None) if cfg.rescore else None, p.pop("rerank_oversample", None) if cfg.rerank else None
-    qb = p.pop("qb", None) if cfg.rerank else None
-    described = describe_spec(cfg.index)
-    codes = cfg._variant() not in _FLOAT_ONLY and not is_rescorable(cfg._variant())
-    n, dim = facts["n"], facts["dim"]
-    row: dict[str, Any] = {
-        "dataset": facts["dataset"], "index": described["index"], "params": {**described["params"], **p}, "spec": cfg.index,
-        "rescore": rescore, "rerank": rerank, "rotation": cfg.rotation, "k": cfg.k, "n": n, "nq": int(nq), "dim": dim,
-        "metric": facts["metric"], "bits": code_size_for(dim) * 8 if codes else None, "recall_float": t["recall"],
-        "recall_hamming": None, "recall_hamming_ids": None, "kendall_tau": None, "qps": t["qps"],
-        "latency_p50_ms": None, "latency_p95_ms": None, "latency_p99_ms": None, "threads": cfg.threads,
-        "build_s": facts["build_s"], "build_threads": facts["build_threads"], "index_bytes": facts["index_bytes"], "bytes_per_vector": facts["index_bytes"] / n,
-    }
-    for key in ("candidates_per_query", "vectors_read_per_query"):
-        if key in t:
-            row[key] = t[key]
-    if rescore is not None:
-        row["rescore_vectors"] = f"{cfg.vectors}:float32"
-        row["disk_bytes_per_vector"] = facts["disk"] / n
+    over = p.pop("oversample", None) if cfg.oversample else None
+    kept = p.pop("rerank_oversample", None) if cfg.rerank_oversample else None
+    qb = p.pop("qb", None) if cfg.rerank_oversample else None
+    codes = variant_name(cfg.index) not in float_variants()
+    extra: dict[str, Any] = {key: t[key] for key in ("candidates_per_query", "vectors_read_per_query") if key in t}
+    if over is not None:
+        extra["rescore_vectors"] = f"{cfg.vectors}:float32"
+        extra["disk_bytes_per_vector"] = facts["disk"] / facts["n"]
     if qb is not None:
-        row["qb"], row["rerank_bits"] = qb, cfg.rerank_bits
-    row["compression_vs_float32"] = dim * 4 / row["bytes_per_vector"] if row["bytes_per_vector"] else None
-    row["host"], row["machine"] = platform.node(), dict(machine_facts())
+        extra["qb"], extra["rerank_bits"] = qb, cfg.rerank_bits
+    row = make_row(dataset=facts["dataset"], spec=cfg.index, params=p, k=cfg.k, n=facts["n"], nq=int(nq), dim=facts["dim"],
+                   metric=facts["metric"], library="annbin", recall_float=t["recall"], qps=t["qps"], threads=cfg.threads,
+                   build_s=facts["build_s"], index_bytes=facts["index_bytes"], oversample=over, rerank_oversample=kept,
+                   rotation=cfg.rotation, bits=code_size_for(facts["dim"]) * 8 if codes else None,
+                   latencies=facts.get("latencies") if chosen else None, build_threads=facts["build_threads"], **extra)
     row["tune"] = {"target_recall": cfg.target_recall, "confidence": cfg.confidence, "margin": t["margin"], "half": half,
                    "phase": t["phase"], "met": t["met"], "chosen": chosen}
     return row
