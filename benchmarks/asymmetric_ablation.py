@@ -33,11 +33,11 @@ from _data import load  # noqa: E402
 
 CODES = (
     ("sign bits", {}),
-    ("centred (offset = mean)", {"offset": "mean"}),
-    ("random rotation + centred", {"rotation": "random", "offset": "mean"}),
-    ("ITQ rotation + centred", {"rotation": "itq", "offset": "mean"}),
-    ("2 bits, centred", {"offset": "mean", "bits": 2}),
-    ("2 bits, ITQ + centred", {"rotation": "itq", "offset": "mean", "bits": 2}),
+    ("centred (thresholds = mean)", {"thresholds": "mean"}),
+    ("random rotation + centred", {"rotation": "random", "thresholds": "mean"}),
+    ("ITQ rotation + centred", {"rotation": "itq", "thresholds": "mean"}),
+    ("2 bits, centred", {"thresholds": "mean", "rerank_bits": 2}),
+    ("2 bits, ITQ + centred", {"rotation": "itq", "thresholds": "mean", "rerank_bits": 2}),
 )
 
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         ham = [recall(RescoredIndex(flat, vectors=base, encoder=enc).rerank_candidates(queries, cand[:, : k * r], k)[1], gt)
                for r in args.R]
         print(f"| {name} | Hamming | - | - | " + " | ".join(f"{x:.3f}" for x in ham) + " |", flush=True)
-        rankings = [("float query . (+-1 code)", None)] if options.get("bits", 1) == 1 else []
-        rankings.append(("RaBitQ estimator" if options.get("bits", 1) == 1 else "2-bit estimator", encoded))
+        rankings = [("float query . (+-1 code)", None)] if options.get("rerank_bits", 1) == 1 else []
+        rankings.append(("RaBitQ estimator" if options.get("rerank_bits", 1) == 1 else "2-bit estimator", encoded))
         for label, enc_rows in rankings:
             for qb in args.qb:
                 only = RescoredIndex(flat, rerank="asymmetric", encoder=enc, encoded=enc_rows, qb=qb)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import annbin
 from annbin.embed.asymmetric import dot_bits, dot_bits_reference, prepare_queries
-from annbin.embed.encoder import Encoder, itq_rotation, random_rotation
+from annbin.embed.encoder import Encoder, check_rerank_bits, check_rotation, check_thresholds, itq_rotation, random_rotation
 from annbin.embed.rescore import RescoredIndex
 
 
@@ -80,7 +80,7 @@ def test_bad_scorer_input():
 @pytest.mark.parametrize("rotation", ["random", "itq"])
 def test_rotation_round_trips_and_is_orthogonal(rotation, data):
     base, _ = data
-    enc = Encoder(rotation=rotation, offset="mean").fit(base)
+    enc = Encoder(rotation=rotation, thresholds="mean").fit(base)
     m = enc.matrix
     np.testing.assert_allclose(m @ m.T, np.eye(64), atol=1e-4)
     np.testing.assert_allclose(enc.unrotate(enc.rotate(base)), base, atol=1e-5)
@@ -104,11 +104,11 @@ def test_itq_lowers_the_quantization_error(data):
 
 def test_factor_is_rabitqs_estimator_and_two_bits_estimate_better(data):
     base, queries = data
-    one = Encoder(rotation="random", offset="mean").fit(base)
+    one = Encoder(rotation="random", thresholds="mean").fit(base)
     e1 = one.encode(base)
-    v = one.rotate(base) - one.offset
+    v = one.rotate(base) - one.thresholds
     np.testing.assert_allclose(e1.factors, (v**2).sum(1) / np.abs(v).sum(1), rtol=1e-5)
-    two = Encoder(rotation="random", offset="mean", bits=2).fit(base)
+    two = Encoder(rotation="random", thresholds="mean", rerank_bits=2).fit(base)
     e2 = two.encode(base)
     assert e2.planes.shape == e1.codes.shape and e2.levels.shape == (1500, 2)
     errors = {}
@@ -138,14 +138,53 @@ def test_bad_encoder_input(data):
         Encoder(rotation=np.ones((4, 4), np.float32))
     with pytest.raises(ValueError, match="rotation must be None"):
         Encoder(rotation="pca")
-    with pytest.raises(ValueError, match="bits must be 1 or 2"):
-        Encoder(bits=3)
+    with pytest.raises(ValueError, match="rerank_bits must be 1 or 2"):
+        Encoder(rerank_bits=3)
     with pytest.raises(ValueError, match="NaN"):
         Encoder().fit(np.full((3, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="not fitted"):
         Encoder(rotation="itq").encode(base)
     with pytest.raises(ValueError, match="rotation has shape"):
         Encoder.from_state({"dim": 64, "rotation": "random"}, {"rotation": np.eye(8, dtype=np.float32)})
+
+
+BAD_OPTIONS = [
+    ({"rotation": "pca"}, ValueError, "rotation must be None, 'random', 'itq' or a"),
+    ({"rotation": np.eye(4, dtype=np.int64)}, TypeError, "rotation must be a float matrix"),
+    ({"rotation": np.ones((4, 3), np.float32)}, ValueError, "square"),
+    ({"thresholds": "mode"}, ValueError, "thresholds must be None, 'zero', 'median', 'mean', a number"),
+    ({"thresholds": np.array([0.0, np.nan])}, ValueError, "thresholds must be a finite number or a finite 1-D"),
+    ({"thresholds": np.zeros((2, 2))}, ValueError, "finite 1-D"),
+    ({"rerank_bits": 3}, ValueError, "rerank_bits must be 1 or 2, got 3"),
+    ({"rerank_bits": 1.5}, TypeError, "rerank_bits"),
+]
+
+
+@pytest.mark.parametrize(("option", "error", "message"), BAD_OPTIONS)
+def test_each_option_has_one_check_that_every_taker_calls(option, error, message):
+    (name, value), = option.items()
+    check = {"rotation": check_rotation, "thresholds": check_thresholds, "rerank_bits": check_rerank_bits}[name]
+    with pytest.raises(error, match=message) as direct:
+        check(value)
+    for make in (lambda: Encoder(**option), lambda: annbin.BinaryEmbeddingIndex("flat", **option)):
+        with pytest.raises(error) as raised:
+            make()
+        assert str(raised.value) == str(direct.value)  # the same check said it, not a copy of it
+
+
+def test_checks_normalize_and_settings_round_trip(data):
+    base, _ = data
+    assert check_thresholds(None) == check_thresholds("zero") == "zero" and check_thresholds(np.int64(2)) == 2.0
+    assert check_thresholds([1, 2]).dtype == np.float32 and check_rotation(None) is None and check_rerank_bits(2) == 2
+    m = random_rotation(64, 5)
+    for thresholds in ("zero", "median", 0.5, np.linspace(-0.1, 0.1, 64)):
+        enc = Encoder(rotation=m.astype(np.float64), thresholds=thresholds, rerank_bits=2, seed=1).fit(base)
+        assert enc.rotation == "given" and enc.matrix.dtype == np.float32
+        back = Encoder.from_state(enc.get_params(), enc.state_arrays())
+        assert back.get_params() == enc.get_params()
+        np.testing.assert_array_equal(back.thresholds, enc.thresholds)
+        np.testing.assert_array_equal(back.encode_codes(base), enc.encode_codes(base))
+    np.testing.assert_array_equal(Encoder(thresholds=0.5).fit(base).thresholds, np.full(64, 0.5, np.float32))
 
 
 # --- three stages --------------------------------------------------------------------------
@@ -188,7 +227,7 @@ def test_three_stage_search_equals_a_brute_force_reference(data):
 def test_asymmetric_rerank_beats_hamming_at_the_same_float_reads(data):
     base, queries = data
     exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
-    enc = Encoder(offset="mean").fit(base)
+    enc = Encoder(thresholds="mean").fit(base)
     encoded = enc.encode(base)
     index = annbin.FlatIndex(64)
     index.add(encoded.codes)

@@ -29,8 +29,8 @@ import annbin.embed._vectors
 from annbin.embed.embedding_index import DEFAULT_SPEC, FALLBACK_SPEC
 
 N, NQ, K = 3000, 100, 10
-#: recall@10 of the default index against exact cosine on minilm_wordnet's first 3,000 rows and
-#: 100 queries: measured 0.985-0.986 (rq-hnsw, 4 builds) and 0.957 (the faiss fallback)
+#: recall@10 floors of the default index against exact cosine on minilm_wordnet's first 3,000 rows
+#: and 100 queries, with room below what it reaches (benchmarks/RESULTS.md)
 RECALL_FLOOR = 0.93
 FALLBACK_RECALL_FLOOR = 0.88
 
@@ -115,7 +115,7 @@ def test_adds_after_searches_user_ids_removals_and_reset(data, tmp_path):
     gone = np.concatenate([np.arange(0, 2000, 7), np.arange(10_000, 10_400, 3), [50_003, 50_906], [987_654]])  # one unknown
     removable = index.spec.startswith("rq-")
     if not removable:  # faiss's rabitq-hnsw (the fallback) cannot remove: refused, nothing changed
-        with pytest.raises(ValueError, match="cannot remove vectors"):
+        with pytest.raises(annbin.UnsupportedOperation, match=r"first stage 'rabitq-hnsw:.*' cannot remove vectors"):
             index.remove_ids(gone)
         assert index.ntotal == 3310
     else:
@@ -238,12 +238,13 @@ _CHILD = textwrap.dedent(
             pause()
         cls.save = hooked
     elif point == "commit":  # everything written but the commit record
-        write = annbin._io.write_index_file
+        import annbin.embed._embedding_files as files
+        write = files.write_index_file
         def commit_hook(path, header, arrays):
             if str(path).endswith("embedding.annbin"):
                 pause()
             return write(path, header, arrays)
-        annbin._io.write_index_file = commit_hook
+        files.write_index_file = commit_hook
     index.save(root)
     print("saved", flush=True)
     """
@@ -378,7 +379,7 @@ CONFIGS = {
     "flat": ("flat", {}),
     "hnsw": ("hnsw:M=8", {}),
     "flat-rerank": ("flat", {"rerank": "asymmetric"}),
-    "flat-codes-only": ("flat", {"rescore": "asymmetric", "store_vectors": None}),
+    "flat-codes-only": ("flat", {"rescore": None, "rerank": "asymmetric", "store_vectors": None}),
 }
 
 
@@ -539,7 +540,7 @@ def test_dim_comes_from_the_first_add(data):
     assert small.dim == 40
     check_cos_results(*small.search(x[:20], 5), x, x[:20])
     hits = float(np.mean(small.search(x, 10)[1][:, 0] == np.arange(400)))  # each vector finds itself first
-    assert hits >= (1.0 if small.spec.startswith("rq-") else 0.95), hits  # measured 1.0 and 0.9975 (the fallback's 1-bit codes)
+    assert hits >= (1.0 if small.spec.startswith("rq-") else 0.95), hits  # the fallback's 1-bit codes miss a few
 
 
 def test_cpu_without_avx2_falls_back(tmp_path, monkeypatch, caplog):

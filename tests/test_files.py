@@ -188,25 +188,22 @@ def test_store_mapped_from_the_directory_is_committed_in_place(tmp_path):
     np.testing.assert_array_equal(back.vectors, np.concatenate(batches))
 
 
-def test_version_2_directories_still_load_and_grow(tmp_path):
-    batches = _batches()
-    root = tmp_path / "old"
+@pytest.mark.parametrize("change", ["version 2", "no index_file", "no CRC"])
+def test_records_of_other_layouts_are_refused(change, tmp_path):
+    """Only the current record loads (0.1.0 reads what 0.1.0 writes): no fixed-name or CRC-less fallbacks."""
+    root = tmp_path / "s"
     index = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip")
-    index.add(batches[0])
+    index.add(_batches()[0])
     index.save(root)
-    # rewrite it as annbin's previous layout wrote it: version 2, fixed names, np.save's vectors
     header, arrays = read_index_file(root / "embedding.annbin")
-    for key in ("index_file", "vectors_file", "vectors_rows", "vectors_crc32"):
-        header.pop(key)
-    write_index_file(root / "embedding.annbin", {**header, "version": 2}, arrays)
-    np.save(root / "vectors.npy", batches[0])
-    for mmap in (False, True):
-        back = annbin.BinaryEmbeddingIndex.load(root, mmap=mmap)
-        np.testing.assert_array_equal(back.search(batches[0][:5], 5)[1], index.search(batches[0][:5], 5)[1])
-    back.add(batches[1])  # the mapped np.save file grows in place
-    back.save(root)
-    again = annbin.BinaryEmbeddingIndex.load(root)
-    np.testing.assert_array_equal(again.vectors, np.concatenate(batches[:2]))
+    if change == "version 2":
+        header["version"] = 2
+    else:
+        header.pop("index_file" if change == "no index_file" else "vectors_crc32")
+    write_index_file(root / "embedding.annbin", header, arrays)
+    match = "does not hold a BinaryEmbeddingIndex of version 4" if change == "version 2" else "incomplete or malformed"
+    with pytest.raises(ValueError, match=match):
+        annbin.BinaryEmbeddingIndex.load(root)
 
 
 def test_corrupted_vectors_fail_their_crc(tmp_path):
@@ -265,14 +262,15 @@ _CHILD = textwrap.dedent(
             f.write(data)
         V._write_rows = torn
     elif point == "saving":  # the save wrote its first-stage file, not its commit record
-        write = annbin._io.write_index_file
+        import annbin.embed._embedding_files as files
+        write = files.write_index_file
         def commit_hook(path, header, arrays):
             if str(path).endswith("embedding.annbin"):
                 calls["n"] += 1
                 if calls["n"] == at:
                     pause()
             return write(path, header, arrays)
-        annbin._io.write_index_file = commit_hook
+        files.write_index_file = commit_hook
 
     index = annbin.BinaryEmbeddingIndex("flat", store_vectors=os.path.join(root, "vectors.npy"), oversample=4, metric="ip")
     for i, batch in enumerate(batches):

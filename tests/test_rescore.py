@@ -117,10 +117,10 @@ def test_memory_mapped_store_gives_identical_results(mode, data, tmp_path):
     S1, I1 = ram.search(queries, 10)
     S2, I2 = disk.search(queries, 10)
     assert np.array_equal(I1, I2) and np.array_equal(S1, S2)
-    offset = ram.encoder.memory_bytes()  # the thresholds (zeros here): dim float32
-    assert offset == DIM * 4
-    assert ram.memory_bytes() == inner.memory_bytes() + store.nbytes + offset and ram.disk_bytes() == 0
-    assert disk.memory_bytes() == inner.memory_bytes() + offset and disk.disk_bytes() == store.nbytes
+    thresholds = ram.encoder.memory_bytes()  # the thresholds (zeros here): dim float32
+    assert thresholds == DIM * 4
+    assert ram.memory_bytes() == inner.memory_bytes() + store.nbytes + thresholds and ram.disk_bytes() == 0
+    assert disk.memory_bytes() == inner.memory_bytes() + thresholds and disk.disk_bytes() == store.nbytes
 
 
 def test_float16_vectors_are_accepted(data):
@@ -275,14 +275,14 @@ def test_embedding_index_user_ids_and_modes(data):
     assert np.array_equal(full.search(queries, 10)[1], ids[Iref])
     with pytest.raises(ValueError, match="already in the index"):
         full.add(base[:2], ids=ids[:2])
-    asym = annbin.BinaryEmbeddingIndex("flat", rescore="asymmetric", store_vectors=None, oversample=4, qb=0)
+    asym = annbin.BinaryEmbeddingIndex("flat", rescore=None, rerank="asymmetric", store_vectors=None, oversample=4, qb=0)
     asym.add(base, ids=ids)
     S, I = asym.search(queries, 10)
     pm1 = annbin.to_packing(annbin.binarize(base), "pm1", dim=DIM)
     rows = np.searchsorted(ids, I)
-    factor = (base**2).sum(1) / np.abs(base).sum(1)  # RaBitQ's |x|^2 / |x|_1 (no rotation, offset 0)
+    factor = (base**2).sum(1) / np.abs(base).sum(1)  # RaBitQ's |x|^2 / |x|_1 (no rotation, thresholds 0)
     np.testing.assert_allclose(S, factor[rows] * np.einsum("qd,qkd->qk", queries, pm1[rows]), rtol=1e-4, atol=1e-5)
-    # ids, factors and the encoder's offset; the codes are read from the index, not copied
+    # ids, factors and the encoder's thresholds; the codes are read from the index, not copied
     assert asym.memory_bytes() == asym.index.memory_bytes() + 2000 * 8 + 2000 * 4 + DIM * 4
     with pytest.raises(ValueError, match="plain Hamming results come from the binary indexes"):
         annbin.BinaryEmbeddingIndex("flat", rescore=None, store_vectors=None, metric="ip")
@@ -294,8 +294,9 @@ def test_embedding_index_empty_and_bad_args(data, tmp_path):
     assert np.isneginf(S).all() and (I == -1).all()
     S, I = annbin.BinaryEmbeddingIndex(metric="l2").search(queries, 3)
     assert S.dtype == np.float32 and np.isposinf(S).all() and (I == -1).all()
-    with pytest.raises(ValueError, match="rescore must be"):
-        annbin.BinaryEmbeddingIndex(rescore="exact", metric="ip")
+    for alias in ("exact", "asymmetric"):  # rescore is "float" or None; the rerank is rerank="asymmetric"
+        with pytest.raises(ValueError, match="rescore must be 'float' or None"):
+            annbin.BinaryEmbeddingIndex("flat", rescore=alias, metric="ip")
     with pytest.raises(ValueError, match="needs the float vectors"):
         annbin.BinaryEmbeddingIndex(rescore="float", store_vectors=None, metric="ip")
     with pytest.raises(ValueError, match="returns estimates only: use rescore='float'"):
@@ -351,11 +352,12 @@ def test_embedding_index_memory_mapped_vectors(data, tmp_path):
         annbin.BinaryEmbeddingIndex("flat", store_vectors=path, metric="ip").add(base[:3])
 
 
-@pytest.mark.parametrize("store, rescore", [("ram", "float"), ("disk", "float"), (None, "asymmetric")])
+@pytest.mark.parametrize("store, rescore", [("ram", "float"), ("disk", "float"), (None, None)])
 def test_embedding_index_save_load(store, rescore, data, tmp_path):
     base, queries = data
     vectors = tmp_path / "live.npy" if store == "disk" else store
-    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=32", rescore=rescore, store_vectors=vectors,
+    rerank = None if rescore else "asymmetric"
+    index = annbin.BinaryEmbeddingIndex("hnsw:M=8,ef_search=32", rescore=rescore, rerank=rerank, store_vectors=vectors,
                                         thresholds="median", oversample=3, metric="ip")
     index.add(base, ids=np.arange(2000) + 500)
     S, I = index.search(queries, 10)
@@ -367,9 +369,9 @@ def test_embedding_index_save_load(store, rescore, data, tmp_path):
     with pytest.warns(UserWarning, match="one stage of a saved BinaryEmbeddingIndex"):  # readable alone, said so
         assert annbin.load_index(tmp_path / "saved" / "index.annbin").ntotal == 2000
     if rescore == "float":
-        assert isinstance(back._vectors, np.memmap) == (store == "disk")
+        assert isinstance(back.vectors, np.memmap) == (store == "disk")
         flipped = annbin.BinaryEmbeddingIndex.load(tmp_path / "saved", mmap=store != "disk")
-        assert isinstance(flipped._vectors, np.memmap) == (store != "disk")
+        assert isinstance(flipped.vectors, np.memmap) == (store != "disk")
         assert np.array_equal(flipped.search(queries, 10)[1], I)
     back.add(base[:5])  # keeps growing after a load
     assert back.ntotal == 2005 and int(back.search(base[:1], 1)[1][0, 0]) in (500, 2500)
@@ -395,12 +397,14 @@ def test_embedding_index_keeps_no_id_map_while_ids_are_rows(data):
     index = annbin.BinaryEmbeddingIndex("flat", oversample=4, metric="ip", store_vectors="ram")
     index.add(base[:1000])
     index.add(base[1000:1500])
-    assert index._ids is None and index.ntotal == 1500
+    assert index.ntotal == 1500
     assert np.array_equal(index.vectors, base[:1500]) and annbin.BinaryEmbeddingIndex("flat", metric="ip").vectors is None
+    # no id map: nothing beside the first stage, the floats and the encoder
     assert index.memory_bytes() == index.index.memory_bytes() + 1500 * DIM * 4 + index.encoder.memory_bytes()
     _, I = index.search(queries, 5)
-    index.add(base[1500:], ids=np.arange(500) + 10_000)  # user ids: the map appears
-    assert index._ids is not None and np.array_equal(index.get_ids()[:1500], np.arange(1500))
+    index.add(base[1500:], ids=np.arange(500) + 10_000)  # user ids: the map appears, 8 bytes a row
+    assert index.memory_bytes() == index.index.memory_bytes() + 2000 * DIM * 4 + index.encoder.memory_bytes() + 2000 * 8
+    assert np.array_equal(index.get_ids()[:1500], np.arange(1500))
     _, I2 = index.search(queries, 5)
     assert ((I2 < 1500) | (I2 >= 10_000)).all() and np.isin(I2, index.get_ids()).all()
     with pytest.raises(ValueError, match="already in the index"):

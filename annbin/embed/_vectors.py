@@ -1,31 +1,37 @@
-"""The float vector store of ``BinaryEmbeddingIndex``: in RAM, or a ``.npy`` file that only grows.
+"""Where ``BinaryEmbeddingIndex`` keeps its float rows: nowhere, in RAM, or a ``.npy`` file that only grows.
 
-On disk the rows live in a float32 ``.npy`` file (``np.load`` reads it; memory-mapped for the
-rescore). An ``add`` writes its rows past the committed ones and fsyncs them (``stage``); only once
-the index took them are they counted (``commit``), and the ``.npy`` header's shape is rewritten in
-place (a 128-byte header written as one block, so other readers see a valid file). Nothing is
-ever rewritten: an add costs its own rows, not the store's size.
+``VectorStore`` is the index's view: ``"auto"`` (a file in a temporary directory it owns, until a
+save moves the rows into the saved directory), ``"ram"``, a named ``.npy`` path, or None.
+
+On disk the rows live in a float32 ``.npy`` file (``DiskVectors``; ``np.load`` reads it;
+memory-mapped for the rescore). An ``add`` writes its rows past the committed ones and fsyncs them
+(``stage``); only once the index took them are they counted (``commit``), and the ``.npy``
+header's shape is rewritten in place (a 128-byte header written as one block, so other readers see
+a valid file). Nothing is ever rewritten: an add costs its own rows, not the store's size.
 
 What a saved directory trusts is not that header but its own commit record: ``embedding.annbin``
 (written atomically after the rows were fsynced) holds the row count and a CRC-32 of their bytes.
 A reader maps only those rows and checks the CRC, so rows of an add that was killed, or of adds
-never saved, are a tail it ignores; the next append overwrites and truncates them. Files written
-by ``np.save`` (annbin <= 0.x directories) are read the same way, without a CRC to check.
+never saved, are a tail it ignores; the next append overwrites and truncates them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from annbin._checks import InputTypeError, as_codes, as_floats
 from annbin._io import fsync_dir
 
-__all__ = ["DiskVectors", "write_store"]
+__all__ = ["DiskVectors", "Pending", "VectorStore", "open_store", "write_store"]
 
 _HEADER = 128  # bytes of the .npy header annbin writes: room for any (rows, dim) shape
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -83,11 +89,11 @@ class DiskVectors:
         return cls(path, dim, _HEADER, 0, 0)
 
     @classmethod
-    def open(cls, path: Path, rows: int, dim: int, crc: int | None) -> DiskVectors:
+    def open(cls, path: Path, rows: int, dim: int, crc: int) -> DiskVectors:
         """The store at ``path`` holding at least ``rows`` committed rows of ``dim`` floats.
 
         Rows past ``rows`` (an add killed before its save) are ignored. ``crc``: the CRC-32 the
-        commit recorded, checked here by streaming the rows; None (files of older versions): computed.
+        commit recorded, checked here by streaming the rows.
         """
         with open(path, "rb") as f:
             offset, stored, width = _read_npy_header(f, path)
@@ -97,7 +103,7 @@ class DiskVectors:
                 raise ValueError(f"{path.name} has shape ({min(stored, have)}, {width}), expected at least ({rows}, {dim})")
             f.seek(offset)
             got = _crc_of(f, rows * 4 * dim)
-        if crc is not None and got != crc:
+        if got != crc:
             raise ValueError(f"{path.name} is corrupted: its first {rows} rows fail their CRC-32 check")
         return cls(path, dim, offset, rows, got)
 
@@ -140,9 +146,158 @@ class DiskVectors:
             f.flush()
             os.fsync(f.fileno())
 
-    def copy_to(self, path: Path) -> DiskVectors:
-        """A new store at ``path`` (must not exist) holding this one's committed rows."""
-        return write_store(path, self.array(), self.dim)
+
+#: what ``VectorStore.stage`` hands to ``commit`` / ``abort``: None (no floats kept), the new RAM
+#: array, or a file's staged ``(rows, crc)`` and whether this add created the file
+Pending = NDArray[np.float32] | tuple[tuple[int, int], bool] | None
+
+
+class VectorStore:
+    """The float rows of a ``BinaryEmbeddingIndex`` (module docstring).
+
+    ``where``: ``"auto"``, ``"ram"``, a path for a new ``.npy`` file (``ValueError`` unless it ends
+    in ``.npy``), or None. ``rows`` are the committed rows (RAM or memory-mapped; None before the
+    first add); ``file`` the ``DiskVectors`` they are mapped from.
+    """
+
+    def __init__(self, where: str | os.PathLike[str] | None) -> None:
+        self.kept = where is not None
+        self.auto = isinstance(where, str) and where == "auto"
+        self.path: Path | None = None  # the named file, or the saved directory's once rows moved there
+        if where is None or (isinstance(where, str) and where in ("ram", "auto")):
+            pass
+        elif isinstance(where, (str, os.PathLike)):
+            self.path = Path(where)
+            if self.path.suffix != ".npy":
+                raise ValueError(f"store_vectors path must end in .npy, got {os.fspath(where)!r}")
+        else:
+            raise InputTypeError(f"store_vectors must be 'auto', 'ram', a .npy path or None, got {type(where).__name__}")
+        self.rows: NDArray[np.float32] | None = None
+        self.file: DiskVectors | None = None
+        self._tmp: Path | None = None  # the owned directory of "auto", until a save or reset
+
+    @property
+    def on_disk(self) -> bool:
+        """True when the rows go to a file (a named path, or ``"auto"``)."""
+        return self.kept and (self.path is not None or self.auto)
+
+    def stage(self, x: NDArray[np.floating]) -> Pending:
+        """Rows ``x`` ``(n, dim)`` written (as float32) where ``commit`` will count them; a store
+        with no file yet creates one (``ValueError`` if a named file exists already)."""
+        if not self.kept:
+            return None
+        if not self.on_disk:
+            new = np.array(x, np.float32)  # a copy: the caller may change its array later
+            return new if self.rows is None else np.concatenate([self.rows, new])
+        created = self.file is None
+        file = self.file = self.file if self.file is not None else self._new_file(x.shape[1])
+        try:
+            return file.stage(np.asarray(x, np.float32)), created
+        except BaseException:
+            if created:
+                self._drop_file()
+            raise
+
+    def commit(self, pending: Pending) -> None:
+        """Count the staged rows (the index took them)."""
+        if isinstance(pending, np.ndarray):
+            self.rows = pending
+        elif pending is not None and self.file is not None:
+            self.file.commit(pending[0])
+            self.rows = self.file.array()
+
+    def abort(self, pending: Pending) -> None:
+        """Forget the staged rows: the file back to its committed rows (or gone, if this add made it)."""
+        if isinstance(pending, tuple) and self.file is not None:
+            if pending[1]:
+                self._drop_file()
+            else:
+                self.file.discard()
+
+    def open(self, file: DiskVectors, *, mapped: bool) -> None:
+        """The committed rows of a loaded directory: memory-mapped from ``file`` (later adds grow
+        it), or read into RAM."""
+        if mapped:
+            self.file, self.rows, self.path = file, file.array(), file.path
+        else:
+            self.rows = np.array(file.array())
+
+    def saved_as(self, file: DiskVectors) -> bool:
+        """After a save wrote the rows to ``file``: an ``"auto"`` store's rows live there from now
+        on (its temporary directory goes). True when the rows moved."""
+        if self._tmp is None or file is self.file:
+            return False
+        self.file, self.rows, self.path = file, file.array(), file.path
+        self._drop_tmp()
+        return True
+
+    def clear(self) -> None:
+        """No rows: the next add starts a new file; a saved or named file is left as it is, and
+        an owned one from here replaces it."""
+        self.rows, self.file = None, None
+        self._drop_tmp()
+        if self.path is not None and self.path.exists():
+            self.path, self.auto = None, True
+
+    def memory_bytes(self) -> int:
+        """Bytes of rows held in RAM (memory-mapped rows count 0)."""
+        return 0 if self.rows is None or isinstance(self.rows, np.memmap) else int(self.rows.nbytes)
+
+    def disk_bytes(self) -> int:
+        """Bytes of memory-mapped rows (on disk, paged in on demand)."""
+        return int(self.rows.nbytes) if isinstance(self.rows, np.memmap) else 0
+
+    def _new_file(self, dim: int) -> DiskVectors:
+        path = self.path
+        if path is None:  # "auto": a directory of our own, removed with this object
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="annbin-vectors-"))
+                self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
+            path = self._tmp / "vectors.npy"
+        try:
+            return DiskVectors.create(path, dim)
+        except FileExistsError:
+            raise ValueError(f"vectors file {str(path)!r} already exists; give a new path, or store_vectors='auto' "
+                             "(BinaryEmbeddingIndex.load reopens saved ones)") from None
+
+    def _drop_file(self) -> None:
+        if self.file is not None:
+            self.file.path.unlink(missing_ok=True)
+            self.file = None
+
+    def _drop_tmp(self) -> None:
+        if self._tmp is not None:
+            self._cleanup()
+            self._tmp = None
+
+
+def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.ndarray:
+    """A document store: a 2-D array, or a ``.npy`` path opened memory-mapped (read-only).
+
+    ``kind="float"``: float16/32/64 ``(n, dim)``; ``kind="codes"``: uint8 ``(n, code_size)``.
+    In-RAM float arrays are checked for NaN/inf; memory-mapped ones are not (that would read the
+    whole file).
+    """
+    if isinstance(store, (str, os.PathLike)):
+        try:
+            store = np.load(os.fspath(store), mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot open {name} file {os.fspath(store)!r} as a .npy array: {exc}") from None
+    if not isinstance(store, np.ndarray):
+        raise InputTypeError(f"{name} must be a numpy array or a path to a .npy file, got {type(store).__name__}")
+    if kind == "codes":
+        return as_codes(store, name=name) if not isinstance(store, np.memmap) else _check_mmap(store, np.uint8, name)
+    if isinstance(store, np.memmap):
+        return _check_mmap(store, np.floating, name)
+    return as_floats(store, name=name)
+
+
+def _check_mmap(arr: np.memmap, dtype: Any, name: str) -> np.memmap:
+    if not np.issubdtype(arr.dtype, dtype):
+        raise InputTypeError(f"{name} must have dtype {np.dtype(dtype).name if dtype is np.uint8 else 'float'}, got {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {arr.shape}")
+    return arr
 
 
 def write_store(path: Path, vectors: NDArray[np.floating], dim: int) -> DiskVectors:

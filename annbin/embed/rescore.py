@@ -22,18 +22,22 @@ Results follow faiss's float conventions: ``(scores, ids)``, float32 ``(nq, k)``
 missing results ``id = -1`` with score ``-inf`` (``"ip"``) or ``+inf`` (``"l2"``). Queries are
 float ``(nq, dim)``, encoded inside with the documents' ``encoder`` (or ``thresholds``).
 ``last_search_stats`` holds ``candidates_per_query`` (stage 1) and ``vectors_read_per_query``
-(mean float vectors read in stage 3) of the last search.
+(mean float vectors read in stage 3) of the calling thread's last search.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterable
 from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from annbin._checks import InputTypeError, as_codes, as_floats, check_int, check_k, check_metric
+from annbin._checks import InputTypeError, as_floats, check_int, check_k, check_metric
+from annbin.embed._scoring import ScoreResult, float_scores, top_k
+from annbin.embed._vectors import open_store
 from annbin.embed.asymmetric import check_qb, dot_bits, prepare_queries
 from annbin.embed.encoder import Encoded, Encoder
 from annbin.embed.float_base import FloatIndex
@@ -43,17 +47,15 @@ from annbin.quantize import binarize, code_size_for
 from annbin.spec import format_wrapped_spec
 
 Metric = Literal["ip", "l2"]
-ScoreResult = tuple[NDArray[np.float32], NDArray[np.int64]]
 
 RERANKS: tuple[str | None, ...] = (None, "asymmetric")
-_BLOCK = 1 << 16  # gathered values per block of queries: 256 KiB of float32 stays in cache
 
 #: what a ``"<spec>+rescore:..."`` spec sets (``RescoredIndex.spec``, ``annbin.make_index``)
 SPEC_PARAMS: tuple[str, ...] = ("oversample", "rerank", "rerank_oversample", "qb", "metric")
 #: the three-stage search's own search parameters (with a rerank; ``oversample`` alone without)
 STAGE_PARAMS: tuple[str, ...] = ("oversample", "rerank_oversample", "qb")
 
-__all__ = ["RERANKS", "SPEC_PARAMS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "stage_params", "top_k"]
+__all__ = ["RERANKS", "SPEC_PARAMS", "STAGE_PARAMS", "RescoredIndex", "check_stage_params", "open_store", "split_stage_params", "stage_params", "top_k"]
 
 
 def stage_params(rerank: str | None) -> tuple[str, ...]:
@@ -66,75 +68,55 @@ def check_stage_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (check_qb(v) if k == "qb" else check_int(v, k, minimum=1)) for k, v in params.items()}
 
 
-def open_store(store: Any, *, name: str, kind: Literal["float", "codes"]) -> np.ndarray:
-    """A document store: a 2-D array, or a ``.npy`` path opened memory-mapped (read-only).
-
-    ``kind="float"``: float16/32/64 ``(n, dim)``; ``kind="codes"``: uint8 ``(n, code_size)``.
-    In-RAM float arrays are checked for NaN/inf; memory-mapped ones are not (that would read the
-    whole file).
-    """
-    if isinstance(store, (str, os.PathLike)):
-        try:
-            store = np.load(os.fspath(store), mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot open {name} file {os.fspath(store)!r} as a .npy array: {exc}") from None
-    if not isinstance(store, np.ndarray):
-        raise InputTypeError(f"{name} must be a numpy array or a path to a .npy file, got {type(store).__name__}")
-    if kind == "codes":
-        return as_codes(store, name=name) if not isinstance(store, np.memmap) else _check_mmap(store, np.uint8, name)
-    if isinstance(store, np.memmap):
-        return _check_mmap(store, np.floating, name)
-    return as_floats(store, name=name)
-
-
-def _check_mmap(arr: np.memmap, dtype: Any, name: str) -> np.memmap:
-    if not np.issubdtype(arr.dtype, dtype):
-        raise InputTypeError(f"{name} must have dtype {np.dtype(dtype).name if dtype is np.uint8 else 'float'}, got {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {arr.shape}")
-    return arr
-
-
-def _ram_bytes(arr: np.ndarray | None) -> int:
-    if arr is None or isinstance(arr, np.memmap):
-        return 0
-    return int(arr.nbytes)
-
-
-def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int, metric: str) -> ScoreResult:
-    """Best ``k`` of each row by score (``"ip"``: descending, ``"l2"``: ascending), ties by smaller
-    id; ids ``-1`` go last with the worst score; rows shorter than ``k`` are padded."""
-    valid = ids >= 0
-    worst = np.float32(-np.inf) if metric == "ip" else np.float32(np.inf)
-    scores = np.where(valid, scores, worst)
-    key = -scores if metric == "ip" else scores
-    order = np.lexsort((np.where(valid, ids, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
-    S = np.take_along_axis(scores, order, axis=1)
-    I = np.where(np.take_along_axis(valid, order, axis=1), np.take_along_axis(ids, order, axis=1), -1)
-    if S.shape[1] < k:
-        pad = k - S.shape[1]
-        S = np.pad(S, ((0, 0), (0, pad)), constant_values=worst)
-        I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-    return S.astype(np.float32, copy=False), I.astype(np.int64, copy=False)
+def split_stage_params(params: dict[str, Any], rerank: str | None, inner_names: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``params`` split into the three-stage search's own (checked) and the rest, the first stage's
+    (``inner_names``: its search parameters). ``ValueError`` for a stage parameter that needs the
+    asymmetric rerank this search has not got."""
+    own_names = stage_params(rerank)
+    own = {k: v for k, v in params.items() if k in own_names}
+    rest = {k: v for k, v in params.items() if k not in own_names}
+    wrong = sorted(set(rest) & set(STAGE_PARAMS) - set(inner_names))
+    if wrong:
+        raise ValueError(f"{wrong} need{'s' if len(wrong) == 1 else ''} a rerank stage (rerank='asymmetric')")
+    return check_stage_params(own), rest
 
 
 class RescoredIndex:
     """Hamming candidates from ``inner``, an optional asymmetric rerank, float rescoring (see the
     module docstring).
 
-    ``inner``: any ``BinaryIndex`` whose ids are row numbers of the stores. ``oversample``:
-    Hamming candidates per result (``k * oversample``; >= 1). ``rerank``: None or
-    ``"asymmetric"``; ``rerank_oversample``: candidates per result kept for the float rescore.
-    ``vectors``: float documents ``(n, dim)`` (array or ``.npy`` path, memory-mapped), or None for
-    codes-only scoring (then ``rerank="asymmetric"``). ``codes``: the documents' codes ``(n, d //
-    8)`` uint8 when ``inner`` cannot hand them back (default: ``inner.get_codes``). ``encoder``:
-    the fitted ``annbin.Encoder`` the codes were made with (rotation and offset); without one,
-    ``thresholds`` (None = 0.0, a scalar or ``(dim,)``) as for ``annbin.binarize``. ``encoded``:
-    per-row ``annbin.Encoded`` (RaBitQ factors; squared norms for ``"l2"``; the 2-bit plane).
-    ``qb``: query bits of the asymmetric stage (0 = float query, exact; default 4). A float-in
-    ``inner`` (``annbin.embed.rabitq``: it ranks by RaBitQ's estimate itself) gets the rotated float query
-    (``encoder.rotate``) instead of codes, and takes no ``rerank``. ``dim``: float
-    dimension when neither ``vectors``, ``encoder`` nor ``thresholds`` give it (default ``inner.d``).
+    Parameters
+    ----------
+    inner
+        Any ``BinaryIndex`` whose ids are row numbers of the stores; or a float-in index
+        (``annbin.embed.rabitq``, ``rqlib``: it ranks by RaBitQ's estimate itself), which gets the
+        rotated float query (``encoder.rotate``) instead of codes and takes no ``rerank``.
+    oversample
+        First-stage candidates per result (``k * oversample``), >= 1.
+    vectors
+        Float documents ``(n, dim)`` (an array, or a ``.npy`` path that is memory-mapped), or None
+        for codes-only scoring (then ``rerank="asymmetric"``).
+    rerank
+        None or ``"asymmetric"``: score the candidates by the float query against their codes.
+    rerank_oversample
+        Candidates per result the rerank keeps for the float rescore, >= 1.
+    codes
+        The documents' codes ``(n, d // 8)`` uint8 (array or ``.npy`` path) when ``inner`` cannot
+        hand them back (default: ``inner.get_codes``).
+    encoder
+        The fitted ``annbin.Encoder`` the codes were made with (rotation and thresholds).
+    encoded
+        Per-row ``annbin.Encoded`` (RaBitQ factors; squared norms for ``"l2"``; the 2-bit plane).
+    thresholds
+        Without ``encoder``: the codes' thresholds as for ``annbin.binarize`` (None = 0.0, a number
+        or ``(dim,)``).
+    metric
+        ``"ip"`` (scores descending) or ``"l2"`` (squared distances ascending).
+    qb
+        Query bits of the asymmetric stage, 0..8 (0: float query, exact).
+    dim
+        Float dimension when neither ``vectors``, ``encoder`` nor ``thresholds`` give it (default
+        ``inner.d``).
     """
 
     def __init__(
@@ -177,7 +159,7 @@ class RescoredIndex:
         if self._codes is not None and isinstance(inner, BinaryIndex) and self._codes.shape[1] != inner.code_size:
             raise ValueError(f"codes width mismatch: expected (n, {inner.code_size}), got shape {self._codes.shape}")
         if encoder is None:  # float-in: no rotation, float queries go to the index as they are
-            encoder = (Encoder(inner.dim, offset="zero").fit(np.zeros((1, inner.dim), np.float32)) if isinstance(inner, FloatIndex)
+            encoder = (Encoder(inner.dim).fit(np.zeros((1, inner.dim), np.float32)) if isinstance(inner, FloatIndex)
                        else _threshold_encoder(thresholds, self._vectors, dim, inner.d))
         self.encoder = encoder
         if not self.encoder.is_fitted:
@@ -192,7 +174,7 @@ class RescoredIndex:
                 f"float dimension {self.dim} gives {code_size_for(self.dim) * 8}-bit codes, but the index has d={inner.d} bits"
             )
         self.encoded = encoded
-        self.last_search_stats: dict[str, float] = {}
+        self._stats = threading.local()  # last_search_stats, one per searching thread
         if inner.ntotal:
             self._check_rows(np.array([inner.ntotal - 1]) if isinstance(inner, FloatIndex) else inner.get_ids())
 
@@ -205,6 +187,13 @@ class RescoredIndex:
     @property
     def ntotal(self) -> int:
         return self.inner.ntotal
+
+    @property
+    def last_search_stats(self) -> dict[str, float]:
+        """This thread's last search: ``candidates_per_query`` and ``vectors_read_per_query``
+        (empty before its first). Per thread, so concurrent searches never read each other's."""
+        stats: dict[str, float] = getattr(self._stats, "value", {})
+        return stats
 
     @property
     def vectors(self) -> np.ndarray | None:
@@ -246,12 +235,10 @@ class RescoredIndex:
 
     def memory_bytes(self) -> int:
         """RAM held: the inner index, in-RAM vectors / codes (memory-mapped ones count 0), the
-        per-row factors and the encoder's rotation / offset."""
-        extra = 0
-        if self.encoded is not None:
-            extra = sum(int(a.nbytes) for a in (self.encoded.factors, self.encoded.sqnorms, self.encoded.planes,
-                                                 self.encoded.levels) if a is not None)
-        return int(self.inner.memory_bytes()) + _ram_bytes(self._vectors) + _ram_bytes(self._codes) + extra + self.encoder.memory_bytes()
+        per-row factors and the encoder's rotation / thresholds."""
+        extra = 0 if self.encoded is None else self.encoded.rerank_nbytes()
+        stores = sum(int(a.nbytes) for a in (self._vectors, self._codes) if a is not None and not isinstance(a, np.memmap))
+        return int(self.inner.memory_bytes()) + stores + extra + self.encoder.memory_bytes()
 
     def disk_bytes(self) -> int:
         """Bytes of memory-mapped stores (on disk, paged in on demand)."""
@@ -259,13 +246,11 @@ class RescoredIndex:
 
     # --- parameters ------------------------------------------------------------------------
     def _split_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        own_names = stage_params(self.rerank)
-        own = {k: v for k, v in params.items() if k in own_names}
-        rest = {k: v for k, v in params.items() if k not in own_names}
+        own, rest = split_stage_params(params, self.rerank, self.inner.search_params)
         unknown = sorted(set(rest) - set(self.inner.search_params))
         if unknown:
             raise ValueError(f"unknown search parameter(s) {unknown}; expected: {', '.join(self.search_params)}")
-        return check_stage_params(own), rest
+        return own, rest
 
     def set_search_params(self, **params: Any) -> None:
         """``oversample``, ``rerank_oversample``, ``qb`` and the inner index's search parameters."""
@@ -294,7 +279,7 @@ class RescoredIndex:
         if isinstance(self.inner, FloatIndex):
             _, cand = self.inner.search(q_rot, k * oversample, params=rest or None)
         else:
-            _, cand = self.inner.search(binarize(q_rot, self.encoder.offset), k * oversample, params=rest or None)
+            _, cand = self.inner.search(binarize(q_rot, self.encoder.thresholds), k * oversample, params=rest or None)
         return self._stages(q, cand, k, own, q_rot)
 
     def rerank_candidates(self, x: ArrayLike, candidates: ArrayLike, k: int) -> ScoreResult:
@@ -318,15 +303,16 @@ class RescoredIndex:
             scores = self.asymmetric_scores(q32, cand, qb=own.get("qb", self.qb), q_rot=q_rot)
             if self._vectors is None:
                 stats["vectors_read_per_query"] = 0.0
-                self.last_search_stats = stats
+                self._stats.value = stats
                 return top_k(scores, cand, k, self.metric)
             keep = k * own.get("rerank_oversample", self.rerank_oversample)
             if keep < cand.shape[1]:
                 _, cand = top_k(scores, cand, keep, self.metric)
         rows = np.where(cand >= 0, cand, 0)
-        scores = self._float_scores(q32, rows)
+        assert self._vectors is not None  # for mypy: without vectors the rerank returned above
+        scores = float_scores(self._vectors, q32, rows, self.metric)
         stats["vectors_read_per_query"] = float((cand >= 0).sum(axis=1).mean()) if cand.size else 0.0
-        self.last_search_stats = stats
+        self._stats.value = stats
         return top_k(scores, cand, k, self.metric)
 
     def asymmetric_scores(self, q: NDArray[np.float32], cand: NDArray[np.int64], *, qb: int | None = None,
@@ -351,32 +337,13 @@ class RescoredIndex:
             est = levels[..., 0] * signed + levels[..., 1] * (2.0 * both - mag)
         else:
             est = enc.factors[rows] * signed
-        est = est + self.encoder.query_offset_scores(q_rot)[:, None]
+        est = est + self.encoder.query_threshold_scores(q_rot)[:, None]
         if self.metric == "ip":
             return est.astype(np.float32, copy=False)
         if enc.sqnorms is None:
             raise ValueError("metric 'l2' needs encoded= with squared norms per row (Encoded.sqnorms); use metric 'ip'")
         qn = np.einsum("ij,ij->i", q, q)[:, None]
         return cast("NDArray[np.float32]", (enc.sqnorms[rows] + qn - 2.0 * est).astype(np.float32))
-
-    def _float_scores(self, q: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.float32]:
-        store = self._vectors
-        if store is None:  # pragma: no cover - guarded by _stages
-            raise RuntimeError("no float vectors")
-        if isinstance(store, np.memmap):
-            store = store.view(np.ndarray)  # same pages, without np.memmap's per-slice Python overhead
-        nq, c = rows.shape
-        out = np.empty((nq, c), np.float32)
-        step = max(1, _BLOCK // max(1, c * self.dim))
-        for lo in range(0, nq, step):
-            hi = min(nq, lo + step)
-            docs = np.asarray(store[rows[lo:hi].ravel()], dtype=np.float32).reshape(hi - lo, c, self.dim)
-            if self.metric == "ip":
-                out[lo:hi] = (docs @ q[lo:hi, :, None])[..., 0]  # batched matmul: BLAS, unlike einsum
-            else:
-                diff = docs - q[lo:hi, None, :]
-                out[lo:hi] = np.einsum("qcd,qcd->qc", diff, diff)
-        return out
 
     def _check_rows(self, ids: NDArray[np.int64]) -> None:
         top = int(ids.max()) if ids.size else -1
@@ -390,7 +357,7 @@ class RescoredIndex:
 
 
 def _threshold_encoder(thresholds: ArrayLike | None, vectors: np.ndarray | None, dim: int | None, d: int) -> Encoder:
-    """The encoder of plain ``binarize(x, thresholds)`` codes: no rotation, offset = thresholds."""
+    """The encoder of plain ``binarize(x, thresholds)`` codes: no rotation, these thresholds."""
     t = None if thresholds is None else np.asarray(thresholds)
     if vectors is not None:
         n = vectors.shape[1]
@@ -398,9 +365,8 @@ def _threshold_encoder(thresholds: ArrayLike | None, vectors: np.ndarray | None,
         n = t.shape[0]
     else:
         n = check_int(dim, "dim", minimum=1) if dim is not None else d
-    binarize(np.zeros((1, n), np.float32), t)  # validates thresholds: shape, dtype, finite
-    offset = np.full(n, 0.0 if t is None else float(t), np.float32) if t is None or t.ndim == 0 else t
-    return Encoder(n, offset=np.asarray(offset, np.float32))
+    binarize(np.zeros((1, n), np.float32), t)  # validates thresholds as binarize does: shape, dtype, finite
+    return Encoder(n, thresholds=t).fit(np.zeros((1, n), np.float32))
 
 
 register_wrapper("rescore", RescoredIndex.from_spec)
