@@ -33,6 +33,7 @@ class ShardServer:
     def __init__(self, spec: str, d: int, search_params: dict[str, Any]) -> None:
         self.index: BinaryIndex = make_index(spec, d=d)
         self.index.set_search_params(**search_params)
+        self._last_stats: dict[str, Any] | None = None
 
     def load(self, path: str, sha256: str, search_params: dict[str, Any]) -> int:
         """Replace the index with the one saved at ``path``, after checking the manifest's sha256."""
@@ -61,11 +62,14 @@ class ShardServer:
         return np.asarray(ids)[np.isin(ids, self.index.get_ids())]
 
     def search(self, x: NDArray[np.uint8], k: int, params: dict[str, Any] | None) -> SearchResult:
-        return self.index.search(x, k, params=params)
+        result = self.index.search(x, k, params=params)
+        # an index keeps its stats per thread: read them on the thread that searched
+        self._last_stats = getattr(self.index, "last_search_stats", None)
+        return result
 
     def search_stats(self) -> dict[str, Any] | None:
-        """The index's ``last_search_stats`` (an MIH index's work counters), None where it keeps none."""
-        return getattr(self.index, "last_search_stats", None)
+        """The last search's ``last_search_stats`` (an MIH index's work counters), None where it keeps none."""
+        return self._last_stats
 
     def range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         return self.index.range_search(x, radius)

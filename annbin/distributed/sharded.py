@@ -267,7 +267,7 @@ class ShardedIndex(BinaryIndex):
     def _range_search(self, x: NDArray[np.uint8], radius: int) -> RangeResult:
         xref = import_ray().put(x)
         live, nq = self._live(), x.shape[0]
-        parts = self._group.call("range_search", {s: (xref, radius + 1) for s in live})  # shards: public `< radius`
+        parts = self._group.call("range_search", {s: (xref, radius) for s in live})  # one rule, `< radius`, at every level
         qid = np.concatenate([np.repeat(np.arange(nq), np.diff(parts[s][0])) for s in live])
         order = np.argsort(qid, kind="stable")  # the base class then orders each query by (distance, id)
         D = np.concatenate([parts[s][1] for s in live])[order]
