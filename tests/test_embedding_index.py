@@ -289,3 +289,32 @@ def test_reset_empties_and_the_next_add_starts_afresh(data):
     assert index.dim == 32 and index.ntotal == N - 500 and index.get_ids()[0] == 0
     np.testing.assert_allclose(index.thresholds, base[500:, :32].mean(axis=0), rtol=1e-5, atol=1e-6)
     assert index.memory_bytes() == index.index.memory_bytes() + index.encoder.memory_bytes() + (N - 500) * 32 * 4
+
+
+# ---------------------------------------------------------------- float16 rescoring vectors
+@pytest.mark.parametrize("store", ["auto", "ram"])
+def test_float16_store_halves_the_floats_and_survives_save_load(tmp_path, data, store):
+    base, queries = data
+    half = annbin.BinaryEmbeddingIndex("flat", store_vectors=store, store_dtype="float16", metric="ip", oversample=20)
+    full = annbin.BinaryEmbeddingIndex("flat", store_vectors=store, metric="ip", oversample=20)
+    for index in (half, full):
+        index.add(base[:700])
+        index.add(base[700:])  # a second add appends in the same precision
+    assert half.vectors.dtype == np.float16 and full.vectors.dtype == np.float32
+    kept = half.disk_bytes() if store == "auto" else half.memory_bytes() - full.memory_bytes() + full.vectors.nbytes
+    assert kept == N * DIM * 2  # float16 rows: half of float32's
+    S16, I16 = half.search(queries, 10)
+    S32, I32 = full.search(queries, 10)
+    assert S16.dtype == np.float32 and np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I16, I32)]) >= 0.95
+    np.testing.assert_allclose(S16, S32, rtol=2e-2, atol=2e-2)  # scores from float16 rows, computed in float32
+    half.save(tmp_path / "h")
+    back = annbin.load(tmp_path / "h")
+    assert back.store_dtype == "float16" and back.vectors.dtype == np.float16
+    np.testing.assert_array_equal(back.search(queries, 10)[1], I16)
+    back.add(base[:5])  # appends to the saved float16 file
+    assert back.vectors.shape == (N + 5, DIM) and back.vectors.dtype == np.float16
+
+
+def test_store_dtype_is_checked():
+    with pytest.raises(ValueError, match="store_dtype must be one of"):
+        annbin.BinaryEmbeddingIndex("flat", store_dtype="int8")

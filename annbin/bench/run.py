@@ -27,8 +27,9 @@ from annbin._extras import MissingExtraError, require
 from annbin.bench import peers  # noqa: F401  (registers the peer libraries' specs for make_float_index)
 from annbin.bench.evaluation import hamming_distances, hamming_groundtruth, kendall_tau, recall_ids, recall_tie_aware, time_batch, time_per_query
 from annbin.bench.rows import make_row
+from annbin.embed._vectors import check_store_dtype
 from annbin.embed.asymmetric import check_qb
-from annbin.embed.encoder import Encoder
+from annbin.embed.encoder import Encoder, check_rerank_bits, check_rotation, check_thresholds
 from annbin.index.registry import expand_spec, float_variants, make_index
 from annbin.spec import variant_name
 
@@ -42,13 +43,11 @@ DEFAULT_VECTORS = "mmap"
 
 
 def check_stage_options(rotation: str | None, thresholds: str, rerank_bits: int, qb: int, vectors: str) -> None:
-    """The encoding and rescoring options ``annbin bench`` and ``annbin tune`` share (CLI names)."""
-    if rotation not in (None, "random", "itq"):
-        raise ValueError(f"rotation must be 'random' or 'itq', got {rotation!r}")
-    if thresholds not in ("zero", "median", "mean"):
-        raise ValueError(f"thresholds must be 'zero', 'median' or 'mean', got {thresholds!r}")
-    if rerank_bits not in (1, 2):
-        raise ValueError(f"rerank_bits must be 1 or 2, got {rerank_bits}")
+    """The encoding and rescoring options ``annbin bench`` and ``annbin tune`` share, checked by the
+    library's own checks (the Encoder's, the asymmetric stage's); ``vectors`` is the CLI's."""
+    check_rotation(rotation)
+    check_thresholds(thresholds)
+    check_rerank_bits(rerank_bits)
     check_qb(qb)
     if vectors not in VECTOR_STORES:
         raise ValueError(f"vectors must be one of {', '.join(map(repr, VECTOR_STORES))}, got {vectors!r}")
@@ -90,8 +89,7 @@ class BenchConfig:
         check_int(self.threads, "threads", minimum=1)
         if self.bits is not None and (check_int(self.bits, "bits", minimum=8) % 8):
             raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
-        if self.vector_dtype not in ("float32", "float16"):
-            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {self.vector_dtype!r}")
+        check_store_dtype(self.vector_dtype)
         if (self.oversample or self.rotation) and self.bits is not None:
             raise ValueError("--oversample / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
         if not self.indexes:
@@ -336,8 +334,8 @@ def _bench_embedding(cfg: BenchConfig, prep: _Prepared, build_spec: str, searche
             return BinaryEmbeddingIndex(
                 build_spec, oversample=max(cfg.oversample), rerank="asymmetric" if rerank else None,
                 rerank_oversample=min(cfg.rerank_oversample or [1]), rotation=cfg.rotation,
-                thresholds=None if cfg.thresholds == "zero" else cfg.thresholds, rerank_bits=cfg.rerank_bits, qb=cfg.qb,
-                store_vectors="auto" if cfg.vectors == "mmap" else "ram", **_store_dtype(cfg),
+                thresholds=cfg.thresholds, rerank_bits=cfg.rerank_bits, qb=cfg.qb,
+                store_vectors="auto" if cfg.vectors == "mmap" else "ram", store_dtype=cfg.vector_dtype,
                 metric=prep.metric, seed=cfg.seed, threads=cfg.threads)
         index = _or_skip(build, build_spec, cls)
         if index is None:
@@ -359,10 +357,6 @@ def _bench_embedding(cfg: BenchConfig, prep: _Prepared, build_spec: str, searche
                                    stage=(over, kept))
         finally:
             index.reset()  # drops the owned vectors file now, not at interpreter exit
-
-
-def _store_dtype(cfg: BenchConfig) -> dict[str, Any]:
-    return {"store_dtype": cfg.vector_dtype} if cfg.vector_dtype != "float32" else {}
 
 
 def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, build_spec: str, params: dict[str, Any],

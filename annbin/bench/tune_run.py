@@ -104,7 +104,7 @@ class TuneConfig:
             return make_float_index(self.index, dim, metric)
         return BinaryEmbeddingIndex(
             self.index, oversample=self.oversample, rerank="asymmetric" if self.rerank_oversample else None,
-            rerank_oversample=self.rerank_oversample or 3, thresholds=None if self.thresholds == "zero" else self.thresholds,
+            rerank_oversample=self.rerank_oversample or 3, thresholds=self.thresholds,
             rotation=self.rotation, rerank_bits=self.rerank_bits, qb=self.qb,
             store_vectors="ram" if self.vectors == "ram" else tmp / "vectors.npy", metric=metric, seed=self.seed)
 

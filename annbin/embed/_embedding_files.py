@@ -101,13 +101,13 @@ def read_directory(root: Path, mmap: bool | None) -> tuple[dict[str, Any], Conte
         settings = {
             "spec": header["spec"], "rescore": header["rescore"], "rerank": header["rerank"],
             "oversample": int(header["oversample"]), "rerank_oversample": int(header["rerank_oversample"]),
-            "qb": int(header["qb"]), "metric": header["metric"], "dim": header["dim"],
+            "qb": int(header["qb"]), "metric": header["metric"], "dim": header["dim"], "store_dtype": header["store_dtype"],
             "store_vectors": ("auto" if mapped else "ram") if header["vectors"] else None,
             "rotation": encoder.matrix if params["rotation"] == "given" else params["rotation"],
             "thresholds": encoder.thresholds if params["thresholds"] == "given" else params["thresholds"],
             "rerank_bits": params["rerank_bits"], "seed": params["seed"],
         }
-        floats = VectorStore(settings["store_vectors"])
+        floats = VectorStore(settings["store_vectors"], settings["store_dtype"])
         contents = Contents(header["spec"], header["metric"], -1, bool(header["rerank"]), encoder, floats, header["dim"])
         ids = np.asarray(arrays["ids"], np.int64)
         removed = None if "removed" not in arrays else np.asarray(arrays["removed"], np.uint8).astype(bool)

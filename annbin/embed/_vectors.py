@@ -3,7 +3,7 @@
 ``VectorStore`` is the index's view: ``"auto"`` (a file in a temporary directory it owns, until a
 save moves the rows into the saved directory), ``"ram"``, a named ``.npy`` path, or None.
 
-On disk the rows live in a float32 ``.npy`` file (``DiskVectors``; ``np.load`` reads it;
+On disk the rows live in a float32 (or float16: ``store_dtype``) ``.npy`` file (``DiskVectors``; ``np.load`` reads it;
 memory-mapped for the rescore). An ``add`` writes its rows past the committed ones and fsyncs them
 (``stage``); only once the index took them are they counted (``commit``), and the ``.npy``
 header's shape is rewritten in place (a 128-byte header written as one block, so other readers see
@@ -31,16 +31,29 @@ from numpy.typing import NDArray
 from annbin._checks import InputTypeError, as_codes, as_floats
 from annbin._io import fsync_dir
 
-__all__ = ["DiskVectors", "Pending", "VectorStore", "open_store", "write_store"]
+__all__ = ["STORE_DTYPES", "DiskVectors", "Pending", "VectorStore", "check_store_dtype", "open_store", "write_store"]
 
 _HEADER = 128  # bytes of the .npy header annbin writes: room for any (rows, dim) shape
 _MAGIC = b"\x93NUMPY\x01\x00"
 _CHUNK_ROWS_BYTES = 1 << 24  # bytes read at a time when checking or copying rows
+#: precisions of the stored rows: float16 halves the file and the page cache a rescore needs
+STORE_DTYPES = ("float32", "float16")
 
 
-def _npy_header(rows: int, dim: int, size: int) -> bytes:
-    """A version-1.0 ``.npy`` header for float32 ``(rows, dim)``, padded to ``size`` bytes."""
-    text = repr({"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}).encode("latin1")
+def check_store_dtype(dtype: Any) -> str:
+    """``"float32"`` or ``"float16"`` (a numpy dtype of those is accepted), else ``ValueError``."""
+    try:
+        name = str(np.dtype(dtype).name)
+    except TypeError:
+        name = repr(dtype)
+    if name not in STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+    return name
+
+
+def _npy_header(rows: int, dim: int, size: int, dtype: np.dtype[Any]) -> bytes:
+    """A version-1.0 ``.npy`` header for ``(rows, dim)`` of ``dtype``, padded to ``size`` bytes."""
+    text = repr({"descr": dtype.str, "fortran_order": False, "shape": (rows, dim)}).encode("latin1")
     pad = size - len(_MAGIC) - 2 - len(text) - 1
     if pad < 0:
         raise ValueError(f"a .npy header of {size} bytes cannot hold shape ({rows}, {dim})")
@@ -48,8 +61,8 @@ def _npy_header(rows: int, dim: int, size: int) -> bytes:
     return _MAGIC + len(body).to_bytes(2, "little") + body
 
 
-def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int]:
-    """``(offset, rows, dim)`` of a float32 2-D C-order ``.npy`` file open at its start."""
+def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int, np.dtype[Any]]:
+    """``(offset, rows, dim, dtype)`` of a float32/float16 2-D C-order ``.npy`` file open at its start."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
@@ -59,34 +72,35 @@ def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int]:
         shape, fortran, dtype = read(f)
     except (ValueError, OSError, SyntaxError) as exc:
         raise ValueError(f"{str(path)!r} is not a readable .npy file: {exc}") from None
-    if dtype != np.dtype("<f4") or fortran or len(shape) != 2:
-        raise ValueError(f"{str(path)!r} must hold a float32 C-order 2-D array, got {dtype} {shape}")
-    return f.tell(), int(shape[0]), int(shape[1])
+    if dtype not in (np.dtype("<f4"), np.dtype("<f2")) or fortran or len(shape) != 2:
+        raise ValueError(f"{str(path)!r} must hold a float32 or float16 C-order 2-D array, got {dtype} {shape}")
+    return f.tell(), int(shape[0]), int(shape[1]), np.dtype(dtype)
 
 
 class DiskVectors:
-    """float32 rows ``(rows, dim)`` in a ``.npy`` file that grows by appending (module docstring).
-
-    ``rows`` and ``crc`` (CRC-32 of the committed rows' bytes) are what a save records.
+    """float32 or float16 rows ``(rows, dim)`` in a ``.npy`` file that grows by appending (module
+    docstring). ``rows`` and ``crc`` (CRC-32 of the committed rows' bytes) are what a save records.
     """
 
-    def __init__(self, path: Path, dim: int, offset: int, rows: int, crc: int) -> None:
+    def __init__(self, path: Path, dim: int, offset: int, rows: int, crc: int, dtype: Any = np.float32) -> None:
         self.path, self.dim, self.offset, self.rows, self.crc = path, dim, offset, rows, crc
+        self.dtype: np.dtype[Any] = np.dtype(dtype).newbyteorder("<")
 
     @property
     def row_bytes(self) -> int:
-        return 4 * self.dim
+        return self.dtype.itemsize * self.dim
 
     @classmethod
-    def create(cls, path: Path, dim: int) -> DiskVectors:
+    def create(cls, path: Path, dim: int, dtype: Any = np.float32) -> DiskVectors:
         """A new empty store at ``path`` (``FileExistsError`` if there is a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        out = cls(path, dim, _HEADER, 0, 0, dtype)
         with open(path, "xb") as f:
-            f.write(_npy_header(0, dim, _HEADER))
+            f.write(_npy_header(0, dim, _HEADER, out.dtype))
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(path.parent)
-        return cls(path, dim, _HEADER, 0, 0)
+        return out
 
     @classmethod
     def open(cls, path: Path, rows: int, dim: int, crc: int) -> DiskVectors:
@@ -96,28 +110,28 @@ class DiskVectors:
         commit recorded, checked here by streaming the rows.
         """
         with open(path, "rb") as f:
-            offset, stored, width = _read_npy_header(f, path)
+            offset, stored, width, dtype = _read_npy_header(f, path)
             size = os.fstat(f.fileno()).st_size
-            have = (size - offset) // (4 * width) if width else 0
+            have = (size - offset) // (dtype.itemsize * width) if width else 0
             if width != dim or have < rows:
                 raise ValueError(f"{path.name} has shape ({min(stored, have)}, {width}), expected at least ({rows}, {dim})")
             f.seek(offset)
-            got = _crc_of(f, rows * 4 * dim)
+            got = _crc_of(f, rows * dtype.itemsize * dim)
         if got != crc:
             raise ValueError(f"{path.name} is corrupted: its first {rows} rows fail their CRC-32 check")
-        return cls(path, dim, offset, rows, got)
+        return cls(path, dim, offset, rows, got, dtype)
 
-    def array(self) -> NDArray[np.float32]:
+    def array(self) -> NDArray[np.floating]:
         """The committed rows, memory-mapped read-only (an empty array while there are none)."""
         if self.rows == 0:
-            return np.empty((0, self.dim), np.float32)
-        return np.memmap(self.path, dtype=np.float32, mode="r", offset=self.offset, shape=(self.rows, self.dim))
+            return np.empty((0, self.dim), self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(self.rows, self.dim))
 
-    def stage(self, x: NDArray[np.float32]) -> tuple[int, int]:
+    def stage(self, x: NDArray[np.floating]) -> tuple[int, int]:
         """Write rows ``x`` past the committed ones, fsynced but not yet counted; returns the
         ``(rows, crc)`` that ``commit`` makes current. A torn tail from before is truncated, and so
         is this write's own part when it fails (a full disk): the file keeps its committed bytes."""
-        data = np.ascontiguousarray(x, dtype=np.float32)
+        data = np.ascontiguousarray(x, dtype=self.dtype)
         end = self.offset + self.rows * self.row_bytes
         try:
             with open(self.path, "r+b") as f:
@@ -142,14 +156,14 @@ class DiskVectors:
         """Count the staged rows, and show them in the ``.npy`` header."""
         self.rows, self.crc = staged
         with open(self.path, "r+b") as f:
-            f.write(_npy_header(self.rows, self.dim, self.offset))
+            f.write(_npy_header(self.rows, self.dim, self.offset, self.dtype))
             f.flush()
             os.fsync(f.fileno())
 
 
 #: what ``VectorStore.stage`` hands to ``commit`` / ``abort``: None (no floats kept), the new RAM
 #: array, or a file's staged ``(rows, crc)`` and whether this add created the file
-Pending = NDArray[np.float32] | tuple[tuple[int, int], bool] | None
+Pending = NDArray[np.floating] | tuple[tuple[int, int], bool] | None
 
 
 class VectorStore:
@@ -160,7 +174,8 @@ class VectorStore:
     first add); ``file`` the ``DiskVectors`` they are mapped from.
     """
 
-    def __init__(self, where: str | os.PathLike[str] | None) -> None:
+    def __init__(self, where: str | os.PathLike[str] | None, dtype: str = "float32") -> None:
+        self.dtype = check_store_dtype(dtype)
         self.kept = where is not None
         self.auto = isinstance(where, str) and where == "auto"
         self.path: Path | None = None  # the named file, or the saved directory's once rows moved there
@@ -172,7 +187,7 @@ class VectorStore:
                 raise ValueError(f"store_vectors path must end in .npy, got {os.fspath(where)!r}")
         else:
             raise InputTypeError(f"store_vectors must be 'auto', 'ram', a .npy path or None, got {type(where).__name__}")
-        self.rows: NDArray[np.float32] | None = None
+        self.rows: NDArray[np.floating] | None = None
         self.file: DiskVectors | None = None
         self._tmp: Path | None = None  # the owned directory of "auto", until a save or reset
 
@@ -182,17 +197,17 @@ class VectorStore:
         return self.kept and (self.path is not None or self.auto)
 
     def stage(self, x: NDArray[np.floating]) -> Pending:
-        """Rows ``x`` ``(n, dim)`` written (as float32) where ``commit`` will count them; a store
+        """Rows ``x`` ``(n, dim)`` written (as ``dtype``) where ``commit`` will count them; a store
         with no file yet creates one (``ValueError`` if a named file exists already)."""
         if not self.kept:
             return None
         if not self.on_disk:
-            new = np.array(x, np.float32)  # a copy: the caller may change its array later
+            new = np.array(x, self.dtype)  # a copy: the caller may change its array later
             return new if self.rows is None else np.concatenate([self.rows, new])
         created = self.file is None
         file = self.file = self.file if self.file is not None else self._new_file(x.shape[1])
         try:
-            return file.stage(np.asarray(x, np.float32)), created
+            return file.stage(np.asarray(x, self.dtype)), created
         except BaseException:
             if created:
                 self._drop_file()
@@ -255,7 +270,7 @@ class VectorStore:
                 self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
             path = self._tmp / "vectors.npy"
         try:
-            return DiskVectors.create(path, dim)
+            return DiskVectors.create(path, dim, self.dtype)
         except FileExistsError:
             raise ValueError(f"vectors file {str(path)!r} already exists; give a new path, or store_vectors='auto' "
                              "(BinaryEmbeddingIndex.load reopens saved ones)") from None
@@ -301,13 +316,14 @@ def _check_mmap(arr: np.memmap, dtype: Any, name: str) -> np.memmap:
 
 
 def write_store(path: Path, vectors: NDArray[np.floating], dim: int) -> DiskVectors:
-    """A new store at ``path`` (must not exist) holding ``vectors`` ``(n, dim)`` (as float32), written
-    a chunk at a time (a memory-mapped source is never read whole)."""
-    out = DiskVectors.create(path, dim)
+    """A new store at ``path`` (must not exist) holding ``vectors`` ``(n, dim)`` in their own
+    precision (float32 or float16), written a chunk at a time (a memory-mapped source is never read
+    whole)."""
+    out = DiskVectors.create(path, dim, vectors.dtype if vectors.dtype == np.float16 else np.float32)
     step = max(1, _CHUNK_ROWS_BYTES // out.row_bytes)
     staged = (0, 0)
     for a in range(0, vectors.shape[0], step):
-        staged = out.stage(np.asarray(vectors[a : a + step], dtype=np.float32))
+        staged = out.stage(np.asarray(vectors[a : a + step]))
         out.rows, out.crc = staged
     out.commit(staged)
     return out

@@ -99,6 +99,8 @@ class BinaryEmbeddingIndex:
     store_vectors
         ``"auto"`` (memory-mapped from a file the index owns), ``"ram"``, a path for a new ``.npy``
         file that is memory-mapped, or None (no floats kept).
+    store_dtype
+        ``"float32"``, or ``"float16"``: half the disk and page cache (scores stay float32).
     metric
         ``"cos"`` (vectors and queries normalized), ``"ip"`` or ``"l2"``.
     dim
@@ -121,14 +123,15 @@ class BinaryEmbeddingIndex:
     def __init__(self, spec: str | None = None, *, rescore: str | None = "float", oversample: int | None = None,
                  rerank: str | None = None, rerank_oversample: int = 3, thresholds: ArrayLike | str | None = None,
                  rotation: ArrayLike | str | None = None, rerank_bits: int = 1, qb: int = 4,
-                 store_vectors: str | os.PathLike[str] | None = "auto", metric: str = "cos", dim: int | None = None,
+                 store_vectors: str | os.PathLike[str] | None = "auto", store_dtype: str = "float32", metric: str = "cos", dim: int | None = None,
                  threads: int = -1, seed: int = 0) -> None:
         if spec is None:
             spec, default_rotation = default_first_stage()
             rotation = default_rotation if rotation is None else rotation
         check_stages(spec, rescore, rerank, store_vectors is not None)
         check_metric(metric, EMBEDDING_METRICS)
-        floats = VectorStore(store_vectors)
+        floats = VectorStore(store_vectors, store_dtype)
+        self.store_dtype = floats.dtype
         # what reset() builds a fresh encoder from, checked by the encoder's own checks
         self._settings = (check_rotation(rotation), check_thresholds(thresholds), check_rerank_bits(rerank_bits),
                           check_int(seed, "seed", minimum=0))
@@ -347,7 +350,8 @@ class BinaryEmbeddingIndex:
         ``annbin.embed._embedding_files``. A store the index owned (``"auto"``) lives in ``path``
         from here on."""
         settings = {"spec": self.spec, "rescore": self.rescore, "rerank": self.rerank, "oversample": self.oversample,
-                    "rerank_oversample": self.rerank_oversample, "qb": self.qb, "metric": self.metric}
+                    "rerank_oversample": self.rerank_oversample, "qb": self.qb, "metric": self.metric,
+                    "store_dtype": self.store_dtype}
         store = write_directory(Path(path), settings, self._contents)
         if store is not None and self._contents.floats.saved_as(store):
             self._rebuild_rescorer()
