@@ -4,8 +4,8 @@ Float vectors in, float queries in, faiss's float convention out (see ``annbin.e
 ``D`` float32 ``(nq, k)``, *estimated* inner products descending (``"ip"``) or estimated squared
 L2 ascending (``"l2"``); ``I`` int64; missing results ``I = -1``, ``D = -inf`` / ``+inf``.
 Vectors are stored as 1-bit RaBitQ codes plus per-vector factors; a query is quantized to ``qb``
-bits (``qb=0``: kept as floats, ~80x slower in faiss 1.15.1: flat scan of 20k x 384 on one thread
-18 vs 1,464 q/s at qb=4, recall@10 0.731 vs 0.725). Variants, built with ``make_float_index``:
+bits (``qb=0``: kept as floats, far slower in faiss for a sliver of recall; figures in
+benchmarks/RESULTS.md). Variants, built with ``make_float_index``:
 
 - ``"rabitq:qb=4"``: ``RaBitQFlat``, a scan of all codes (``faiss.IndexRaBitQ``).
 - ``"ivf-rabitq:nlist=256,nprobe=16,qb=4,fastscan=false"``: ``RaBitQIVF`` (``IndexIVFRaBitQ`` /
@@ -15,8 +15,7 @@ bits (``qb=0``: kept as floats, ~80x slower in faiss 1.15.1: flat scan of 20k x 
 
 faiss does the metric itself where it can: ``IndexRaBitQ`` and ``IndexIVFRaBitQ`` take
 ``METRIC_INNER_PRODUCT``; ``IndexHNSWRaBitQ`` is L2-only (see ``RaBitQHNSW``). faiss's RaBitQ has no
-random rotation; wrapping one in measured no gain on ``minilm_wordnet`` (recall@10 0.725 either
-way at qb=4) and halved the flat scan's q/s, so there is none. Every variant trains on its first
+random rotation, and none is added here: one gained no recall and cost speed. Every variant trains on its first
 ``add`` (the codes' centroid; IVF's k-means), so give it a representative first batch. Threads
 follow ``faiss.omp_set_num_threads``. ``save`` / ``annbin.load`` use annbin's checksummed file.
 """
@@ -169,9 +168,7 @@ class RaBitQIVF(_RaBitQIndex):
     build_params = ("nlist", "fastscan")
     search_params = ("nprobe", "qb")
 
-    # fastscan off by default: on minilm_wordnet (20k x 384, nlist=256, qb=4, 1 thread, median CPU
-    # q/s, benchmarks/rabitq_variants.py) the plain scan is faster at equal recall: nprobe=8 31.7k
-    # vs 28.9k (recall 0.675 / 0.676), nprobe=16 18.5k vs 9.2k (0.701 both), nprobe=32 10.9k vs 4.6k.
+    # fastscan off by default: the plain scan was faster at equal recall (benchmarks/RESULTS.md)
     def __init__(self, dim: int, *, metric: str = "ip", nlist: int | None = None, fastscan: bool = False,
                  nprobe: int = 16, qb: int = 4) -> None:
         super().__init__(dim, metric=metric)
