@@ -439,7 +439,7 @@ def test_bench_runs_sharded_specs(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("ANNBIN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["bench", "--dataset", "synthetic-small", "--k", "5", "--runs", "1", "--latency-queries", "2",
-                                       "--max-queries", "20", "--no-progress", "--bits", "64", "--index", "sharded:shards=2:mih",
+                                       "--max-queries", "20", "--no-progress", "--project-bits", "64", "--index", "sharded:shards=2:mih",
                                        "--index", "mih", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

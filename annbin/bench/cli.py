@@ -76,7 +76,7 @@ def main() -> None:
 @click.option("--qb", type=int, default=None, help="Query bits of the asymmetric rerank (0 = float query; default 4).")
 @_vectors_option
 @click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default=None, help="Precision of the rescoring vectors (float16 halves their bytes).")
-@click.option("--bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
+@click.option("--project-bits", type=int, default=None, help="Project to this many bits (random hyperplanes) before binarizing: short codes for MIH.")
 @click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default=None, help="Bit = x > 0 (zero), x > per-dimension median, or x > mean (centring).")
 @click.option("--threads", type=int, default=None, help="Search threads (faiss OpenMP, hnswlib). Default 1.")
 @click.option("--runs", type=int, default=None, help="Batch-search repeats; queries/s uses the median (default 3).")
@@ -88,7 +88,7 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
 @_one_line_errors
 def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, oversample: tuple[str, ...], rerank_oversample: tuple[str, ...], rotation: str | None,
-          rerank_bits: str | None, qb: int | None, vectors: str | None, vector_dtype: str | None, bits: int | None,
+          rerank_bits: str | None, qb: int | None, vectors: str | None, vector_dtype: str | None, project_bits: int | None,
           thresholds: str | None, threads: int | None, runs: int | None, latency_queries: int | None, max_queries: int | None,
           config_path: str | None, out: str | None, plot: bool, progress: bool | None) -> None:
     """Measure recall (vs exact float and exact Hamming search), queries/s, latency, build time and memory."""
@@ -101,7 +101,7 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, oversamp
 
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     given = {
-        "dataset": dataset, "k": k, "vectors": vectors, "vector_dtype": vector_dtype, "bits": bits, "thresholds": thresholds, "threads": threads,
+        "dataset": dataset, "k": k, "vectors": vectors, "vector_dtype": vector_dtype, "project_bits": project_bits, "thresholds": thresholds, "threads": threads,
         "runs": runs, "latency_queries": latency_queries, "max_queries": max_queries,
         "indexes": list(indexes) or None, "oversample": _int_list(oversample) or None, "rerank_oversample": _int_list(rerank_oversample, "--rerank-oversample") or None,
         "rotation": None if rotation in (None, "none") else rotation, "rerank_bits": None if rerank_bits is None else int(rerank_bits), "qb": qb,
@@ -114,9 +114,9 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, oversamp
         raise ValueError("--plot needs --out DIR to write the PNG into")
     if plot:
         check_plotting()  # now, not after a run of minutes
-    # No index named: the default plan (binary, three-stage and float rows); --bits keeps the binary
+    # No index named: the default plan (binary, three-stage and float rows); --project-bits keeps the binary
     # default set alone, since projected codes cannot be rescored.
-    parts = plan_settings(settings) if "indexes" not in settings and settings.get("bits") is None else [settings]
+    parts = plan_settings(settings) if "indexes" not in settings and settings.get("project_bits") is None else [settings]
     configs = [BenchConfig(**part) for part in parts]
     show = sys.stderr.isatty() if progress is None else progress
     # Piped output gets a wide table rather than rich's 80-column fallback.

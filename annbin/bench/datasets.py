@@ -29,7 +29,7 @@ DEFAULT_DATASET = "minilm_wordnet"
 SYNTHETIC_PRESETS: dict[str, dict[str, int]] = {
     "synthetic": {"n": 20_000, "nq": 1_000, "dim": 384},
     "synthetic-small": {"n": 2_000, "nq": 100, "dim": 128},
-    # a million vectors: the scale where MIH on short codes (``annbin bench --bits 64``) beats a scan
+    # a million vectors: the scale where MIH on short codes (``annbin bench --project-bits 64``) beats a scan
     "synthetic-1m": {"n": 1_000_000, "nq": 1_000, "dim": 128},
 }
 # The shipped sets are package data, so an installed wheel has them; a real folder, not a

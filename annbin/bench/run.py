@@ -33,7 +33,7 @@ from annbin.embed.encoder import Encoder, check_rerank_bits, check_rotation, che
 from annbin.index.registry import expand_spec, float_variants, make_index
 from annbin.spec import variant_name
 
-# A config without indexes (e.g. `--bits 64` alone); the plain `annbin bench` runs annbin.bench.default_plan's plan.
+# A config without indexes (e.g. `--project-bits 64` alone); the plain `annbin bench` runs annbin.bench.default_plan's plan.
 DEFAULT_INDEXES = ("flat", "hnsw:M=32,ef_search=16|64", "mih")
 KENDALL_TOP = 100  # rank quality over each query's top-100 float neighbours, as in the literature
 #: where rescoring reads the float vectors, ``annbin bench`` and ``annbin tune`` alike (``--vectors``):
@@ -67,7 +67,7 @@ class BenchConfig:
     qb: int = 4  # query bits of the asymmetric rerank (0 = float query)
     vectors: str = DEFAULT_VECTORS  # where rescoring reads float vectors: "mmap" (a .npy on disk) or "ram"
     vector_dtype: str = "float32"  # precision of the rescoring store: float16 halves its bytes
-    bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
+    project_bits: int | None = None  # project floats to this many bits (random hyperplanes) before binarizing
     thresholds: str = "zero"  # "zero" (sign bits), "median" (balances bits) or "mean" (centring)
     runs: int = 3
     latency_queries: int = 200
@@ -87,11 +87,11 @@ class BenchConfig:
         check_int(self.runs, "runs", minimum=1)
         check_int(self.latency_queries, "latency_queries", minimum=0)
         check_int(self.threads, "threads", minimum=1)
-        if self.bits is not None and (check_int(self.bits, "bits", minimum=8) % 8):
-            raise ValueError(f"bits must be a multiple of 8, got {self.bits}")
+        if self.project_bits is not None and (check_int(self.project_bits, "project_bits", minimum=8) % 8):
+            raise ValueError(f"project_bits must be a multiple of 8, got {self.project_bits}")
         check_store_dtype(self.vector_dtype)
-        if (self.oversample or self.rotation) and self.bits is not None:
-            raise ValueError("--oversample / --rotation work on the dataset's own float vectors; they cannot be combined with --bits projection")
+        if (self.oversample or self.rotation) and self.project_bits is not None:
+            raise ValueError("--oversample / --rotation work on the dataset's own float vectors; they cannot be combined with --project-bits")
         if not self.indexes:
             raise ValueError("no index spec given")
         for spec in self.indexes:
@@ -178,14 +178,14 @@ class _Prepared:
         self.metric = self.ds.metric
         self.projection = None
         feats_b, feats_q = self.base, self.queries
-        if cfg.bits is not None and cfg.bits != self.base.shape[1]:
+        if cfg.project_bits is not None and cfg.project_bits != self.base.shape[1]:
             # Random hyperplanes (SimHash): short codes for MIH studies, independent of the data.
             rng = np.random.default_rng(cfg.seed)
-            self.projection = rng.standard_normal((self.base.shape[1], cfg.bits)).astype(np.float32)
+            self.projection = rng.standard_normal((self.base.shape[1], cfg.project_bits)).astype(np.float32)
             feats_b, feats_q = self.base @ self.projection, self.queries @ self.projection
         with _progress(1, "encode", progress) as bar:
             self.encoder = Encoder(rotation=cfg.rotation, thresholds=cfg.thresholds, rerank_bits=cfg.rerank_bits, seed=cfg.seed).fit(feats_b)
-            self.encoded = self.encoder.encode(feats_b) if cfg.bits is None else None
+            self.encoded = self.encoder.encode(feats_b) if cfg.project_bits is None else None
             if self.encoded is not None and self.ds.metric == "ip":
                 self.encoded.sqnorms = None  # only l2 estimates read them: not counted in RAM
             bar.update(1)
