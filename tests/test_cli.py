@@ -65,7 +65,7 @@ def test_float_baselines_in_the_same_table(tmp_path):
 
 def test_config_file_and_short_codes(tmp_path):
     cfg = tmp_path / "sweep.yaml"
-    cfg.write_text("dataset: synthetic-small\nindexes: ['mih', 'flat']\nk: 3\nbits: 64\nruns: 1\nlatency_queries: 3\nmax_queries: 20\n")
+    cfg.write_text("dataset: synthetic-small\nindexes: ['mih', 'flat']\nk: 3\nproject_bits: 64\nruns: 1\nlatency_queries: 3\nmax_queries: 20\n")
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["bench", "--config", str(cfg), "--k", "4", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
