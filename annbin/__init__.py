@@ -15,6 +15,7 @@ from annbin.index.ivf import IVFIndex
 from annbin.index.mih import MIHIndex
 from annbin.index.registry import load_index, make_index
 from annbin.quantize import PACKINGS, binarize, fit_thresholds, from_packing, to_packing, unpack
+from annbin.simhash import simhash
 
 if TYPE_CHECKING:
     from annbin.embed.tune import TuneResult, tune
@@ -57,6 +58,7 @@ __all__ = [
     "load_index",
     "make_float_index",
     "make_index",
+    "simhash",
     "to_packing",
     "tune",
     "unpack",
