@@ -38,13 +38,24 @@ from annbin.spec import format_sharded_spec, is_sharded_spec, parse_sharded_spec
 class ShardedIndex(BinaryIndex):
     """An annbin index over ``d``-bit codes split into ``shards`` Ray actors.
 
-    ``spec`` is any non-sharded annbin spec (``"flat"``, ``"mih:m=4"``, ...). Codes are
-    ``(n, d // 8)`` uint8, as everywhere. ``actor_options`` go to Ray's ``ActorClass.options``
-    (e.g. ``{"num_cpus": 8}`` to reserve 8 cores per shard; shards are spread over nodes by
-    default). ``timeout_s`` bounds each wait for the shards (``None``: as long as it takes).
+    Parameters
+    ----------
+    spec : str
+        The index each shard holds: any non-sharded annbin spec (``"flat"``, ``"mih:m=4"``, ...);
+        its search parameters are the sharded index's.
+    d : int
+        Code length in bits (multiple of 8); codes are ``(n, d // 8)`` uint8.
+    shards : int
+        Build parameter: number of shard actors, >= 1 (default 4).
+    actor_options : dict or None
+        Passed to Ray's ``ActorClass.options`` for each shard, e.g. ``{"num_cpus": 8}`` to reserve
+        8 cores per shard (default None; shards are spread over nodes unless it says otherwise).
+    timeout_s : float or None
+        Seconds each wait for the shards may take, > 0 (default None: as long as it takes).
 
-    If Ray is not initialised, the constructor calls ``ray.init()``, which joins ``RAY_ADDRESS``
-    if set, else starts a local Ray. The actors live as long as this object, or until ``close()``.
+    ``actor_options`` and ``timeout_s`` are not saved: ``load`` takes them again. If Ray is not
+    initialised, the constructor calls ``ray.init()``, which joins ``RAY_ADDRESS`` if set, else
+    starts a local Ray. The actors live as long as this object, or until ``close()``.
     """
 
     variant = "sharded"

@@ -21,7 +21,16 @@ __all__ = ["FloatIndex", "FloatResult"]
 
 
 class FloatIndex(Described, ABC):
-    """Common shape of the float baselines: validation, padding of missing results, params."""
+    """Common shape of the float baselines: validation, padding of missing results, params.
+
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors and queries, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default): inner-product scores, descending; ``"l2"``: squared L2 distances,
+        ascending. For cosine, normalize the vectors and use ``"ip"``.
+    """
 
     takes_floats: ClassVar[bool] = True
     #: the array of a saved file that holds the library's own bytes (``save`` / ``_adopt_payload``)

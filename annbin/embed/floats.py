@@ -36,7 +36,15 @@ __all__ = ["FloatFlat", "FloatHNSW", "is_float_spec", "make_float_index"]
 
 @register
 class FloatFlat(FloatIndex):
-    """Exact float search by linear scan: faiss ``IndexFlatIP`` (``"ip"``) or ``IndexFlatL2``."""
+    """Exact float search by linear scan: faiss ``IndexFlatIP`` (``"ip"``) or ``IndexFlatL2``.
+
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"`` (see ``FloatIndex``).
+    """
 
     variant = "float-flat"
 
@@ -67,9 +75,25 @@ class FloatFlat(FloatIndex):
 
 @register
 class FloatHNSW(FloatIndex):
-    """Float HNSW on hnswlib. ``M``: graph degree; ``ef_construction``: build beam; ``ef``:
-    search beam (search parameter); ``seed``: hnswlib's level generator seed; ``num_threads``:
-    threads for add and search (-1 = all cores)."""
+    """Float HNSW on hnswlib.
+
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"`` (see ``FloatIndex``).
+    M : int
+        Build parameter: graph degree, >= 2 (default 16).
+    ef_construction : int
+        Build parameter: beam width of the graph build, >= 1 (default 200).
+    ef : int
+        Search parameter: beam width of a search, >= 1 (default 64; a search uses at least ``k``).
+    seed : int
+        Build parameter: seed of hnswlib's level generator, >= 0 (default 100).
+    num_threads : int
+        Threads for add and search (default -1: all cores).
+    """
 
     variant = "float-hnsw"
     exact = False

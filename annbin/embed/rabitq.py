@@ -134,8 +134,17 @@ class _RaBitQIndex(FloatIndex):
 
 @register
 class RaBitQFlat(_RaBitQIndex):
-    """Scan of all 1-bit RaBitQ codes (``faiss.IndexRaBitQ``, ``"ip"`` native). ``qb``: query bits
-    (search parameter, 0..8, 0 = float query)."""
+    """Scan of all 1-bit RaBitQ codes (``faiss.IndexRaBitQ``, ``"ip"`` native).
+
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"``; scores are estimates (see the module docstring).
+    qb : int
+        Search parameter: query bits, 0..8 (default 4; 0: the query kept as floats).
+    """
 
     variant = "rabitq"
     search_params = ("qb",)
@@ -157,18 +166,31 @@ class RaBitQFlat(_RaBitQIndex):
 class RaBitQIVF(_RaBitQIndex):
     """Inverted lists of RaBitQ codes of residuals (``IndexIVFRaBitQ``, ``"ip"`` native).
 
-    Build: ``nlist`` lists (``None``: ``annbin.index.ivf.default_nlist`` of the first add, about
-    ``4 * sqrt(n)``); ``fastscan`` picks ``IndexIVFRaBitQFastScan`` (its 4-bit-LUT SIMD scan needs
-    ``qb >= 1``). Search: ``nprobe`` lists visited, ``qb``. The first add trains k-means on a seeded
-    sample of at most ``64 * nlist`` of its rows and must hold at least ``nlist``; later adds are
-    only assigned.
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"``; scores are estimates (see the module docstring).
+    nlist : int or None
+        Build parameter: number of inverted lists, >= 1 (default None:
+        ``annbin.index.ivf.default_nlist`` of the first add, about ``4 * sqrt(n)``).
+    fastscan : bool
+        Build parameter: ``IndexIVFRaBitQFastScan``, a 4-bit-LUT SIMD scan that needs ``qb >= 1``
+        (default False: the plain scan was faster at equal recall, benchmarks/RESULTS.md).
+    nprobe : int
+        Search parameter: lists visited a query, >= 1 (default 16).
+    qb : int
+        Search parameter: query bits, 0..8 (default 4; 0: the query kept as floats).
+
+    The first add trains k-means on a seeded sample of at most ``64 * nlist`` of its rows and must
+    hold at least ``nlist``; later adds are only assigned.
     """
 
     variant = "ivf-rabitq"
     build_params = ("nlist", "fastscan")
     search_params = ("nprobe", "qb")
 
-    # fastscan off by default: the plain scan was faster at equal recall (benchmarks/RESULTS.md)
     def __init__(self, dim: int, *, metric: str = "ip", nlist: int | None = None, fastscan: bool = False,
                  nprobe: int = 16, qb: int = 4) -> None:
         super().__init__(dim, metric=metric)
@@ -222,28 +244,39 @@ class RaBitQIVF(_RaBitQIndex):
 class RaBitQHNSW(_RaBitQIndex):
     """HNSW over 1-bit RaBitQ codes, walked with the asymmetric RaBitQ estimate (``IndexHNSWRaBitQ``).
 
-    Build: ``M`` (graph degree), ``ef_construction``, ``nb_bits`` (bits a dimension of the codes:
-    1, or more for faiss's extended RaBitQ, a sharper estimate during the walk for
-    ``nb_bits * dim / 8`` more bytes a vector), ``build``:
-
-    - ``"float"`` (default): the graph is built by ``faiss.IndexHNSWFlat`` on the float vectors, then
-      kept over the codes and the floats dropped. The vectors of all adds are held until the
-      first ``search`` or ``save`` (or ``BinaryEmbeddingIndex.build()``), which builds the graph
-      once; an ``add`` after that raises ``ValueError`` (the floats to link new nodes are gone;
-      the graph is never patched), and ``check_add`` says so before a caller writes anything.
-    - ``"codes"``: faiss builds the graph itself from the codes (symmetric RaBitQ distances,
-      slightly lower recall); every ``add`` inserts into it.
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1.
+    metric : {"ip", "l2"}
+        ``"ip"`` (default; see the note on L2 below) or ``"l2"``.
+    M : int
+        Build parameter: graph degree, >= 2 (default 16).
+    ef_construction : int
+        Build parameter: beam width of the graph build, >= 1 (default 100).
+    nb_bits : int
+        Build parameter: bits a dimension of the codes, 1..9 (default 1); more is faiss's extended
+        RaBitQ, a sharper estimate during the walk for ``nb_bits * dim / 8`` more bytes a vector.
+    build : {"float", "codes"}
+        Build parameter. ``"float"`` (default): ``faiss.IndexHNSWFlat`` builds the graph once on
+        the float vectors of all adds (when: see Costs), then it is kept over the codes and the
+        floats dropped; an ``add`` after that raises ``ValueError`` (the floats to link new nodes
+        are gone; the graph is never patched), and ``check_add`` says so before a caller writes.
+        ``"codes"``: faiss builds the graph itself from the codes (symmetric RaBitQ distances,
+        slightly lower recall); every ``add`` inserts into it.
+    ef_search : int
+        Search parameter: beam width of a search, >= 1 (default 64; faiss uses at least ``k``).
+    qb : int
+        Search parameter: query bits, 0..8 (default 4; 0: the query kept as floats).
 
     Costs, ``build="float"``: an ``add`` only copies its vectors (``4 * dim`` bytes a vector, held
     until the build); the build is one HNSW construction over all of them (the whole cost of the
     graph, paid by the first ``search`` or ``save`` unless ``BinaryEmbeddingIndex.build()`` ran
     first; a tqdm bar of the time elapsed for 100,000 vectors or more, or as the ``progress``
     attribute says); every later ``search`` walks the graph only. ``build="codes"``: each ``add``
-    pays its HNSW inserts; nothing is deferred.
-
-    Search: ``ef_search`` (per call, ``SearchParametersHNSW``; at least ``k`` in faiss) and ``qb``.
-    faiss ignores ``RaBitQSearchParameters`` here, so ``qb`` is set on the graph's storage for
-    each search, under a lock: searches of one index run one at a time (each is OpenMP-parallel).
+    pays its HNSW inserts; nothing is deferred. faiss ignores ``RaBitQSearchParameters`` here, so
+    ``qb`` is set on the graph's storage for each search, under a lock: searches of one index run
+    one at a time (each is OpenMP-parallel).
 
     faiss's ``IndexHNSWRaBitQ`` is L2-only. For ``metric="ip"`` the stored vectors must be unit
     norm (checked, ``ValueError``): L2 order is then inner-product order, and the score returned

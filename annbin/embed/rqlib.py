@@ -75,7 +75,7 @@ class _RQIndex(FloatIndex):
     exact = False
     rescorable = True
     payload = "rabitqlib"
-    default_oversample = 2  # 2-bit estimates rank well enough that 2 x k reaches 0.95 (docs/defaults.md)
+    default_oversample = 2  # 2-bit estimates rank well enough that 2 x k reaches the recall target (docs/defaults.md)
     search_params = ("ef_search",)
     _lib_class: ClassVar[str] = ""
     _min_dim: ClassVar[int] = 64  # rabitqlib's rotator's smallest size: smaller vectors are zero-padded
@@ -187,12 +187,30 @@ class _RQIndex(FloatIndex):
 class RQHNSW(_RQIndex):
     """HNSW over ``nbits``-bit RaBitQ codes (``rabitqlib.HnswIndex``), walked with its estimates.
 
-    Build: ``M`` (degree), ``ef_construction``, ``nbits`` (1..9 bits a dimension: 2 was the best
-    speed at recall@10 0.95 after a 2 x k float rescore on the sets measured), ``clusters``
-    (k-means centroids the codes are centred on, fitted on a sample of at most 16k rows of the
-    first add), ``seed``. Search: ``ef_search`` (at least ``k``). The first add builds the graph
-    with ``num_threads`` threads (-1: all cores), later adds insert into it; an add of 100k rows
-    or more shows an elapsed-time bar (``progress``: True / False to force it).
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1 (below 64, zero-padded to rabitqlib's smallest).
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"``; scores are estimates (see the module docstring).
+    M : int
+        Build parameter: graph degree, >= 2 (default 16).
+    ef_construction : int
+        Build parameter: beam width of the graph build, >= 1 (default 100).
+    nbits : int
+        Build parameter: bits a dimension of the codes, 1..9 (default 2: the fastest to the recall
+        target after the default ``2 x k`` float rescore on the sets measured, docs/defaults.md).
+    clusters : int
+        Build parameter: k-means centroids the codes are centred on, >= 1 (default 16), fitted on
+        a sample of at most 16k rows of the first add.
+    seed : int
+        Build parameter: seed of the sample, k-means and rabitqlib's rotation, >= 0 (default 100).
+    ef_search : int
+        Search parameter: beam width of a search, >= 1 (default 48; a search uses at least ``k``).
+
+    The first add builds the graph with ``num_threads`` threads (-1: all cores), later adds insert
+    into it; an add of 100k rows or more shows an elapsed-time bar (``progress``: True / False to
+    force it).
     """
 
     variant = "rq-hnsw"
@@ -217,7 +235,7 @@ class RQHNSW(_RQIndex):
     def _add(self, x: NDArray[np.float32]) -> None:
         n, x = x.shape[0], self._pad(x)
         show = self.progress if self.progress is not None else n >= _PROGRESS_ROWS
-        # one call, not chunks: 20k x 384 built in 10-11 s at once, 16-26 s as a build and adds of 2k
+        # one call, not chunks: one build is faster than a build and adds of the same rows
         with self._lock, elapsed_bar(f"add {self.variant} ({n:,} vectors)", show):
             if self._index is None:
                 self._index = self._build(x)
@@ -260,9 +278,22 @@ class RQHNSW(_RQIndex):
 class RQSymQG(_RQIndex):
     """SymphonyQG graph (``rabitqlib.SymqgIndex``): RaBitQ codes laid out beside each node's
     neighbours, so a hop reads one block. The fastest graph measured here, at about 2x the
-    floats' RAM. Build: ``max_degree``, ``ef_construction``; built once, from the first ``add``
-    (a second ``add`` raises ``ValueError``; ``reset`` and add everything again). Search:
-    ``ef_search``."""
+    floats' RAM. Built once, from the first ``add`` (a second ``add`` raises ``ValueError``;
+    ``reset`` and add everything again).
+
+    Parameters
+    ----------
+    dim : int
+        Float dimension of the vectors, >= 1 (below 64, zero-padded to rabitqlib's smallest).
+    metric : {"ip", "l2"}
+        ``"ip"`` (default) or ``"l2"``; scores are estimates (see the module docstring).
+    max_degree : int
+        Build parameter: neighbours a node, a positive multiple of 32 (default 32).
+    ef_construction : int
+        Build parameter: beam width of the graph build, >= 1 (default 200).
+    ef_search : int
+        Search parameter: beam width of a search, >= 1 (default 48; a search uses at least ``k``).
+    """
 
     variant = "rq-symqg"
     build_params = ("max_degree", "ef_construction")
