@@ -10,10 +10,8 @@ never want to see bits::
     scores, ids = index.search(queries, 10)
     index.save("my_index")               # a directory; BinaryEmbeddingIndex.load("my_index")
 
-The class holds the settings and searches; its parts live beside it: what it holds and how adds
-change it in ``annbin.embed._contents``, the first stage's default and checks in
-``annbin.embed.first_stage``, the saved directory (layout, crash safety) in
-``annbin.embed._embedding_files``, reading a faiss float index in ``annbin.embed._from_faiss``.
+Its parts, in ``annbin.embed``: ``_contents`` (what it holds, how adds change it, held rows),
+``first_stage`` (default, checks), ``_embedding_files`` (the saved directory), ``_from_faiss``, ``sources``.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import as_floats, check_int, check_k, check_metric, check_radius
+from annbin.embed import sources
 from annbin.embed._contents import Contents
 from annbin.embed._embedding_files import read_directory, write_directory
 from annbin.embed._from_faiss import faiss_floats
@@ -38,6 +37,7 @@ from annbin.embed.first_stage import (
     EMBEDDING_METRICS,
     FALLBACK_ROTATION,
     FALLBACK_SPEC,
+    FIT_ROWS,
     check_first_stage,
     check_stages,
     default_first_stage,
@@ -50,8 +50,8 @@ from annbin.embed.rescore import RescoredIndex, split_stage_params, stage_params
 from annbin.index.base import RangeResult, UnsupportedOperation, sort_ranges
 
 __all__ = [
-    "DEFAULT_SPEC", "EMBEDDING_METRICS", "FALLBACK_ROTATION", "FALLBACK_SPEC", "BinaryEmbeddingIndex", "default_first_stage",
-    "is_rescorable",
+    "DEFAULT_SPEC", "EMBEDDING_METRICS", "FALLBACK_ROTATION", "FALLBACK_SPEC", "FIT_ROWS", "BinaryEmbeddingIndex",
+    "default_first_stage", "is_rescorable",
 ]
 
 
@@ -62,10 +62,13 @@ class BinaryEmbeddingIndex:
     With no arguments (``DEFAULT_SPEC``): rabitqlib's HNSW over 2-bit RaBitQ codes, its top
     ``2 * k`` rescored with the exact floats, which live in a ``.npy`` file the index owns (a
     temporary directory until ``save(path)``, then inside ``path``), so RAM holds codes and graph
-    only; ``metric="cos"``; ``dim`` from the first add; any number of adds, before and after
-    searches; ``remove_ids``. Where rabitqlib is missing it falls back to faiss's ``rabitq-hnsw``
-    (``FALLBACK_SPEC``) with one log line. ``set_search_params(ef_search=..., oversample=...)`` or
-    ``annbin.tune(index, queries, target_recall=...)`` trade speed for recall.
+    only; ``metric="cos"``; ``dim`` from the first add; adds of any size, any number, before and
+    after searches (``add_from`` streams files); ``remove_ids``. What is fitted on the data (ITQ,
+    median / mean thresholds, rabitqlib's centroids) sees the first ``FIT_ROWS`` (16,384) rows:
+    smaller adds are held (stored, counted) until then, or until a search, save, ``build()`` or a
+    look at ``index`` / ``encoder`` fits them (``annbin.embed._contents``). Without rabitqlib it
+    falls back to faiss's ``rabitq-hnsw`` (``FALLBACK_SPEC``) with one log line. ``set_search_params(ef_search=...,
+    oversample=...)`` or ``annbin.tune(index, queries, target_recall=...)`` trade speed for recall.
 
     Parameters
     ----------
@@ -87,10 +90,10 @@ class BinaryEmbeddingIndex:
         Candidates per result the asymmetric rerank keeps, >= 1.
     thresholds
         What each bit of a code compares against, per rotated dimension: None / ``"zero"`` (sign
-        bits), ``"median"`` / ``"mean"`` (fitted on the first ``add``), a number, or a ``(dim,)``
+        bits), ``"median"`` / ``"mean"`` (fitted as above), a number, or a ``(dim,)``
         array (``annbin.Encoder``).
     rotation
-        None, ``"random"``, ``"itq"`` (fitted on the first ``add``) or a ``(dim, dim)`` orthogonal
+        None, ``"random"``, ``"itq"`` (fitted as above) or a ``(dim, dim)`` orthogonal
         float matrix (``annbin.Encoder``).
     rerank_bits
         1, or 2 to keep a second bit plane for the rerank.
@@ -116,8 +119,8 @@ class BinaryEmbeddingIndex:
     results belong to the binary indexes (``annbin.make_index``), not this class.
     ``last_search_stats`` (of this thread's last search): ``candidates_per_query`` and
     ``vectors_read_per_query``.
-    Costs are in ``add`` and ``search``: nothing is built lazily at a search, except faiss's
-    ``rabitq-hnsw:build=float`` graph (built at the first search or ``build()``).
+    Costs are in ``add`` and ``search``: nothing is built lazily at a search, except held rows
+    and faiss's ``rabitq-hnsw:build=float`` graph (at the first search unless ``build()`` ran).
     """
 
     def __init__(self, spec: str | None = None, *, rescore: str | None = "float", oversample: int | None = None,
@@ -143,7 +146,7 @@ class BinaryEmbeddingIndex:
         self.threads = check_int(threads, "threads", minimum=-1)
         self._contents = self._empty(floats, None if dim is None else check_int(dim, "dim", minimum=1))
         self._rescorer: RescoredIndex | None = None
-        self._stats = threading.local()  # last_search_stats, one per searching thread
+        self._stats, self._fit_lock = threading.local(), threading.Lock()  # last_search_stats per searching thread
 
     def _empty(self, floats: VectorStore, dim: int | None) -> Contents:
         rotation, thresholds, rerank_bits, seed = self._settings
@@ -154,12 +157,12 @@ class BinaryEmbeddingIndex:
     @property
     def index(self) -> Any:
         """The first stage (a ``BinaryIndex`` or a float-in RaBitQ index), None before the first add."""
-        return self._contents.index
+        return self._fitted().index
 
     @property
     def encoder(self) -> Encoder:
-        """The ``annbin.Encoder`` of the codes (fitted at the first add)."""
-        return self._contents.encoder
+        """The ``annbin.Encoder`` of the codes (fitted once rows were added)."""
+        return self._fitted().encoder
 
     @property
     def dim(self) -> int | None:
@@ -181,8 +184,7 @@ class BinaryEmbeddingIndex:
 
     @property
     def vectors(self) -> np.ndarray | None:
-        """The stored float vectors in storage (row) order (RAM or memory-mapped), or None;
-        normalized for ``metric="cos"``; removed rows stay."""
+        """The stored float vectors in row order (RAM or memory-mapped; unit for ``"cos"``; removed stay), or None."""
         return self._contents.floats.rows
 
     @property
@@ -207,7 +209,7 @@ class BinaryEmbeddingIndex:
     def memory_bytes(self) -> int:
         """RAM held: first-stage index (codes, graph), row -> id map, removal mask, per-vector
         factors, encoder, in-RAM vectors (memory-mapped vectors count 0: see ``disk_bytes``)."""
-        return self._contents.memory_bytes()
+        return self._fitted().memory_bytes()
 
     def disk_bytes(self) -> int:
         """Bytes of memory-mapped vectors (on disk, paged in on demand)."""
@@ -216,18 +218,24 @@ class BinaryEmbeddingIndex:
     # --- changing it -----------------------------------------------------------------------
     def add(self, embeddings: ArrayLike, ids: ArrayLike | None = None) -> None:
         """Add float embeddings ``(n, dim)``; ``ids`` int64 ``(n,)`` (unique, new) or sequential.
-
         Every check (shape, NaN / inf, ids, the first stage's own refusals) runs before the first
         byte is written; an add that fails leaves the index and its vectors file as they were.
 
-        Cost: encoding the rows, one append of their floats to the vectors file (fsynced), and the
-        first stage's insert of each (an HNSW insert a vector for the default ``rq-hnsw``, with a
-        bar for adds of 100k rows or more). faiss's ``rabitq-hnsw:build=float`` (the fallback) only
-        holds the rows here: its graph is built by ``build()`` or else the first search or save,
-        and an add after that rebuilds it from every stored vector.
-        """
+        Cost: one append of the floats to the vectors file (fsynced); then, unless the rows are held
+        (class docstring), encoding them and the first stage's insert of each (an HNSW insert a vector
+        for ``rq-hnsw``, a bar from 100k rows). faiss's ``rabitq-hnsw:build=float`` (the fallback)
+        builds its graph at ``build()`` or the first search or save; an add after that rebuilds it."""
         if self._contents.add(embeddings, ids):
             self._rebuild_rescorer()
+
+    def add_from(self, source: str | os.PathLike[str], *, chunk_rows: int = 65_536, ids: ArrayLike | None = None,
+                 progress: bool | None = None, column: str = "embedding") -> int:
+        """Add the float rows of ``source`` ``chunk_rows`` at a time (RAM: the index and about one chunk);
+        returns how many. A ``.npy`` file, a directory of ``.npy`` shards (by name), or a Parquet file or
+        directory (list of floats ``column``; ``annbin[parquet]``). ``ids`` int64 ``(rows,)`` or sequential;
+        ``progress``: a bar with ETA on stderr (None: if a terminal). Every check runs before the first
+        chunk is added but NaN / inf and zero rows, found a chunk at a time (``annbin.embed.sources``)."""
+        return sources.add_from(self, source, chunk_rows=chunk_rows, ids=ids, progress=progress, column=column)
 
     def remove_ids(self, ids: ArrayLike) -> int:
         """Remove the vectors with these user ids from search results; returns how many were
@@ -235,7 +243,7 @@ class BinaryEmbeddingIndex:
         (and in rabitqlib's graph, as waypoints) until the index is rebuilt.
         ``UnsupportedOperation``, naming the spec, where the first stage cannot remove (faiss's
         RaBitQ stages, ``rq-symqg``, ``hnsw``)."""
-        removed = self._contents.remove(ids)
+        removed = self._fitted().remove(ids)
         if removed:
             self._rebuild_rescorer()
         return removed
@@ -248,11 +256,18 @@ class BinaryEmbeddingIndex:
         self._contents, self._rescorer = self._empty(floats, None), None
 
     def build(self) -> None:
-        """Do any deferred first-stage work now, so that no search pays for it: after the last add,
-        before the first timed search. Cost: for faiss's ``rabitq-hnsw:build=float``, its whole graph
-        (a bar from 100k vectors); the other first stages build as they add: nothing."""
+        """Do any deferred work now, so that no search pays for it: after the last add, before the
+        first timed search. Cost: the fit and insert of held rows; faiss's ``rabitq-hnsw:build=float``
+        graph (a bar from 100k vectors); the other first stages build as they add: nothing else."""
         if self.index is not None and hasattr(self.index, "_state"):
             self.index._state()
+
+    def _fitted(self) -> Contents:
+        """The contents, any held rows fitted and in the first stage first (concurrent searches fit once)."""
+        with self._fit_lock:
+            if self._contents.fit_held():
+                self._rebuild_rescorer()
+        return self._contents
 
     def _rebuild_rescorer(self) -> None:
         held = self._contents
@@ -296,11 +311,12 @@ class BinaryEmbeddingIndex:
 
         Cost a query: the first stage's walk (``ef_search`` for the HNSW stages) over codes in RAM,
         then ``oversample * k`` float rows read from the vectors file (paged in on demand) and
-        rescored. Nothing is built here, except faiss's ``rabitq-hnsw:build=float`` graph when
-        neither ``build()`` nor a save has built it yet (then this call pays for the whole graph).
+        rescored. Nothing is built here, except held rows and faiss's ``rabitq-hnsw:build=float``
+        graph when neither ``build()`` nor a save did it yet (then this call pays for them).
         """
         k = check_k(k)
         q = self._queries(queries)
+        self._fitted()
         if self._rescorer is None:  # nothing added yet: every result missing
             self._stats.value = {"candidates_per_query": 0.0, "vectors_read_per_query": 0.0}
             return np.full((q.shape[0], k), np.inf if self.metric == "l2" else -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
@@ -312,27 +328,13 @@ class BinaryEmbeddingIndex:
         """Every stored vector whose code lies at Hamming distance ``< radius`` from the query's
         code (faiss's rule): the binary first stage's own ``range_search``, no rescoring.
 
-        Parameters
-        ----------
-        queries
-            Float queries ``(nq, dim)``, encoded as the documents were (normalized for ``"cos"``,
-            rotated, compared with ``thresholds``) into ``code_size * 8``-bit codes.
-        radius
-            Hamming radius in bits, an int >= 0 (0 matches nothing).
-
-        Returns
-        -------
-        lims, D, I
-            faiss's layout: lims int64 ``(nq + 1,)``; query ``i``'s results are
-            ``D[lims[i]:lims[i + 1]]`` and ``I[lims[i]:lims[i + 1]]``, sorted by (distance, id).
-            ``D`` int32: Hamming distances between the query's code and the vector's code (not
-            float scores); ``I`` int64: user ids.
-
-        Raises
-        ------
-        UnsupportedOperation
-            The first stage has no range search (a float-in RaBitQ stage ranks by estimates, not
-            by code distance; ``hnsw`` has none); the message names the stage's spec.
+        ``queries``: floats ``(nq, dim)``, encoded as the documents were (normalized for ``"cos"``,
+        rotated, compared with ``thresholds``) into ``code_size * 8``-bit codes. ``radius``: Hamming
+        radius in bits, an int >= 0 (0 matches nothing). Returns faiss's ``(lims, D, I)``: lims int64
+        ``(nq + 1,)``; query ``i``'s results are ``D[lims[i]:lims[i + 1]]`` and ``I[lims[i]:lims[i + 1]]``,
+        sorted by (distance, id); ``D`` int32 Hamming distances of the codes (not float scores), ``I``
+        int64 user ids. ``UnsupportedOperation``, naming the spec, where the first stage has no range
+        search (a float-in RaBitQ stage ranks by estimates, not code distance; ``hnsw`` has none).
         """
         if self._contents.float_in:
             raise UnsupportedOperation(f"first stage {self.spec!r} has no range_search: it ranks float queries by RaBitQ "
@@ -352,7 +354,7 @@ class BinaryEmbeddingIndex:
         settings = {"spec": self.spec, "rescore": self.rescore, "rerank": self.rerank, "oversample": self.oversample,
                     "rerank_oversample": self.rerank_oversample, "qb": self.qb, "metric": self.metric,
                     "store_dtype": self.store_dtype}
-        store = write_directory(Path(path), settings, self._contents)
+        store = write_directory(Path(path), settings, self._fitted())
         if store is not None and self._contents.floats.saved_as(store):
             self._rebuild_rescorer()
 
@@ -382,13 +384,11 @@ class BinaryEmbeddingIndex:
         (``reconstruct_n``; float32 ``(chunk, d)``) and added to ``BinaryEmbeddingIndex(spec,
         **kwargs)``, floats memory-mapped as by default (``store_vectors="auto"``); the faiss index
         is left as it was. ``metric`` follows faiss's: ``"ip"`` for ``METRIC_INNER_PRODUCT`` (or
-        ``metric="cos"`` in ``kwargs`` to normalize), ``"l2"`` for ``METRIC_L2``. Deferred
-        first-stage work is done before it returns (``build()``). A first stage built once from its
-        first add (``rq-symqg``) needs ``chunk >= ntotal``.
-
-        ``TypeError`` for anything but a faiss float index (a ``faiss.IndexBinary`` goes to
-        ``annbin.from_faiss``); ``ValueError`` for other faiss index types, naming them, or a
-        ``metric`` that does not match faiss's.
+        ``metric="cos"`` in ``kwargs`` to normalize), ``"l2"`` for ``METRIC_L2``. Deferred work is
+        done before it returns (``build()``). ``rq-symqg`` (built once) needs ``chunk >= ntotal`` or
+        ``ntotal < FIT_ROWS``. ``TypeError`` for anything but a faiss float index (a
+        ``faiss.IndexBinary`` goes to ``annbin.from_faiss``); ``ValueError`` for other faiss index
+        types, naming them, or a ``metric`` that does not match faiss's.
         """
         chunk = check_int(chunk, "chunk", minimum=1)
         source = faiss_floats(float_index, kwargs.pop("metric", None))

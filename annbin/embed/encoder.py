@@ -208,6 +208,13 @@ class Encoder:
         return self.dim is not None and self.thresholds is not None and (self.rotation is None or self.matrix is not None)
 
     @property
+    def learns(self) -> bool:
+        """True while ``fit`` has something to learn from the data (an ITQ rotation, median / mean
+        thresholds): then the rows it sees decide the codes (``BinaryEmbeddingIndex`` holds small
+        first adds until it has ``FIT_ROWS`` of them)."""
+        return (self.rotation == "itq" and self.matrix is None) or (self.thresholds is None and self._thresholds_setting in ("median", "mean"))
+
+    @property
     def code_size(self) -> int:
         """Bytes per code, ``ceil(dim / 8)``."""
         if self.dim is None:

@@ -33,12 +33,18 @@ FALLBACK_ROTATION = "random"
 EMBEDDING_METRICS = ("cos", "ip", "l2")
 #: Hamming candidates per result of a binary first stage when none is given
 BINARY_OVERSAMPLE = 4
+#: rows what is fitted on the data (ITQ rotation, median / mean thresholds, rabitqlib's k-means
+#: centroids and first graph build, faiss's RaBitQ training) sees when the adds are smaller: they
+#: are held (their floats written to the vectors file) until this many rows have arrived or a
+#: search, save or build forces the fit (``fits_first_add``). rq-hnsw's k-means sample is as large
+FIT_ROWS = 16_384
+_HELD_STAGES = ("rq-hnsw", "rq-symqg")  # fitted by their first add, which refuses nothing not checked before
 
 _log = logging.getLogger("annbin")
 
 __all__ = [
-    "BINARY_OVERSAMPLE", "DEFAULT_SPEC", "EMBEDDING_METRICS", "FALLBACK_ROTATION", "FALLBACK_SPEC", "check_first_stage",
-    "check_stages", "default_first_stage", "default_oversample", "inner_metric", "is_rescorable", "make_first_stage",
+    "BINARY_OVERSAMPLE", "DEFAULT_SPEC", "EMBEDDING_METRICS", "FALLBACK_ROTATION", "FALLBACK_SPEC", "FIT_ROWS", "check_first_stage",
+    "check_stages", "default_first_stage", "default_oversample", "fits_first_add", "inner_metric", "is_rescorable", "make_first_stage",
     "must_rebuild", "refill_float_stage", "remove_rows", "stage_range_search",
 ]
 
@@ -117,6 +123,21 @@ def make_first_stage(spec: str, dim: int, metric: str, threads: int) -> Any:
         index.num_threads = threads
         return index
     return make_index(spec, d=code_size_for(dim) * 8)
+
+
+def fits_first_add(stage: Any, learns: bool) -> bool:
+    """Whether small first adds to the empty ``stage`` are held until ``FIT_ROWS`` rows, because
+    the first add fits what later adds only use: rabitqlib's stages (``rq-hnsw``'s k-means
+    centroids, ``rq-symqg``'s whole graph), or an encoder that ``learns`` (ITQ, median / mean
+    thresholds) over a stage that needs no training of its own. Never held: stages trained by their
+    first add that refuse some first adds, as documented and tested (binary ``ivf`` and faiss IVF
+    strings: fewer than ``nlist`` rows; faiss's ``rabitq`` / ``ivf-rabitq`` /
+    ``rabitq-hnsw:build=codes``: ``nlist``, non-unit rows for ``"ip"``). faiss's
+    ``rabitq-hnsw:build=float`` trains and builds from every row at ``build()`` whatever the adds."""
+    if getattr(stage, "variant", None) in _HELD_STAGES:
+        return True
+    trains = not stage.is_trained and getattr(stage, "build", None) != "float"
+    return learns and not trains
 
 
 def refill_float_stage(spec: str, metric: str, threads: int, vectors: NDArray[np.float32],
