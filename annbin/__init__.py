@@ -13,6 +13,7 @@ from annbin.index.flat import FlatIndex
 from annbin.index.hnsw import HNSWIndex
 from annbin.index.ivf import IVFIndex
 from annbin.index.mih import MIHIndex
+from annbin.index.mih.join import duplicate_groups, near_duplicates
 from annbin.index.registry import load_index, make_index
 from annbin.quantize import PACKINGS, binarize, fit_thresholds, from_packing, to_packing, unpack
 from annbin.simhash import simhash
@@ -50,6 +51,7 @@ __all__ = [
     "TuneResult",
     "UnsupportedOperation",
     "binarize",
+    "duplicate_groups",
     "fit_thresholds",
     "from_faiss",
     "from_packing",
@@ -58,6 +60,7 @@ __all__ = [
     "load_index",
     "make_float_index",
     "make_index",
+    "near_duplicates",
     "simhash",
     "to_packing",
     "tune",

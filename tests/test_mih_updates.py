@@ -233,6 +233,46 @@ def test_inconsistent_tables_in_a_file_are_refused(tmp_path, change, message):
         annbin.load_index(tmp_path / "mih.annbin")
 
 
+def test_load_trusts_the_checksum_instead_of_sorting_the_ids(tmp_path, monkeypatch):
+    """A file with tables loads without checking its main ids by a sort (``as_ids``' np.unique,
+    np.intersect1d): the checksum vouches for them; the small tail is still checked in full. The
+    ids are explicit (not 0..n-1), so they are what a load reads."""
+    rng = np.random.default_rng(12)
+    codes = make_codes("clustered", 3000, 64, rng)
+    ids = np.sort(rng.choice(10**9, 3000, replace=False)).astype(np.int64)
+    index = MIHIndex(64, m=4, fallback="never")
+    index.add(codes, ids=ids)
+    index.build()
+    index.add(make_codes("clustered", 20, 64, rng), ids=np.arange(20) + 10**9)
+    index.save(tmp_path / "mih.annbin")
+    sizes: list[int] = []
+
+    def spy(name, fn):
+        def wrapper(a, *args, **kwargs):
+            sizes.append(np.size(a))
+            return fn(a, *args, **kwargs)
+        monkeypatch.setattr(np, name, wrapper)
+
+    spy("unique", np.unique)
+    spy("intersect1d", np.intersect1d)
+    spy("argsort", np.argsort)
+    loaded = annbin.load_index(tmp_path / "mih.annbin")
+    monkeypatch.undo()
+    assert sizes and max(sizes) <= 20  # the tail's ids only
+    assert loaded.rebuilds == 0 and loaded._tables is not None
+    q = codes[:50]
+    for a, b in zip(loaded.search(q, 10), index.search(q, 10)):
+        np.testing.assert_array_equal(a, b)
+    # what the load no longer checks, the checksum still does: one id changed in place is refused
+    raw = bytearray((tmp_path / "mih.annbin").read_bytes())
+    at = raw.find(ids[1500].tobytes())
+    assert at > 0
+    raw[at] ^= 0x01
+    (tmp_path / "mih.annbin").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        annbin.load_index(tmp_path / "mih.annbin")
+
+
 def test_corrupted_file_is_refused(tmp_path):
     _, index, _ = built("clustered", 1000, 10)
     index.save(tmp_path / "mih.annbin")

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from annbin.index.mih._tables import MIHTable
+from annbin.index.mih._tables import MAX_SUBSTRING_BITS, MIHTable, substring_layout
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,29 @@ def _expected_step_costs(lengths: tuple[int, ...], n: int, words: int, nsteps: i
             out[s] = probes * (costs.lookup + cand * n / 2.0**length)
     out.setflags(write=False)
     return out
+
+
+def range_cost(lengths: tuple[int, ...], n: int, words: int, radius: int, nq: int, costs: CostModel = COSTS) -> float:
+    """Expected per-query cost (ns) of a range search at ``radius`` (steps ``0 .. radius - 1``) over
+    ``n`` codes in tables of substrings of ``lengths`` bits, on uniformly filled buckets, for a batch
+    of ``nq`` queries (each step's fixed overhead shared among them): what a range search or a
+    self-join weighs against a scan."""
+    return float(_expected_step_costs(lengths, n, words, radius, costs).sum()) + radius * costs.step / max(nq, 1)
+
+
+def range_m(d: int, n: int, radius: int, nq: int, costs: CostModel = COSTS) -> tuple[int, float]:
+    """The number of substrings with the smallest ``range_cost`` for ``d``-bit codes, and that cost.
+
+    Candidates run from the fewest valid tables (substrings of at most ``MAX_SUBSTRING_BITS``) to
+    four times that plus 8: more, shorter substrings only fill the buckets (``m > radius`` leaves
+    tables unprobed).
+    """
+    lo = -(-d // MAX_SUBSTRING_BITS)
+    words = -(-d // 64)
+    cost = {m: range_cost(tuple(substring_layout(d, m)[1].tolist()), n, words, radius, nq, costs)
+            for m in range(lo, min(d, 4 * lo + 8) + 1)}
+    m = min(cost, key=cost.__getitem__)
+    return m, cost[m]
 
 
 @lru_cache(maxsize=64)

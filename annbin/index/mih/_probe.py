@@ -85,6 +85,18 @@ def probe_buckets(table: MIHTable, sub: NDArray[np.int64], masks: NDArray[np.int
     return packed, cnt, per_query, group_end
 
 
+def after_own(base: NDArray[np.int64], cnt: NDArray[np.int64], group_end: NDArray[np.int64], own: NDArray[np.integer]) -> Probed:
+    """``probe_buckets``'s output at radius 0 for queries that are stored, live codes (so each has
+    one non-empty bucket, its own) cut to the positions after each query's own position ``own``
+    (int ``(nq,)``, in the table's bucket order). Rows ascend within a bucket, so what is left are
+    the bucket's rows above the query's: a self-join reads each pair from its smaller row only."""
+    start = base + (np.cumsum(cnt) - cnt)  # each bucket's start in the table
+    start += cnt  # ... its end
+    first = own.astype(np.int64) + 1
+    cnt = start - first
+    return first - (np.cumsum(cnt) - cnt), cnt, cnt.copy(), group_end
+
+
 def verify_candidates(table: MIHTable, xw: NDArray[np.uint64], base: NDArray[np.int64], cnt: NDArray[np.int64],
                       per_query: NDArray[np.int64], thr: NDArray[np.int64] | int, offset: int, total: int,
                       ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:

@@ -308,18 +308,24 @@ def load_state(d: int, arrays: dict[str, np.ndarray]) -> tuple[MIHStore, Restore
     """A store from ``save_state``'s arrays plus, when the file holds them (``table_lengths``,
     ``t<j>.occupancy / .starts / .rows``), the tables, their shared words and their substring
     layout. Without tables (an older file, or an index never built), every live code goes to the
-    tail. ``ValueError`` names any array that does not fit the others."""
-    codes, ids = _stored_codes(arrays, "codes", "ids", d)
+    tail. ``ValueError`` names any array that does not fit the others.
+
+    The file's checksum (verified before this runs) vouches that ``save`` wrote these arrays, so a
+    file with tables gets checks of O(n) at most: its main ids are checked ascending (hence unique)
+    and non-negative, not sorted again (``as_ids``' ``np.unique`` was most of a 1M-code load), and
+    only the tail's ids, a small fraction, are checked in full.
+    """
+    lengths = arrays.get("table_lengths")
+    codes, ids = _stored_codes(arrays, "codes", "ids", d, trusted=lengths is not None)
     tail_codes, tail_ids = (_stored_codes(arrays, "tail_codes", "tail_ids", d) if "tail_codes" in arrays
                             else (codes[:0], ids[:0]))
     dead = arrays.get("dead")
     if dead is not None and dead.size and (dead.dtype != np.uint8 or dead.shape != (codes.shape[0],) or dead.max() > 1):
         raise ValueError(f"stored tombstones must be uint8 0/1 ({codes.shape[0]},), got {dead.dtype} {dead.shape}")
-    if np.intersect1d(ids, tail_ids).size:
-        raise ValueError("stored ids repeat between the main codes and the tail")
     store = MIHStore(d)
-    lengths = arrays.get("table_lengths")
     if lengths is None or codes.shape[0] == 0:
+        if np.intersect1d(ids, tail_ids).size:
+            raise ValueError("stored ids repeat between the main codes and the tail")
         live = slice(None) if dead is None or dead.size == 0 else dead == 0
         codes, ids = np.concatenate([codes[live], tail_codes]), np.concatenate([ids[live], tail_ids])
         if codes.shape[0]:
@@ -327,6 +333,10 @@ def load_state(d: int, arrays: dict[str, np.ndarray]) -> tuple[MIHStore, Restore
         return store, None
     if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
         raise ValueError("stored main ids must be ascending (the tables' row order)")
+    if ids.size and ids[0] < 0:
+        raise ValueError(f"stored ids must be >= 0, got {int(ids[0])}")
+    if tail_ids.size and (ids.take(ids.searchsorted(tail_ids), mode="clip") == tail_ids).any():  # main ids are sorted
+        raise ValueError("stored ids repeat between the main codes and the tail")
     if lengths.dtype != np.int64 or lengths.ndim != 1 or lengths.size == 0:
         raise ValueError(f"stored table_lengths must be int64 (m,), got {lengths.dtype} {lengths.shape}")
     starts, expected = substring_layout(d, check_m(int(lengths.size), d))
@@ -339,12 +349,18 @@ def load_state(d: int, arrays: dict[str, np.ndarray]) -> tuple[MIHStore, Restore
     return store, (tables, None if copy else words, (starts, expected))
 
 
-def _stored_codes(arrays: dict[str, np.ndarray], codes_name: str, ids_name: str, d: int) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """A saved ``(codes, ids)`` pair, checked (``ValueError`` names what is wrong)."""
+def _stored_codes(arrays: dict[str, np.ndarray], codes_name: str, ids_name: str, d: int, *, trusted: bool = False,
+                  ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """A saved ``(codes, ids)`` pair, checked (``ValueError`` names what is wrong). ``trusted``: the
+    ids' dtype and shape only; the caller checks them in O(n) (``load_state``)."""
     try:
         codes, ids = arrays[codes_name], arrays[ids_name]
     except KeyError as exc:
         raise ValueError(f"MIH index file lacks the {exc.args[0]!r} array") from None
     if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != d // 8:
         raise ValueError(f"stored {codes_name} must be uint8 (n, {d // 8}), got {codes.dtype} {codes.shape}")
+    if trusted:
+        if ids.dtype != np.int64 or ids.shape != (codes.shape[0],):
+            raise ValueError(f"stored {ids_name} must be int64 ({codes.shape[0]},), got {ids.dtype} {ids.shape}")
+        return codes, ids
     return codes, as_ids(ids, codes.shape[0], name=f"stored {ids_name}")

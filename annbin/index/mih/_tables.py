@@ -16,6 +16,7 @@ index's own codes.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -99,6 +100,15 @@ def to_words(codes: NDArray[np.uint8]) -> NDArray[np.uint64]:
     padded = np.zeros((n, 8 * w), dtype=np.uint8)
     padded[:, :cs] = codes
     return padded.view(np.uint64)
+
+
+def substring_masks(d: int, starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """Each substring's bits as a mask over ``to_words``' words: uint64 ``(m, ceil(d / 64))``, so
+    that ``popcount(xor & mask[t])`` summed over the words is the distance of substring ``t``."""
+    bits = np.zeros((starts.size, d), dtype=bool)
+    for t, (s, ln) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        bits[t, s : s + ln] = True
+    return to_words(np.packbits(bits, axis=1))
 
 
 @lru_cache(maxsize=256)
@@ -190,6 +200,12 @@ class MIHTable:
     def occupancy64(self) -> NDArray[np.uint64]:
         return self.occupancy.view(np.uint64)
 
+    def positions(self) -> NDArray[np.int32]:
+        """Where each row sits in this table's bucket order: int32 ``(n,)``, the inverse of ``rows``."""
+        out = np.empty(self.rows.size, dtype=np.int32)
+        out[self.rows] = np.arange(self.rows.size, dtype=np.int32)
+        return out
+
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         """The arrays that, with the shared codes, restore this table (``from_state``); on disk each
         non-empty bucket keeps only its start (uint32, then ``n``): half the bytes."""
@@ -238,7 +254,8 @@ def _buckets(starts: NDArray[np.integer]) -> NDArray[np.int64]:
 
 def _table_words(words: NDArray[np.uint64], rows: NDArray[np.int32], copy: bool) -> tuple[NDArray[np.uint64], bool]:
     """The codes a table verifies against: a copy in bucket order, or the shared ``words``."""
-    return (np.ascontiguousarray(words[rows]), False) if copy else (words, True)
+    # take, not words[rows]: 1.2x at one word a code, 7-10x at two and four (fancy indexing of rows)
+    return (words.take(rows, axis=0), False) if copy else (words, True)
 
 
 def copies_words(words: NDArray[np.uint64], m: int) -> bool:
@@ -246,16 +263,18 @@ def copies_words(words: NDArray[np.uint64], m: int) -> bool:
     return m <= COPY_MAX_TABLES and m * words.nbytes <= COPY_WORDS_MAX_BYTES
 
 
-def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64]) -> list[MIHTable]:
+def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: NDArray[np.int64], threads: int = 1,
+                 ) -> list[MIHTable]:
     """One ``MIHTable`` per substring for codes given as ``words`` ``(n, W)`` uint64 (kept, as the
-    shared codes, by reference) and their substring values ``subs`` ``(n, m)``."""
+    shared codes, by reference) and their substring values ``subs`` ``(n, m)``; tables built on up
+    to ``threads`` threads (their sorts and gathers release the GIL)."""
     n = words.shape[0]
     if n >= 2**31 - 1:
         raise ValueError(f"MIHIndex holds fewer than 2**31 codes, got {n}")
     copy = copies_words(words, lengths.size)
-    tables = []
-    for t, length in enumerate(lengths.tolist()):
-        sub = subs[:, t]
+
+    def build(t: int) -> MIHTable:
+        sub, length = subs[:, t], int(lengths[t])
         # a sort of unique keys (substring, row) is the stable argsort, several times faster
         keys = sub << 32
         keys |= np.arange(n, dtype=np.int64)
@@ -269,5 +288,9 @@ def build_tables(words: NDArray[np.uint64], subs: NDArray[np.int64], lengths: ND
         occ = np.zeros(8 * -(-(1 << length) // 64), dtype=np.uint8)
         bits = np.packbits(occupied, bitorder="little")
         occ[: bits.size] = bits
-        tables.append(MIHTable(length, occ, _ranks(occ), _buckets(starts), rows, *_table_words(words, rows, copy)))
-    return tables
+        return MIHTable(length, occ, _ranks(occ), _buckets(starts), rows, *_table_words(words, rows, copy))
+
+    if threads == 1 or lengths.size == 1:
+        return [build(t) for t in range(lengths.size)]
+    with ThreadPoolExecutor(max_workers=min(threads, lengths.size)) as pool:
+        return list(pool.map(build, range(lengths.size)))
