@@ -238,6 +238,47 @@ def tune(dataset: str | None, index: str, target_recall: float, k: int, oversamp
         sys.exit(1)
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--radius", "-r", type=int, required=True, help="Report pairs at Hamming distance < RADIUS (strictly less, as faiss range_search); >= 1.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help='Write the pairs: .npy ((m, 3) int64 rows i, j, distance) or .jsonl (one {"i", "j", "distance"} per line); i < j, sorted by distance, i, j.')
+@click.option("--groups", type=click.Path(dir_okay=False), default=None, help="Write each row's group label (.npy int64, n rows): the smallest row of its group.")
+@click.option("--keep", "keep_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the rows to keep (.npy int64, ascending): one per group, chosen by --keep-rule, and every row with no duplicate; the other rows are the duplicates to drop.")
+@click.option("--keep-rule", type=click.Choice(["first", "last"]), default="first", show_default=True,
+              help="The row --keep keeps of each group: its smallest row number (first) or largest (last).")
+@click.option("--bits", type=int, default=None, help="Text: SimHash bits, 64, 128 or 256 (default 64).")
+@click.option("--shingle", type=int, default=None, help="Text: words per shingle (default 3).")
+@click.option("--project-bits", type=int, default=None,
+              help="Float .npy: project to this many bits (random hyperplanes) before binarizing, as `annbin bench` (default: one sign bit per dimension).")
+@click.option("--thresholds", type=click.Choice(["zero", "median", "mean"]), default=None, help="Float .npy: bit = x > 0 (zero, the default), x > per-dimension median, or x > mean, as `annbin bench`.")
+@click.option("--max-pairs", type=int, default=10_000_000, show_default=True, help="Stop with an error instead of returning more pairs than this.")
+@click.option("--threads", type=int, default=None, help="Threads of the join (default: all cores).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when stderr is a terminal).")
+@_one_line_errors
+def dedup(input_path: str, radius: int, out: str | None, groups: str | None, keep_path: str | None, keep_rule: str, bits: int | None,
+          shingle: int | None, project_bits: int | None, thresholds: str | None, max_pairs: int, threads: int | None, progress: bool | None) -> None:
+    """Find every pair of near-duplicates in INPUT, exactly, and group them.
+
+    INPUT is a .npy of packed uint8 codes (n, bytes), a .npy of float embeddings (n, dim) binarized
+    as `annbin bench` does, or any other file as UTF-8 text, one document per line (row i = line
+    i + 1), hashed to SimHash codes. Prints items, pairs, groups, items to drop and seconds.
+
+    \b
+    Example: annbin dedup docs.txt --radius 4 --out pairs.jsonl --groups groups.npy --keep keep.npy
+    """
+    from annbin.bench.dedup import run_dedup, summary_line
+
+    show = sys.stderr.isatty() if progress is None else progress
+    result = run_dedup(input_path, radius, out=out, groups=groups, keep=keep_path, keep_rule=keep_rule, max_pairs=max_pairs, threads=threads,
+                       bits=bits, shingle=shingle, project_bits=project_bits, thresholds=thresholds, progress=show)
+    click.echo(summary_line(result))
+    for what, path in (("pairs", out), ("groups", groups), ("rows to keep", keep_path)):
+        if path:
+            click.echo(f"{what} written to {path}")
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 @_one_line_errors
