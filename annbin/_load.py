@@ -20,7 +20,7 @@ def load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
         One of: a file written by ``BinaryIndex.save`` (any binary variant), a float-in index's
         file (``rabitq``, ``ivf-rabitq``, ``rabitq-hnsw``, ``rq-hnsw``, ``rq-symqg``), a directory
         written by ``BinaryEmbeddingIndex.save`` (or its ``embedding.annbin`` record), a
-        ``ShardedIndex`` directory (``manifest.json``; needs Ray), or a file written by
+        ``ShardedIndex`` or ``ShardedEmbeddingIndex`` directory (``manifest.json``; needs Ray), or a file written by
         ``faiss.write_index_binary`` (returned as a ``FaissIndex``).
     mmap
         Map binary index files and a ``BinaryEmbeddingIndex``'s vectors instead of reading them
@@ -28,7 +28,7 @@ def load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
 
     Returns
     -------
-    BinaryIndex, FloatIndex or BinaryEmbeddingIndex
+    BinaryIndex, FloatIndex, BinaryEmbeddingIndex or ShardedEmbeddingIndex
         The object, with its search parameters as saved.
 
     Raises
@@ -43,6 +43,10 @@ def load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
     if p.is_dir():
         if (p / EMBEDDING_RECORD).is_file():
             return BinaryEmbeddingIndex.load(p, mmap=mmap or None)
+        from annbin.distributed.embedding import ShardedEmbeddingIndex, is_saved_embedding_index
+
+        if is_saved_embedding_index(p):  # its manifest names it (needs Ray); floats mapped as stored
+            return ShardedEmbeddingIndex.load(p)
         return load_first_stage(p, mmap=mmap)  # a sharded manifest, or one clear error
     if p.name == EMBEDDING_RECORD and p.is_file():
         return BinaryEmbeddingIndex.load(p.parent, mmap=mmap or None)

@@ -56,9 +56,25 @@ def group_by_shard(owner: NDArray[np.int64], shards: int) -> dict[int, NDArray[n
     return {s: order[bounds[s] : bounds[s + 1]] for s in range(shards) if bounds[s + 1] > bounds[s]}
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """Atomically write ``manifest.json`` into ``directory`` (temp file, fsync, rename)."""
-    data = json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **manifest}, indent=1, sort_keys=True)
+def save_target(path: str | os.PathLike[str], what: str) -> tuple[Path, set[str]]:
+    """Where a save of ``what`` goes: the absolute directory ``path`` (created), and the shard names
+    its current manifest lists (those the new manifest does not list are deleted after it is written)."""
+    directory = Path(path).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"cannot save a {what} to {str(directory)!r}: it is a file, not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        entries = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["files"]
+        previous = {str(e["file"]) for e in entries if Path(str(e["file"])).name == str(e["file"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = set()  # no readable manifest: nothing of a previous save to clean up
+    return directory, previous
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any], *, fmt: str = MANIFEST_FORMAT, version: int = MANIFEST_VERSION) -> None:
+    """Atomically write ``manifest.json`` into ``directory`` (temp file, fsync, rename), headed by
+    its ``fmt`` and ``version``."""
+    data = json.dumps({"format": fmt, "version": version, **manifest}, indent=1, sort_keys=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -73,34 +89,59 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     fsync_dir(directory)
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``manifest.json``; ``ValueError`` names what is missing or wrong."""
+def manifest_format(directory: str | os.PathLike[str]) -> str | None:
+    """The ``format`` a directory's ``manifest.json`` names; None where there is none to read."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    return fmt if isinstance(fmt, str) else None
+
+
+def read_json_manifest(directory: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
+    """``manifest.json`` of ``directory`` as a dict, checked to be of ``fmt`` at ``version``;
+    ``ValueError`` naming ``what`` (the kind of index) otherwise."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
         hint = " (a single index file? load it with annbin.load_index)" if directory.is_file() else ""
-        raise ValueError(f"no sharded index at {str(directory)!r}: {MANIFEST} not found{hint}")
+        raise ValueError(f"no {what} at {str(directory)!r}: {MANIFEST} not found{hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an annbin sharded-index manifest")
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{str(path)!r} has manifest version {manifest.get('version')}; this annbin reads {MANIFEST_VERSION}")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{str(path)!r} is not an annbin {what} manifest" + (f" (its format is {found!r})" if found else ""))
+    if manifest.get("version") != version:
+        raise ValueError(f"{str(path)!r} has manifest version {manifest.get('version')}; this annbin reads {version}")
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a ``ShardedIndex``'s ``manifest.json``; ``ValueError`` names what is missing or wrong."""
+    path = Path(directory) / MANIFEST
+    manifest = read_json_manifest(directory, MANIFEST_FORMAT, MANIFEST_VERSION, "sharded index")
     if manifest.get("partition") != PARTITION:
         raise ValueError(f"{str(path)!r} uses partition {manifest.get('partition')!r}; this annbin knows {PARTITION!r}")
     try:
-        files = manifest["files"]
-        shards = int(manifest["shards"])
         int(manifest["d"]), str(manifest["spec"]), int(manifest["next_id"]), dict(manifest["search_params"])
-        if not isinstance(files, list) or len(files) != shards:
-            raise ValueError(f"{shards} shards but {len(files) if isinstance(files, list) else 'no'} file entries")
-        for entry in files:
-            name = str(entry["file"])
-            if Path(name).name != name:
-                raise ValueError(f"shard file {name!r} is not a plain file name")
-            str(entry["sha256"]), int(entry["ntotal"])
+        check_shard_entries(manifest)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{str(path)!r} is malformed: {exc}") from None
     return manifest
+
+
+def check_shard_entries(manifest: dict[str, Any]) -> None:
+    """``KeyError`` / ``TypeError`` / ``ValueError`` unless ``manifest["files"]`` holds one entry per
+    shard, each a plain name (a file or a directory beside the manifest) with its sha256 and ntotal."""
+    files = manifest["files"]
+    shards = int(manifest["shards"])
+    if not isinstance(files, list) or len(files) != shards:
+        raise ValueError(f"{shards} shards but {len(files) if isinstance(files, list) else 'no'} file entries")
+    for entry in files:
+        name = str(entry["file"])
+        if Path(name).name != name:
+            raise ValueError(f"shard file {name!r} is not a plain file name")
+        str(entry["sha256"]), int(entry["ntotal"])
