@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annbin._checks import check_d, check_int
-from annbin.distributed._group import ShardError, ShardGroup, import_ray
+from annbin.distributed._group import GroupOwner, ShardError, ShardGroup, import_ray
 from annbin.distributed._layout import (
     MANIFEST,
     PARTITION,
@@ -35,7 +35,7 @@ from annbin.index.registry import make_index, register_prefix
 from annbin.spec import format_sharded_spec, is_sharded_spec, parse_sharded_spec, parse_wrapped_spec
 
 
-class ShardedIndex(BinaryIndex):
+class ShardedIndex(GroupOwner, BinaryIndex):
     """An annbin index over ``d``-bit codes split into ``shards`` Ray actors.
 
     Parameters
@@ -95,25 +95,7 @@ class ShardedIndex(BinaryIndex):
             actor_options["num_cpus"] = options["num_cpus"]
         return cls(inner, d=d, shards=options.get("shards", 4), actor_options=actor_options, **kwargs)
 
-    # --- properties ------------------------------------------------------------------------
-    @property
-    def num_shards(self) -> int:
-        return self._group.shards
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._group.counts.sum())
-
-    @property
-    def shard_sizes(self) -> NDArray[np.int64]:
-        """Codes held by each shard, int64 ``(shards,)``."""
-        return self._group.counts.copy()
-
-    @property
-    def restarts(self) -> int:
-        """How many dead shard actors were restarted from their files."""
-        return self._group.restarts
-
+    # --- properties (num_shards, ntotal, shard_sizes, restarts: GroupOwner's) ---------------
     @property
     def spec(self) -> str:
         self._template.set_search_params(**self._group.search_params)
@@ -124,9 +106,6 @@ class ShardedIndex(BinaryIndex):
 
     def get_search_params(self) -> dict[str, Any]:
         return dict(self._group.search_params)
-
-    def _live(self) -> list[int]:
-        return [s for s in range(self.num_shards) if self._group.counts[s]]
 
     # --- public API ------------------------------------------------------------------------
     def _find_present(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -154,21 +133,6 @@ class ShardedIndex(BinaryIndex):
     def memory_bytes(self) -> int:
         """Bytes held by all shards together (the driver holds no codes)."""
         return int(sum(self._group.call("memory_bytes").values()))
-
-    def ping(self) -> list[int]:
-        """One empty round trip to every shard (returns their sizes): all alive, or raises."""
-        out = self._group.call("ping")
-        return [int(out[s]) for s in range(self.num_shards)]
-
-    def close(self) -> None:
-        """Stop the shard actors now (they also stop when this object is garbage-collected)."""
-        self._group.close()
-
-    def __enter__(self) -> ShardedIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to the directory ``path``: one annbin file per shard plus ``manifest.json``.
@@ -226,13 +190,7 @@ class ShardedIndex(BinaryIndex):
         try:
             index._template.set_search_params(**manifest["search_params"])
             group.search_params = index._template.get_search_params()
-            sources = [("file", str(directory / e["file"]), str(e["sha256"])) for e in manifest["files"]]
-            sizes = group.call("load", {s: (src[1], src[2], group.search_params) for s, src in enumerate(sources)})
-            for s, entry in enumerate(manifest["files"]):
-                if int(sizes[s]) != int(entry["ntotal"]):
-                    raise ValueError(f"shard file {entry['file']!r} holds {sizes[s]} codes, manifest says {entry['ntotal']}")
-                group.counts[s] = int(sizes[s])
-            group.sources = list(sources)
+            index._load_shards(directory, manifest["files"], "codes")
             index._next_id = int(manifest["next_id"])
         except BaseException:
             index.close()
@@ -291,17 +249,11 @@ class ShardedIndex(BinaryIndex):
         ray = import_ray()
         ids = np.unique(ids)
         groups = group_by_shard(shard_of(ids, self.num_shards), self.num_shards)
-        out = self._group.call("remove_ids", {s: (ray.put(ids[rows]),) for s, rows in groups.items() if self._group.counts[s]})
-        for s, (removed, size) in out.items():
-            self._group.counts[s] = size
-            if removed:
-                self._group.sources[s] = None
-        return int(sum(removed for removed, _ in out.values()))
+        return self._record_removals(self._group.call("remove_ids", {s: (ray.put(ids[rows]),) for s, rows in groups.items() if self._group.counts[s]}))
 
     def _reset(self) -> None:
         self._group.call("reset")
-        self._group.counts[:] = 0
-        self._group.sources = [("empty",)] * self.num_shards
+        self._record_reset()
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
         self._template.set_search_params(**params)  # checks the values once, here
