@@ -13,6 +13,8 @@ Data (seeded): ``--centres`` random 64-bit centres, ``--copies`` near copies of 
   queries (all codes against all, one thread). ``--flat-blocks B`` times the first B blocks only
   and scales the time linearly to all codes (says so); 0 runs them all. The pairs agree: every
   timed query's neighbours (itself excluded) equal those near_duplicates reports for it.
+  ``--check-index`` counts every pair once more by another exact path (``MIHIndex.range_search``
+  of all codes, each query's own row dropped).
 - ``--threads 1,2``: rounds of near_duplicates with each thread count in turn (order alternating),
   the median of the per-round ratios over one thread; pairs checked equal. Beside it, in the same
   rounds, a control: the same thread counts on a GIL-free numpy kernel (``np.bitwise_count`` of
@@ -37,7 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads OpenMP
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from annbin import near_duplicates  # noqa: E402
+from annbin import MIHIndex, near_duplicates  # noqa: E402
 from annbin.index.mih.join import join_plan, last_join_stats  # noqa: E402
 
 
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--flat-block", type=int, default=16384)
     parser.add_argument("--flat-blocks", type=int, default=2, help="faiss-flat blocks timed (0: all)")
     parser.add_argument("--no-flat", action="store_true")
+    parser.add_argument("--check-index", action="store_true", help="count every pair by MIHIndex.range_search too")
     parser.add_argument("--threads", default="", help="e.g. 1,2: thread counts compared in interleaved rounds")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--switch", action="store_true")
@@ -134,6 +137,14 @@ def main() -> None:
     mine = statistics.median(times)
     print(f"near_duplicates radius < {args.radius}: {len(pairs):,} pairs, median {mine:.2f} s "
           f"({', '.join(f'{t:.2f}' for t in times)}); {stats}")
+    if args.check_index:  # every pair, by another exact path: MIHIndex.range_search of all codes
+        index = MIHIndex(64, m="formula")
+        index.add(codes)
+        lims, _, _ = index.range_search(codes, args.radius)
+        ordered = int(lims[-1]) - n  # each code finds itself
+        if ordered != 2 * len(pairs):
+            raise AssertionError(f"MIHIndex.range_search finds {ordered // 2:,} pairs, near_duplicates {len(pairs):,}")
+        print(f"pair count checked over all {n:,} codes against MIHIndex.range_search: {len(pairs):,}")
     if not args.no_flat:
         seconds, found = flat_join(codes, args.radius, args.flat_block, args.flat_blocks)
         timed = sum(len(lims) - 1 for _, lims, _ in found)
