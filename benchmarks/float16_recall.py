@@ -19,10 +19,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-from _data import load  # noqa: E402
 
 import annbin  # noqa: E402
 from annbin._measure import recall_per_query  # noqa: E402
+
+from _data import load  # noqa: E402
 
 
 def main() -> None:
