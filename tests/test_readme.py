@@ -30,6 +30,7 @@ TESTED = {
     ("docs/guide.md", "rescoring"): "tests/test_readme.py",
     ("docs/guide.md", "three-stages"): "tests/test_readme.py",
     ("docs/mih.md", "mih-near-duplicates"): "tests/test_readme.py",
+    ("docs/mih.md", "mih-dedup"): "tests/test_readme.py",
     ("docs/faiss.md", "faiss-swap-before"): "tests/test_readme.py",
     ("docs/faiss.md", "faiss-swap-after"): "tests/test_readme.py",
     ("docs/faiss.md", "faiss-float"): "tests/test_readme.py",  # and tests/test_first_hour.py
@@ -192,6 +193,21 @@ def test_mih_near_duplicates_are_exact_and_found_by_lookups(tmp_path, monkeypatc
         got = slice(scope["lims"][q], scope["lims"][q + 1])
         assert sorted(zip(scope["D"][got].tolist(), scope["I"][got].tolist())) == sorted(zip(D[lims[q]:lims[q + 1]].tolist(), I[lims[q]:lims[q + 1]].tolist()))
     assert scope["lims"][-1] >= len(queries)  # every query finds at least itself
+
+
+def test_mih_dedup_pairs_equal_a_brute_force_join(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope = run("docs/mih.md", "mih-near-duplicates", "mih-dedup")
+    codes = scope["codes"][:3000]  # the reference below is quadratic: check the pairs among the first rows
+    pairs, dist = scope["pairs"], scope["dist"]
+    inside = (pairs < len(codes)).all(axis=1)  # pairs among the first rows
+    ref = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+    i, j = np.nonzero(np.triu(ref < 4, k=1))
+    assert sorted(zip(pairs[inside, 0].tolist(), pairs[inside, 1].tolist())) == sorted(zip(i.tolist(), j.tolist()))
+    assert np.array_equal(np.lexsort((pairs[:, 1], pairs[:, 0], dist)), np.arange(len(dist)))
+    groups, keep = scope["groups"], scope["keep"]
+    assert (groups[pairs[:, 0]] == groups[pairs[:, 1]]).all() and len(keep) == len(np.unique(groups))
+    assert scope["doc_pairs"].tolist() == [[0, 1]]
 
 
 def test_faiss_swap_gives_the_same_distances(tmp_path, monkeypatch):
