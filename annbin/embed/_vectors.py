@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from annbin._checks import InputTypeError, as_codes, as_floats
 from annbin._io import fsync_dir
 
-__all__ = ["STORE_DTYPES", "DiskVectors", "Pending", "VectorStore", "check_store_dtype", "open_store", "write_store"]
+__all__ = ["STORE_DTYPES", "DiskVectors", "Pending", "VectorStore", "check_store_dtype", "npy_header", "open_store", "write_store"]
 
 _HEADER = 128  # bytes of the .npy header annbin writes: room for any (rows, dim) shape
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -61,8 +61,9 @@ def _npy_header(rows: int, dim: int, size: int, dtype: np.dtype[Any]) -> bytes:
     return _MAGIC + len(body).to_bytes(2, "little") + body
 
 
-def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int, np.dtype[Any]]:
-    """``(offset, rows, dim, dtype)`` of a float32/float16 2-D C-order ``.npy`` file open at its start."""
+def npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` file ``f`` open at its start (left just past
+    the header); ``ValueError`` naming ``path`` if it is not one."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
@@ -72,6 +73,12 @@ def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int, np.dtype[Any]]:
         shape, fortran, dtype = read(f)
     except (ValueError, OSError, SyntaxError) as exc:
         raise ValueError(f"{str(path)!r} is not a readable .npy file: {exc}") from None
+    return tuple(shape), bool(fortran), np.dtype(dtype)
+
+
+def _read_npy_header(f: Any, path: Path) -> tuple[int, int, int, np.dtype[Any]]:
+    """``(offset, rows, dim, dtype)`` of a float32/float16 2-D C-order ``.npy`` file open at its start."""
+    shape, fortran, dtype = npy_header(f, path)
     if dtype not in (np.dtype("<f4"), np.dtype("<f2")) or fortran or len(shape) != 2:
         raise ValueError(f"{str(path)!r} must hold a float32 or float16 C-order 2-D array, got {dtype} {shape}")
     return f.tell(), int(shape[0]), int(shape[1]), np.dtype(dtype)

@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import InputTypeError, as_ids, check_int
 from annbin._extras import require
+from annbin.embed._vectors import npy_header
 
 __all__ = ["Source", "add_from", "open_source"]
 
@@ -163,16 +164,8 @@ class _Npy:
 
 def _open_npy(path: Path) -> _Npy:
     """The header of a 2-D float ``.npy`` file, checked (its size too); nothing else is read."""
-    fmt = np.lib.format
     with open(path, "rb") as f:
-        try:
-            version = fmt.read_magic(f)
-            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-            if read is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, fortran, dtype = read(f)
-        except (ValueError, OSError, SyntaxError) as exc:
-            raise ValueError(f"{str(path)!r} is not a readable .npy file: {exc}") from None
+        shape, fortran, dtype = npy_header(f, path)
         offset, size = f.tell(), os.fstat(f.fileno()).st_size
     if not np.issubdtype(dtype, np.floating):
         raise InputTypeError(f"{str(path)!r} holds dtype {dtype}: embeddings must be float16, float32 or float64")
