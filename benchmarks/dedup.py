@@ -95,7 +95,7 @@ def clustered(n: int, seed: int = 0) -> np.ndarray:
     return codes.view(np.uint8).reshape(n, 8)
 
 
-def load_dataset(name: str, quick: bool) -> tuple[np.ndarray, dict]:
+def load_dataset(name: str, quick: bool, limit: int | None = None) -> tuple[np.ndarray, dict]:
     t0 = time.perf_counter()
     info: dict = {}
     if name == "text64":
@@ -103,8 +103,8 @@ def load_dataset(name: str, quick: bool) -> tuple[np.ndarray, dict]:
         if not path.exists():
             sys.exit(f"{path} missing: run python datasets/build_dedup_texts.py")
         lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-        if quick:
-            lines = lines[:100_000]
+        lines = lines[:100_000] if quick else lines
+        lines = lines[:limit] if limit else lines
         t1 = time.perf_counter()
         codes = annbin.simhash(lines, shingle=3, bits=64)
         info["simhash_s"] = round(time.perf_counter() - t1, 2)
@@ -122,6 +122,7 @@ def load_dataset(name: str, quick: bool) -> tuple[np.ndarray, dict]:
         codes = clustered(n)
     else:
         sys.exit(f"unknown dataset {name!r}")
+    codes = codes[:limit] if limit else codes
     info["load_s"] = round(time.perf_counter() - t0, 2)
     info["distinct_codes"] = int(np.unique(codes.view(np.dtype((np.void, codes.shape[1])))).shape[0])
     return np.ascontiguousarray(codes), info
@@ -329,9 +330,7 @@ def fmt_s(x: float) -> str:
 
 
 def run_dataset(name: str, args: argparse.Namespace) -> dict:
-    codes, info = load_dataset(name, args.quick)
-    if args.limit:
-        codes = np.ascontiguousarray(codes[:args.limit])
+    codes, info = load_dataset(name, args.quick, args.limit)
     n, d = codes.shape[0], codes.shape[1] * 8
     radius = args.radius
     print(f"\n## {name}: n={n:,} d={d}  ({json.dumps(info)})", flush=True)
