@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -38,3 +39,15 @@ def popcount_knn(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def reference_costs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MIH decides (fallbacks, ``method="auto"``) by its reference cost model, not by what this
+    process timed: ``ANNBIN_MIH_CALIBRATE=0``, and no calibration cached before or after."""
+    from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
+
+    monkeypatch.setenv(CALIBRATE_ENV, "0")
+    calibrated_costs.cache_clear()
+    yield
+    calibrated_costs.cache_clear()

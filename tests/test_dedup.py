@@ -11,19 +11,12 @@ from hypothesis import strategies as st
 
 import annbin
 from annbin.index.mih import _selfjoin, join
-from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KINDS = ("random", "ties", "clustered")
 
 
-@pytest.fixture(autouse=True)
-def reference_costs(monkeypatch):
-    """``method="auto"`` decides by the reference cost model, not by what this process measured."""
-    monkeypatch.setenv(CALIBRATE_ENV, "0")
-    calibrated_costs.cache_clear()
-    yield
-    calibrated_costs.cache_clear()
+pytestmark = pytest.mark.usefixtures("reference_costs")  # conftest.py
 
 
 # --- data and references ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import annbin
 from annbin import MIHIndex
 from annbin._checks import INT32_MAX
-from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 from annbin.index.mih._cost import CostModel
 from annbin.index.mih._tables import (
     MAX_SUBSTRING_BITS,
@@ -33,14 +32,7 @@ KINDS = ["random", "clustered", "equal", "duplicates", "zeros"]
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def reference_costs(monkeypatch):
-    """Fallback counts follow the reference cost model (and m the formula), not the timings this
-    process happened to measure: calibration itself is tested in test_mih_calibrate.py."""
-    monkeypatch.setenv(CALIBRATE_ENV, "0")
-    calibrated_costs.cache_clear()
-    yield
-    calibrated_costs.cache_clear()  # the next module's first index calibrates afresh
+pytestmark = pytest.mark.usefixtures("reference_costs")  # conftest.py
 
 # --- data and references ---------------------------------------------------------------------
 def make_codes(kind: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:

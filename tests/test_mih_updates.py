@@ -13,17 +13,9 @@ from hypothesis import strategies as st
 import annbin
 from annbin import MIHIndex
 from annbin._io import read_index_file, write_index_file
-from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 from tests.test_mih import check_knn, check_range, make_codes, make_queries, tie_rule_knn
 
-
-@pytest.fixture(autouse=True)
-def reference_costs(monkeypatch):
-    """Fallback counts follow the reference cost model (and m the formula), not this process's timings."""
-    monkeypatch.setenv(CALIBRATE_ENV, "0")
-    calibrated_costs.cache_clear()
-    yield
-    calibrated_costs.cache_clear()
+pytestmark = pytest.mark.usefixtures("reference_costs")  # conftest.py
 
 
 def built(kind: str, n: int, seed: int, **kwargs: object) -> tuple[np.ndarray, MIHIndex, np.random.Generator]:

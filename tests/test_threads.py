@@ -18,7 +18,6 @@ from annbin.bench.run import BenchConfig, run_bench
 from annbin.embed.floats import make_float_index
 from annbin.embed.rescore import RescoredIndex
 from annbin.index.faiss_wrap import from_faiss
-from annbin.index.mih._calibrate import CALIBRATE_ENV, calibrated_costs
 
 WORKERS = 8
 REPEATS = 6  # each parameter set is searched this many times, interleaved with the others
@@ -38,13 +37,7 @@ def _concurrent_matches_serial(index, queries, k, settings):
     return serial
 
 
-@pytest.fixture(autouse=True)
-def reference_costs(monkeypatch):
-    """MIH's fallback counts follow the reference cost model, not this process's timings."""
-    monkeypatch.setenv(CALIBRATE_ENV, "0")
-    calibrated_costs.cache_clear()
-    yield
-    calibrated_costs.cache_clear()
+pytestmark = pytest.mark.usefixtures("reference_costs")  # conftest.py
 
 
 @pytest.fixture(scope="module")
