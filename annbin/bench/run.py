@@ -276,13 +276,8 @@ def _timed_build(index: Any, data: np.ndarray, probe: np.ndarray, desc: str, pro
 def _bench_float(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: list[dict[str, Any]], cls: Any, progress: bool) -> Iterator[dict[str, Any]]:
     from annbin.embed.floats import make_float_index
 
-    try:
-        index: Any = make_float_index(build_spec, prep.base.shape[1], prep.metric)
-    except MissingExtraError:
-        if cls.peer is None:
-            raise
-        # a library that is not installed here: its rows are left out, the run goes on
-        print(f"skipping {build_spec}: needs {cls.peer} (pip install 'annbin[peers]')", file=sys.stderr, flush=True)
+    index: Any = _or_skip(lambda: make_float_index(build_spec, prep.base.shape[1], prep.metric), build_spec, cls)
+    if index is None:
         return
     index.num_threads = cfg.threads  # hnswlib takes threads per call, not from OpenMP
     build_s = _timed_build(index, prep.base, prep.queries, f"build {build_spec}", progress)
@@ -314,11 +309,16 @@ def _bench_stage(cfg: BenchConfig, prep: _Prepared, build_spec: str, searches: l
 
 
 def _or_skip(build: Callable[[], Any], build_spec: str, cls: Any) -> Any:
-    """``build()``, or None with one line on stderr when the library it needs is not usable here."""
+    """``build()``, or None with one line on stderr when the library a peer or a float-in first stage
+    needs is not usable here (its rows are left out, the run goes on); a baseline's missing library
+    is an error."""
     try:
         return build()
     except MissingExtraError as exc:
-        print(f"skipping {build_spec}: {exc}", file=sys.stderr, flush=True)
+        if cls is not None and cls.peer is None and not cls.rescorable:
+            raise
+        why = f"needs {cls.peer} (pip install 'annbin[peers]')" if cls is not None and cls.peer else str(exc)
+        print(f"skipping {build_spec}: {why}", file=sys.stderr, flush=True)
         return None
 
 
@@ -385,11 +385,10 @@ def _measure(cfg: BenchConfig, prep: _Prepared, searcher: Any, qs: np.ndarray, b
         ram_bytes=int(searcher.memory_bytes()) if stage is not None else None, oversample=over, rerank_oversample=kept,
         rotation=None if float_index else cfg.rotation,  # float indexes search the floats as given
         bits=None if cls is not None else prep.d, latencies=lat, **extra)
-    if codes_only:
+    if cls is None:  # codes from the dataset's own floats: their rank agreement with the floats
         row["kendall_tau"] = prep.kendall
+    if codes_only:
         found = hamming_distances(prep.codes, prep.qcodes, I)
         row["recall_hamming"] = recall_tie_aware(found, prep.ham_D, k)
         row["recall_hamming_ids"] = recall_ids(I, prep.ham_I, k)
-    elif cls is None:
-        row["kendall_tau"] = prep.kendall
     return row
