@@ -94,6 +94,21 @@ def is_annbin_file(path: str | os.PathLike[str]) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
+def peek_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of an annbin file, read without the checksum (the loader it picks verifies
+    the whole file): for telling which loader a file needs. ``{}`` if it has no readable header."""
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size:
+            return {}
+        magic, _, head_len = _PREFIX.unpack(prefix)
+        try:
+            header = json.loads(f.read(head_len)) if magic == MAGIC else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+    return header if isinstance(header, dict) else {}
+
+
 def read_index_file(path: str | os.PathLike[str], *, mmap: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a file written by ``write_index_file``; ``ValueError`` names any problem.
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from annbin._io import EMBEDDING_RECORD, is_annbin_file, read_index_file
+from annbin._io import EMBEDDING_RECORD, is_annbin_file, peek_header
 
 __all__ = ["load"]
 
@@ -52,8 +52,7 @@ def load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
         return BinaryEmbeddingIndex.load(p.parent, mmap=mmap or None)
     if not p.is_file() or not is_annbin_file(p):
         return load_first_stage(p, mmap=mmap)  # missing (clear error), or a faiss file
-    header, _ = read_index_file(p, mmap=True)
-    if header.get("variant") in float_variants():
+    if peek_header(p).get("variant") in float_variants():  # the loader checksums the file, once
         from annbin.embed.float_files import load_float_file
 
         return load_float_file(p)
