@@ -375,6 +375,7 @@ def test_memory_holds_no_floats(data):
 CONFIGS = {
     "default": (None, {}),
     "rq-symqg": ("rq-symqg", {}),
+    "rq-ivf": ("rq-ivf:nlist=16", {}),
     "rabitq-hnsw": ("rabitq-hnsw:build=codes", {}),
     "flat": ("flat", {}),
     "hnsw": ("hnsw:M=8", {}),

@@ -42,7 +42,7 @@ def test_faiss_file_is_wrapped(tmp_path, codes):
     assert isinstance(back, annbin.FaissIndex) and back.ntotal == N
 
 
-@pytest.mark.parametrize("spec", ["rabitq", "rabitq-hnsw:M=8", "rq-hnsw:M=8,nbits=2"])
+@pytest.mark.parametrize("spec", ["rabitq", "rabitq-hnsw:M=8", "rq-hnsw:M=8,nbits=2", "rq-ivf:nlist=8"])
 def test_float_in_index_files(tmp_path, floats, spec):
     if spec.startswith("rq-") and not rabitqlib_available():
         pytest.skip("rabitqlib is not usable here")

@@ -41,6 +41,7 @@ FLOAT_CASES = {
     "rabitq-hnsw": ["rabitq-hnsw:M=8,build=codes,ef_search=9"],
     "rq-hnsw": ["rq-hnsw:M=8,nbits=3,clusters=4,ef_search=9"],
     "rq-symqg": ["rq-symqg:max_degree=64,ef_search=9"],
+    "rq-ivf": ["rq-ivf:nlist=8,nbits=3,seed=2,nprobe=5"],
     "faiss-hnsw-sq8": ["faiss-hnsw-sq8:M=8,ef=9"],
     "usearch": ["usearch:M=8,ef=9"],
     "scann": ["scann:leaves_to_search=4"],
@@ -48,7 +49,7 @@ FLOAT_CASES = {
     "rabitqlib-symqg": ["rabitqlib-symqg:ef_search=9"],
 }
 #: the module a float variant imports to be built (skipped where it is not installed)
-NEEDS = {"rq-hnsw": "rabitqlib", "rq-symqg": "rabitqlib", "usearch": "usearch", "scann": "scann",
+NEEDS = {"rq-hnsw": "rabitqlib", "rq-symqg": "rabitqlib", "rq-ivf": "rabitqlib", "usearch": "usearch", "scann": "scann",
          "rabitqlib-hnsw": "rabitqlib", "rabitqlib-symqg": "rabitqlib"}
 
 

@@ -52,6 +52,7 @@ def _untouched(index: annbin.BinaryEmbeddingIndex) -> bool:
 CONFIGS = {  # name: (spec, keywords); each fits something on its first rows
     "rq-hnsw": ("rq-hnsw:M=16,ef_construction=40", {"threads": 1}),  # k-means centroids
     "rq-hnsw-itq": ("rq-hnsw:M=16,ef_construction=40", {"threads": 1, "rotation": "itq", "metric": "l2"}),
+    "rq-ivf": ("rq-ivf:nlist=64", {"threads": 1}),  # k-means centroids of the lists
     "flat-median-itq": ("flat", {"thresholds": "median", "rotation": "itq"}),
     "flat-mean-rerank": ("flat", {"thresholds": "mean", "rerank": "asymmetric", "rerank_bits": 2, "metric": "l2"}),
     "float16-store": ("flat", {"thresholds": "median", "store_dtype": "float16", "metric": "ip"}),  # held as float32 copies
@@ -482,6 +483,7 @@ def test_parquet_without_pyarrow_names_the_extra(data, tmp_path, monkeypatch):
 # --- 4. RAM: the index and one chunk, never the file -----------------------------------------------
 MEMORY_SPECS = {  # name: spec; faiss's rabitq-hnsw:build=float (the fallback) holds every float until its graph build
     "rq-hnsw": "rq-hnsw:M=8,ef_construction=16,nbits=1",
+    "rq-ivf": "rq-ivf:nlist=64",
     "flat": "flat",
     "fallback": FALLBACK_SPEC,
 }
@@ -512,7 +514,7 @@ def _traced_peak(index: annbin.BinaryEmbeddingIndex, path: Path, chunk_rows: int
 
 @pytest.mark.parametrize("name", list(MEMORY_SPECS))
 def test_add_from_holds_a_chunk_not_the_file(name, big_npy):
-    if name == "rq-hnsw":
+    if name.startswith("rq-"):
         pytest.importorskip("rabitqlib")
     index = annbin.BinaryEmbeddingIndex(MEMORY_SPECS[name], rotation="random" if name == "fallback" else None)
     chunk_rows, file_bytes = 2048, big_npy.stat().st_size

@@ -38,7 +38,7 @@ BINARY_OVERSAMPLE = 4
 #: are held (their floats written to the vectors file) until this many rows have arrived or a
 #: search, save or build forces the fit (``fits_first_add``). rq-hnsw's k-means sample is as large
 FIT_ROWS = 16_384
-_HELD_STAGES = ("rq-hnsw", "rq-symqg")  # fitted by their first add, which refuses nothing not checked before
+_HELD_STAGES = ("rq-hnsw", "rq-ivf", "rq-symqg")  # fitted by their first add, which refuses nothing not checked before
 
 _log = logging.getLogger("annbin")
 

@@ -39,7 +39,7 @@ from annbin._progress import elapsed_bar
 from annbin.embed.float_base import FloatIndex, FloatResult
 from annbin.index.registry import register
 
-__all__ = ["RQHNSW", "RQSymQG", "rabitqlib_available"]
+__all__ = ["RQHNSW", "RQBase", "RQSymQG", "nearest_centroid", "rabitqlib_available"]
 
 _log = logging.getLogger("annbin")
 _SAMPLE = 16_384  # rows k-means sees: the centroids only centre RaBitQ's codes, a sample is plenty
@@ -69,7 +69,7 @@ def _cpu_ok(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 
-class _RQIndex(FloatIndex):
+class RQBase(FloatIndex):
     """Shared plumbing: rabitqlib metric, score conversion, file round trip through a temp file."""
 
     exact = False
@@ -82,7 +82,7 @@ class _RQIndex(FloatIndex):
     num_threads = -1  # build threads (-1 = all cores); a search uses ``search_threads``
     search_threads = 1  # one query block per thread is the caller's choice (BinaryEmbeddingIndex)
 
-    def __init__(self, dim: int, *, metric: str = "ip", ef_search: int = 48) -> None:
+    def __init__(self, dim: int, *, metric: str = "ip", **search: int) -> None:
         # fail at construction, not at the first add; a core dependency where its wheels exist
         require("rabitqlib", package="rabitqlib", extra="peers", purpose=f"{self.variant!r}")
 
@@ -90,16 +90,17 @@ class _RQIndex(FloatIndex):
         self._index: Any = None
         self._lock = threading.Lock()  # add / remove / reset / save against each other
         self._size: tuple[int, int] | None = None  # (stored points, file bytes) of the last measure
-        self.set_search_params(ef_search=ef_search)
+        self.set_search_params(**search)
 
     def _check_search_value(self, name: str, value: Any) -> Any:
         return check_int(value, name, minimum=1)
 
     def _set_search_params(self, params: dict[str, Any]) -> None:
-        self.ef_search = params["ef_search"]
+        for name, value in params.items():
+            setattr(self, name, value)
 
     def get_search_params(self) -> dict[str, Any]:
-        return {"ef_search": self.ef_search}
+        return {name: getattr(self, name) for name in self.search_params}
 
     @property
     def ntotal(self) -> int:
@@ -182,9 +183,14 @@ class _RQIndex(FloatIndex):
     def _lib_metric(self) -> str:
         return "ip" if self.metric == "ip" else "l2"
 
+    def reset(self) -> None:
+        """Drop every vector (the next add builds a new index)."""
+        with self._lock:
+            self._index, self._size = None, None
+
 
 @register
-class RQHNSW(_RQIndex):
+class RQHNSW(RQBase):
     """HNSW over ``nbits``-bit RaBitQ codes (``rabitqlib.HnswIndex``), walked with its estimates.
 
     Parameters
@@ -252,7 +258,7 @@ class RQHNSW(_RQIndex):
         km = faiss.Kmeans(x.shape[1], clusters, niter=10, seed=self.seed)  # rabitqlib's k-means needs dim >= 64
         km.train(np.ascontiguousarray(sample))
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        ids = _nearest(x, centroids)
+        ids = nearest_centroid(x, centroids)
         index = rabitqlib.HnswIndex(self._lib_dim, n, M=self.M, ef_construction=self.ef_construction, nbits=self.nbits,
                                     metric=self._lib_metric(), random_seed=self.seed)
         index.build(x, centroids, ids, num_threads=resolve_threads(self.num_threads))
@@ -261,21 +267,21 @@ class RQHNSW(_RQIndex):
     def remove_ids(self, ids: ArrayLike) -> int:
         """Mark ``ids`` deleted (rabitqlib keeps them in the graph as waypoints); returns how
         many were newly removed. Unknown ids are ignored."""
-        sel = np.unique(np.asarray(ids, dtype=np.int64).ravel())
-        if self._index is None or sel.size == 0:
-            return 0
-        sel = sel[(sel >= 0) & (sel < int(self._index.num_stored_points))]
-        with self._lock:
-            return int(self._index.remove(sel.astype(np.uint32)))
+        return remove_lib_ids(self, ids)
 
-    def reset(self) -> None:
-        """Drop every vector (the next add builds a new graph)."""
-        with self._lock:
-            self._index, self._size = None, None
+
+def remove_lib_ids(stage: RQBase, ids: ArrayLike) -> int:
+    """``remove_ids`` of the rabitqlib indexes that have one: newly removed count, unknown ids ignored."""
+    sel = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+    if stage._index is None or sel.size == 0:
+        return 0
+    sel = sel[(sel >= 0) & (sel < int(stage._index.num_stored_points))]
+    with stage._lock:
+        return int(stage._index.remove(sel.astype(np.uint32)))
 
 
 @register
-class RQSymQG(_RQIndex):
+class RQSymQG(RQBase):
     """SymphonyQG graph (``rabitqlib.SymqgIndex``): RaBitQ codes laid out beside each node's
     neighbours, so a hop reads one block. The fastest graph measured here, at about 2x the
     floats' RAM. Built once, from the first ``add`` (a second ``add`` raises ``ValueError``;
@@ -338,13 +344,9 @@ class RQSymQG(_RQIndex):
             dist = np.pad(dist, pad, constant_values=np.inf if self.metric == "l2" else 2.0)  # ip: 1 - dist = -1
         return ids, dist
 
-    def reset(self) -> None:
-        """Drop every vector (the next add builds a new graph)."""
-        with self._lock:
-            self._index, self._size = None, None
 
 
-def _nearest(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.uint32]:
+def nearest_centroid(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.uint32]:
     """Index of the nearest centroid (L2) of each row, in blocks (an (n, clusters) matrix at most
     64k rows at a time)."""
     out = np.empty(x.shape[0], np.uint32)

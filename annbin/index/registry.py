@@ -40,6 +40,7 @@ BUILTIN_MODULES = (
     "annbin.embed.floats",
     "annbin.embed.rabitq",
     "annbin.embed.rqlib",
+    "annbin.embed.rqivf",
 )
 #: spec forms around an index, and the module that registers each when imported
 PREFIX_MODULES = {grammar.SHARDED: "annbin.distributed"}
