@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-K, GT_K = 10, 100
+K = 10
 
 
 def parse_n(text: str) -> int:
@@ -46,55 +46,14 @@ def dataset_dir(name: str) -> Path:
 
     path = built_dir() / name
     if not (path / "meta.json").is_file():
-        sys.exit(f"{name} is not built: python datasets/build_{name}.py --out {path} (see datasets/README.md)")
+        sys.exit(f"{name} is not built: annbin datasets build {name} (see datasets/README.md)")
     return path
 
 
 def read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
-    """Rows ``lo:hi`` of a 2-D ``.npy`` as float32, by plain reads (no memory map)."""
-    with path.open("rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-        start = f.tell()
-        f.seek(start + lo * shape[1] * dtype.itemsize)
-        out = np.fromfile(f, dtype=dtype, count=(hi - lo) * shape[1]).reshape(hi - lo, shape[1])
-    return out.astype(np.float32)
+    from annbin.bench.formats import read_npy_rows
 
-
-# ------------------------------------------------------------------------------- ground truth
-
-def ground_truth(ds: Path, sizes: list[int]) -> dict[int, np.ndarray]:
-    """Exact inner-product top-``GT_K`` ids of the queries in every prefix, cached per prefix."""
-    import faiss
-    from tqdm.auto import tqdm
-
-    from annbin.bench.groundtruth import cache_dir, read_cached, write_cached
-
-    meta = json.loads((ds / "meta.json").read_text())
-    queries = np.load(ds / "queries.npy").astype(np.float32)
-    fingerprint = meta["sha256"]["base.npy"]
-    paths = {n: cache_dir() / "groundtruth" / f"scale_{ds.name}_{n}.npz" for n in sizes}
-    found = {n: read_cached(paths[n], fingerprint=f"{fingerprint}:{n}", metric="ip", n=n, nq=len(queries), k=GT_K) for n in sizes}
-    out = {n: hit[1] for n, hit in found.items() if hit is not None}
-    todo = sorted(n for n in sizes if n not in out)
-    if not todo:
-        return out
-    D = np.full((len(queries), GT_K), -np.inf, np.float32)
-    I = np.full((len(queries), GT_K), -1, np.int64)
-    block = 100_000
-    with tqdm(total=todo[-1], desc=f"ground truth ({todo[-1]:,} x {len(queries):,}, exact ip)", unit=" rows", unit_scale=True) as bar:
-        for lo in range(0, todo[-1], block):
-            hi = min(lo + block, todo[-1])
-            d, i = faiss.knn(queries, read_rows(ds / "base.npy", lo, hi), GT_K, metric=faiss.METRIC_INNER_PRODUCT)
-            d, i = np.hstack([D, d]), np.hstack([I, i + lo])
-            top = np.argsort(-d, axis=1, kind="stable")[:, :GT_K]
-            D, I = np.take_along_axis(d, top, 1), np.take_along_axis(i, top, 1)
-            bar.update(hi - lo)
-            if hi in todo:
-                write_cached(paths[hi], D, I, fingerprint=f"{fingerprint}:{hi}", metric="ip")
-                out[hi] = I.copy()
-    return out
+    return read_npy_rows(path, lo, hi)
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -106,6 +65,10 @@ def rss_now() -> dict[str, int]:
             key, value = line.split(":")
             fields[key] = int(value.split()[0]) * 1024
     return fields
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -199,12 +162,12 @@ def run_annbin(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) ->
 def run_hnswlib(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) -> dict[str, Any]:
     import hnswlib
 
-    queries = np.load(ds / "queries.npy").astype(np.float32)
+    queries = unit(np.load(ds / "queries.npy").astype(np.float32))  # "ip" on unit rows: the cosine annbin ranks by
     before = rss_now()["RssAnon"]
     index = hnswlib.Index(space="ip", dim=queries.shape[1])
     index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction, random_seed=0)
     index.set_num_threads(args.threads if args.threads > 0 else os.cpu_count() or 1)
-    build_s = add_all(lambda rows, at=[0]: (index.add_items(rows, np.arange(at[0], at[0] + len(rows))),
+    build_s = add_all(lambda rows, at=[0]: (index.add_items(unit(rows), np.arange(at[0], at[0] + len(rows))),
                                            at.__setitem__(0, at[0] + len(rows))), ds, n, args.chunk)
     row: dict[str, Any] = {"method": "hnswlib", "spec": f"M={args.M},ef_construction={args.ef_construction}",
                            "build_s": round(build_s, 1), "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -226,10 +189,14 @@ def run_hnswlib(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) -
 # ------------------------------------------------------------------------------- driver
 
 def child(args: argparse.Namespace) -> None:
+    from annbin.bench.datasets import prefix_truth
+
     ds = dataset_dir(args.dataset)
-    truth = ground_truth(ds, [args.n])[args.n]
+    truth = prefix_truth(args.dataset, [args.n])[args.n]
     run = run_annbin if args.child == "annbin" else run_hnswlib
-    row = {"kind": "scale", "dataset": args.dataset, "n": args.n, "threads": args.threads, **run(args, ds, args.n, truth)}
+    label = f"annbin {args.spec.replace('{nlist}', '4 sqrt(N)') or 'default'}" if args.child == "annbin" else "hnswlib"
+    row = {"kind": "scale", "dataset": args.dataset, "n": args.n, "threads": args.threads, "label": label,
+           **run(args, ds, args.n, truth)}
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -258,7 +225,9 @@ def main() -> None:
         return child(args)
     sizes = [parse_n(s) for s in args.sizes.split(",")]
     hnsw_sizes = [parse_n(s) for s in args.hnswlib_sizes.split(",") if s]
-    ground_truth(dataset_dir(args.dataset), sizes)  # one pass for every prefix, before any child
+    from annbin.bench.datasets import prefix_truth
+
+    prefix_truth(args.dataset, sizes, progress=True)  # one pass for every prefix, before any child
     args.out.parent.mkdir(parents=True, exist_ok=True)
     passthrough = [f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
                    if name not in ("sizes", "hnswlib_sizes", "methods", "child", "n", "out") and value is not None]

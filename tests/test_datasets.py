@@ -545,6 +545,88 @@ def test_cli_lists_and_refuses_unbuildable_recipe(tmp_path, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1
 
 
+# ---------------------------------------------------------------- sets read in prefixes (m2v_mpnet_10m)
+
+def test_read_npy_rows_reads_a_block_without_loading_the_file(tmp_path):
+    from annbin.bench.formats import read_npy_rows
+
+    x = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    got = read_npy_rows(tmp_path / "x.npy", 12, 31)
+    assert got.dtype == np.float32 and np.array_equal(got, x[12:31].astype(np.float32))
+    assert read_npy_rows(tmp_path / "x.npy", 50, 50).shape == (0, 7)
+    with pytest.raises(ValueError, match="rows 40:60"):
+        read_npy_rows(tmp_path / "x.npy", 40, 60)
+    raw = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-30])
+    with pytest.raises(ValueError, match="truncated"):
+        read_npy_rows(tmp_path / "cut.npy", 0, 50)
+    np.save(tmp_path / "one.npy", np.arange(5.0))
+    with pytest.raises(ValueError, match="2-D"):
+        read_npy_rows(tmp_path / "one.npy", 0, 1)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_prefix_knn_equals_exact_search_of_each_prefix(tmp_path, metric):
+    from annbin.bench.groundtruth import prefix_knn
+
+    rng = np.random.default_rng(1)
+    base, queries = rng.standard_normal((300, 12)).astype(np.float32), rng.standard_normal((9, 12)).astype(np.float32)
+    np.save(tmp_path / "b.npy", base)
+    seen = []
+    out = prefix_knn(tmp_path / "b.npy", queries, [40, 130, 300], 20, metric, block=64,
+                     done=lambda n, D, I: seen.append(n))
+    assert seen == [40, 130, 300]  # a block never crosses a prefix's end, so each is exact as it ends
+    for n, (D, I) in out.items():
+        want_D, want_I = brute_force(base[:n], queries, 20, metric)
+        np.testing.assert_array_equal(I, want_I)
+        np.testing.assert_allclose(D, want_D, rtol=1e-5, atol=1e-5)
+
+
+def _prefix_recipe(tmp_path, monkeypatch):
+    recipe = _fake_recipe(tmp_path, monkeypatch)
+    prefixed = Recipe(**{**recipe.__dict__, "prefixes": (50, 200)})
+    monkeypatch.setitem(RECIPES, "fake_tiny", prefixed)
+    return prefixed
+
+
+def test_a_prefix_recipe_is_never_loaded_whole_and_its_truth_is_cached(tmp_path, monkeypatch):
+    from annbin.bench import datasets as datasets_module
+    from annbin.bench.datasets import prefix_truth
+
+    _prefix_recipe(tmp_path, monkeypatch)
+    info = build_dataset("fake_tiny", k=10)
+    assert info["built"] and info["gt_source"] == "prefixes" and info["n"] == 200
+    with pytest.raises(ValueError, match="too big to load at once"):
+        get_dataset("fake_tiny")
+    folder = built_dir() / "fake_tiny"
+    base = np.load(folder / "base.npy").astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)  # a "normalized" set is ranked on unit rows
+    queries = np.load(folder / "queries.npy").astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = prefix_truth("fake_tiny", k=10)
+    for n in (50, 200):
+        np.testing.assert_array_equal(truth[n], brute_force(base[:n], queries, 10, "ip")[1])
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("recomputed a cached prefix")
+
+    monkeypatch.setattr(datasets_module, "prefix_knn", no_pass)
+    again = prefix_truth("fake_tiny", [50], k=10)
+    np.testing.assert_array_equal(again[50], truth[50])
+
+
+def test_a_prefix_recipe_with_a_corrupted_base_is_refused(tmp_path, monkeypatch):
+    _prefix_recipe(tmp_path, monkeypatch)
+    build_dataset("fake_tiny", k=5)
+    base = built_dir() / "fake_tiny" / "base.npy"
+    raw = bytearray(base.read_bytes())
+    raw[-1] ^= 0xFF
+    base.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="does not match meta.json"):
+        build_dataset("fake_tiny", k=5)
+
+
 # ---------------------------------------------------------------- the m2v_mpnet_500k build script's helpers
 
 @pytest.fixture(scope="module")

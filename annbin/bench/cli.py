@@ -149,13 +149,15 @@ def bench(dataset: str | None, indexes: tuple[str, ...], k: int | None, oversamp
 @click.option("--recall", type=click.Choice(["float", "hamming"]), default="float", help="Which recall the plot's x axis shows.")
 @_one_line_errors
 def report(results: str, markdown: bool, plot_path: str | None, html_path: str | None, recall: str) -> None:
-    """Tables, plots and an HTML report from a results.jsonl written by `annbin bench --out` / `annbin tune --out`."""
+    """Tables, plots and an HTML report from a results.jsonl written by `annbin bench --out` / `annbin tune --out`
+    (or by benchmarks/scale.py: figures against N)."""
     import json
 
     from rich.console import Console
 
     from annbin.bench.report import check_plotting, html_report, markdown_table, plot_recall_qps, results_table
     from annbin.bench.rows import read_rows
+    from annbin.bench.scale_report import is_scale_rows, scale_html, scale_markdown, scale_plot
 
     if plot_path:
         check_plotting()
@@ -165,6 +167,13 @@ def report(results: str, markdown: bool, plot_path: str | None, html_path: str |
         raise ValueError(f"{results!r} is not JSON Lines: {exc}") from None
     if not rows:
         raise ValueError(f"{results!r} holds no result rows")
+    if all(isinstance(row, dict) for row in rows) and is_scale_rows(rows):  # benchmarks/scale.py: figures against N
+        click.echo(scale_markdown(rows))
+        if plot_path:
+            click.echo(f"plot written to {scale_plot(rows, plot_path)}", err=True)
+        if html_path:
+            click.echo(f"HTML report written to {scale_html(rows, html_path, source=Path(results).name)}", err=True)
+        return
     if not all(isinstance(row, dict) and {"index", "qps"} <= set(row) for row in rows):
         raise ValueError(f"{results!r} holds lines that are not result rows (each needs at least 'index' and 'qps')")
     if markdown:

@@ -16,13 +16,13 @@ from numpy.typing import NDArray
 from annbin.bench import formats as _formats
 from annbin.bench.dataset_base import GT_MIN_K, ArrayDataset, Dataset
 from annbin.bench.formats import PathLike
-from annbin.bench.groundtruth import cache_dir, float_knn
+from annbin.bench.groundtruth import cache_dir, float_knn, prefix_knn, read_cached, write_cached
 from annbin.bench.recipes import RECIPES, Recipe, built_dir, is_built, run_recipe, sha256_file
 
 __all__ = [
     "DEFAULT_DATASET", "RECIPES", "ArrayDataset", "Dataset", "HDF5Dataset", "NpyDataset", "Recipe",
     "ShippedDataset", "SyntheticDataset", "VecsDataset", "build_dataset", "built_dir", "cache_dir",
-    "data_dir", "float_knn", "get_dataset", "list_datasets",
+    "data_dir", "float_knn", "get_dataset", "list_datasets", "prefix_truth",
 ]
 
 DEFAULT_DATASET = "minilm_wordnet"
@@ -250,6 +250,10 @@ def get_dataset(name_or_path: str | PathLike, **opts: Any) -> Dataset:
         if not is_built(key, root):
             raise ValueError(f"dataset {key!r} is not built (no {str(root / key / 'meta.json')!r}): "
                              f"run `annbin datasets build {key}`")
+        recipe = RECIPES[key]
+        if recipe.prefixes:
+            raise ValueError(f"dataset {key!r} holds {recipe.n:,} x {recipe.dim} vectors ({recipe.n * recipe.dim * 4 / 1e9:.0f} GB "
+                             "as float32): too big to load at once; it is read in blocks (prefix_truth, benchmarks/scale.py)")
         return ShippedDataset(key, root=root, **opts).load()
     if key in _shipped_names(opts.get("root")) or key == DEFAULT_DATASET:  # absent: say where we looked
         return ShippedDataset(key, **opts).load()
@@ -299,6 +303,14 @@ def build_dataset(name: str, *, k: int = GT_MIN_K, progress: bool = False, pytho
     if name in RECIPES and (rebuild or not is_built(name, opts.get("root"))):
         run_recipe(name, python=python, root=opts.get("root"))
         built = True
+    if name in RECIPES and RECIPES[name].prefixes:  # never loaded at once: verified and read in blocks
+        recipe, root = RECIPES[name], built_dir(opts.get("root"))
+        shipped = ShippedDataset(name, root=root)
+        shipped.verify(progress=progress)
+        prefix_truth(name, k=k, progress=progress, root=opts.get("root"))
+        return {"name": name, "n": recipe.n, "nq": recipe.nq, "dim": recipe.dim, "metric": recipe.metric,
+                "description": shipped.description, "k": k, "gt_source": "prefixes", "built": built,
+                "cache": str(_prefix_cache(name, recipe.n, k))}
     ds = get_dataset(name, **opts)
     if isinstance(ds, ShippedDataset):
         ds.verify(progress=progress)
@@ -306,3 +318,35 @@ def build_dataset(name: str, *, k: int = GT_MIN_K, progress: bool = False, pytho
     ds.get_groundtruth(k, progress=progress)
     return {**ds.info(), "k": k, "gt_source": ds.gt_source, "built": built,
             "cache": None if ds.gt_source == "file" else str(ds.groundtruth_cache_path(k))}
+
+
+def _prefix_cache(name: str, n: int, k: int) -> Path:
+    return cache_dir() / "groundtruth" / f"prefix-{name}-{n}-k{k}.npz"
+
+
+def prefix_truth(name: str, sizes: list[int] | None = None, *, k: int = GT_MIN_K, progress: bool = False,
+                 root: PathLike | None = None) -> dict[int, NDArray[np.int64]]:
+    """Exact float top-``k`` ids ``(nq, k)`` of a built prefix recipe's queries in the first ``n``
+    base rows, for each ``n`` of ``sizes`` (default: the recipe's ``prefixes``): read from the
+    cache, else computed for all missing prefixes in one blockwise pass (``prefix_knn``) and cached."""
+    recipe = RECIPES[name]
+    folder = built_dir(root) / name
+    shipped = ShippedDataset(name, root=built_dir(root))  # reads meta.json only
+    fingerprint = f"{shipped.meta['sha256']['base.npy']}:{shipped.meta['sha256']['queries.npy']}"
+    queries = _formats.as_vectors(_formats.read_npy(shipped.files["queries"]), f"{name}: queries")
+    if shipped.normalize:
+        queries = _formats.normalize_rows(queries, f"{name}: queries")
+    wanted = sorted(set(sizes or recipe.prefixes))
+    out: dict[int, NDArray[np.int64]] = {}
+    for n in wanted:
+        hit = read_cached(_prefix_cache(name, n, k), fingerprint=f"{fingerprint}:{n}", metric=recipe.metric, n=n, nq=len(queries), k=k)
+        if hit is not None:
+            out[n] = hit[1]
+    missing = [n for n in wanted if n not in out]
+    if missing:
+        def keep(n: int, D: NDArray[np.float32], I: NDArray[np.int64]) -> None:
+            write_cached(_prefix_cache(name, n, k), D, I, fingerprint=f"{fingerprint}:{n}", metric=recipe.metric)
+            out[n] = I
+        prefix_knn(folder / shipped.meta["files"]["base"], queries, missing, k, recipe.metric,
+                   normalize=shipped.normalize, progress=progress, done=keep)
+    return out

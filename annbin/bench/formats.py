@@ -23,7 +23,7 @@ from annbin._checks import InputTypeError
 
 __all__ = [
     "VECS_DTYPES", "as_vectors", "normalize_rows", "read_bvecs", "read_fvecs", "read_hdf5",
-    "read_ivecs", "read_npy", "read_vecs", "split_queries", "write_bvecs", "write_fvecs", "write_ivecs",
+    "read_ivecs", "read_npy", "read_npy_rows", "read_vecs", "split_queries", "write_bvecs", "write_fvecs", "write_ivecs",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -134,6 +134,26 @@ def read_npy(path: PathLike) -> NDArray[Any]:
     if x.dtype.kind not in "fiu":
         raise ValueError(f"{str(p)!r} must hold numbers, got dtype {x.dtype}")
     return x
+
+
+def read_npy_rows(path: PathLike, lo: int, hi: int) -> NDArray[np.float32]:
+    """Rows ``lo:hi`` of a 2-D numeric ``.npy`` file as float32, by plain reads: no memory map, so
+    a file bigger than RAM is read a block at a time and never counts in this process's RSS."""
+    p = _existing(path)
+    with p.open("rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except ValueError as exc:
+            raise ValueError(f"{str(p)!r} is not a readable .npy file: {exc}") from None
+        if len(shape) != 2 or fortran or dtype.kind not in "fiu" or not 0 <= lo <= hi <= shape[0]:
+            raise ValueError(f"{str(p)!r}: rows {lo}:{hi} of a C-order 2-D numeric array, got {dtype} {shape}")
+        f.seek(f.tell() + lo * shape[1] * dtype.itemsize)
+        x = np.fromfile(f, dtype=dtype, count=(hi - lo) * shape[1])
+    if x.size != (hi - lo) * shape[1]:
+        raise ValueError(f"{str(p)!r} is truncated: rows {lo}:{hi} of {shape} are not all there")
+    return x.reshape(hi - lo, shape[1]).astype(np.float32, copy=False)
 
 
 def read_hdf5(path: PathLike) -> dict[str, Any]:

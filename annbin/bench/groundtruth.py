@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from annbin._measure import float_knn
 
-__all__ = ["cache_dir", "float_knn", "read_cached", "scores_for_ids", "write_cached"]
+__all__ = ["cache_dir", "float_knn", "prefix_knn", "read_cached", "scores_for_ids", "write_cached"]
 
 
 
@@ -82,3 +82,46 @@ def write_cached(path: Path, D: NDArray[np.float32], I: NDArray[np.int64], *, fi
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         warnings.warn(f"could not write ground-truth cache {str(path)!r}: {exc}", stacklevel=3)
+
+
+def prefix_knn(base: Path, queries: NDArray[np.float32], sizes: list[int], k: int, metric: str, *,
+               normalize: bool = False, block: int = 100_000, progress: bool = False, done: Any = None) -> dict[int, tuple[NDArray[np.float32], NDArray[np.int64]]]:
+    """Exact kNN of ``queries`` in the first ``n`` rows of the ``.npy`` file ``base``, for every
+    ``n`` in ``sizes``, in one blockwise pass (``block`` rows read at a time: a file bigger than
+    RAM is fine; ``normalize``: each row L2-normalized first, as a ``"cos"`` index sees it).
+    ``done(n, D, I)`` is called as each prefix completes (e.g. to cache it)."""
+    import faiss
+
+    from annbin.bench.formats import read_npy_rows
+
+    ip = metric == "ip"
+    D = np.full((queries.shape[0], k), -np.inf if ip else np.inf, np.float32)
+    I = np.full((queries.shape[0], k), -1, np.int64)
+    out, top = {}, max(sizes)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=top, desc=f"ground truth ({top:,} x {queries.shape[0]:,}, exact {metric})", unit=" rows", unit_scale=True)
+    try:
+        lo = 0
+        while lo < top:
+            hi = min(lo + block, *(n for n in sizes if n > lo))  # a block never crosses a prefix's end
+            rows = read_npy_rows(base, lo, hi)
+            if normalize:
+                rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            d, i = faiss.knn(queries, rows, min(k, hi - lo),
+                             metric=faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+            d, i = np.hstack([D, d]), np.hstack([I, np.where(i >= 0, i + lo, -1)])
+            best = np.argsort(-d if ip else d, axis=1, kind="stable")[:, :k]
+            D, I = np.take_along_axis(d, best, 1), np.take_along_axis(i, best, 1)
+            if bar is not None:
+                bar.update(hi - lo)
+            if hi in sizes:
+                out[hi] = (D.copy(), I.copy())
+                if done is not None:
+                    done(hi, out[hi][0], out[hi][1])
+            lo = hi
+    finally:
+        if bar is not None:
+            bar.close()
+    return out

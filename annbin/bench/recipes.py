@@ -36,6 +36,9 @@ class Recipe:
     nq: int
     dim: int
     metric: str = "ip"
+    #: set for a set too big to load at once: it is read in blocks, with exact ground truth for
+    #: each of these prefixes of its base (``annbin.bench.datasets.prefix_truth``)
+    prefixes: tuple[int, ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {
@@ -50,6 +53,15 @@ RECIPES: dict[str, Recipe] = {
         description="model2vec static embeddings (distilled from all-mpnet-base-v2) of 501k English "
                     "sentences: GCIDE + WordNet definitions, Python/PostgreSQL/Perl docs",
         n=500_000, nq=1_000, dim=768),
+    "m2v_mpnet_10m": Recipe(
+        name="m2v_mpnet_10m",
+        script="build_m2v_mpnet_10m.py",
+        modules=("model2vec", "torch", "tqdm"),
+        install="build m2v_mpnet_500k first (its venv, model and sentences: datasets/README.md), then "
+                "python datasets/build_dedup_texts.py",
+        description="the model of m2v_mpnet_500k over 10M distinct windows of 1-19 consecutive sentences "
+                    "of the same corpus (overlapping chunks), float16",
+        n=10_000_000, nq=1_000, dim=768, prefixes=(100_000, 1_000_000, 3_000_000, 10_000_000)),
 }
 
 

@@ -221,7 +221,7 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return sorted(best)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """``matplotlib.pyplot`` drawing off-screen (Agg); ``MissingExtraError`` naming ``annbin[plot]``
     when matplotlib is not installed."""
     require("matplotlib", package="matplotlib", extra="plot", purpose="plotting").use("Agg")
@@ -230,12 +230,12 @@ def _pyplot() -> Any:
 
 def check_plotting() -> None:
     """``MissingExtraError`` now if plots cannot be drawn, before a long run that would end in one."""
-    _pyplot()
+    pyplot()
 
 
 def _figure(rows: list[dict[str, Any]], recall_key: str) -> Any:
     """The recall (x) vs queries/s (y, log) figure: a Pareto frontier per method, all points faint."""
-    plt = _pyplot()
+    plt = pyplot()
 
     groups: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
@@ -263,7 +263,7 @@ def plot_recall_qps(rows: list[dict[str, Any]], path: str | Path, *, recall_key:
     Needs matplotlib (``pip install 'annbin[plot]'``), else ``annbin._extras.MissingExtraError``
     (an ``ImportError``) says so in one line.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig = _figure(rows, recall_key)
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -289,7 +289,7 @@ DATASET_KEYS = ("dataset", "n", "nq", "dim", "metric", "k", "threads")
 
 def _png_base64(rows: list[dict[str, Any]], recall_key: str) -> str | None:
     try:
-        plt = _pyplot()
+        plt = pyplot()
     except ImportError:  # plotting is optional: the report keeps its tables
         return None
     fig = _figure(rows, recall_key)
