@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def _figure(rows: list[dict[str, Any]]) -> Any:
     from annbin.bench.report import pyplot
 
     plt = pyplot()
-    panels = [
+    Get = Callable[[dict[str, Any]], Any]
+    panels: list[tuple[str, Get]] = [
         ("build µs a vector", lambda r: r["build_s"] / r["n"] * 1e6),
         ("RAM GiB (index; dashed: hnswlib projected)", lambda r: r.get("memory_bytes", 0) / _GIB),
         ("peak RSS GiB (build)", lambda r: r.get("peak_rss_bytes", 0) / _GIB),
@@ -105,7 +107,7 @@ def _figure(rows: list[dict[str, Any]]) -> Any:
         ("queries/s, 1 thread (tuned; dotted: default)", lambda r: (r.get("tuned") or {}).get("qps")),
         ("p99 ms single query (solid warm, dashed cold)", lambda r: ((r.get("tuned") or {}).get("warm") or {}).get("p99_ms")),
     ]
-    extra = {3: lambda r: (r.get("default") or {}).get("recall"), 4: lambda r: (r.get("default") or {}).get("qps"),
+    extra: dict[int, Get] = {3: lambda r: (r.get("default") or {}).get("recall"), 4: lambda r: (r.get("default") or {}).get("qps"),
              5: lambda r: ((r.get("tuned") or {}).get("cold") or {}).get("p99_ms")}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for i, (ax, (title, get)) in enumerate(zip(axes.ravel(), panels)):
