@@ -174,7 +174,7 @@ def run_hnswlib(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) -
                            "memory_bytes": rss_now()["RssAnon"] - before}
     index.set_num_threads(1)
     sweep = []
-    for ef in (16, 32, 64, 128, 256, 512):
+    for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
         index.set_ef(ef)
         search = lambda q: index.knn_query(q, K)[0].astype(np.int64)  # noqa: E731
         qps, ids = batch_qps(search, queries)

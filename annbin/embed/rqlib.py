@@ -347,11 +347,13 @@ class RQSymQG(RQBase):
 
 
 def nearest_centroid(x: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.uint32]:
-    """Index of the nearest centroid (L2) of each row, in blocks (an (n, clusters) matrix at most
-    64k rows at a time)."""
+    """Index of the nearest centroid (L2) of each row, in blocks whose (rows, clusters) score
+    matrix stays near 64 MiB, whatever the number of centroids."""
     out = np.empty(x.shape[0], np.uint32)
     half = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
-    for lo in range(0, x.shape[0], 1 << 16):
-        out[lo:lo + (1 << 16)] = np.argmax(x[lo:lo + (1 << 16)] @ centroids.T - half, axis=1)
+    step = max(256, (1 << 24) // max(1, centroids.shape[0]))
+    for lo in range(0, x.shape[0], step):
+        scores = x[lo:lo + step] @ centroids.T
+        scores -= half
+        out[lo:lo + step] = np.argmax(scores, axis=1)
     return out
-
