@@ -88,21 +88,37 @@ def test_embedding_index_rescores_it_and_removes_ids(data):
     assert not np.isin(index.search(q, 10)[1], gone).any()
 
 
-def test_save_load_gives_the_same_answers(data, tmp_path):
+@pytest.mark.parametrize("route, fast", [("hnsw", "true"), ("flat", "false")])
+def test_save_load_gives_the_same_answers(data, tmp_path, route, fast):
+    """The graph route keeps rabitqlib's centroid graph in a sidecar file: it travels as an array
+    of annbin's file (``rabitqlib.hnsw``), under the file's checksum."""
+    from annbin._io import read_index_file
+
     x, q, _ = data
-    index = annbin.BinaryEmbeddingIndex("rq-ivf:nlist=24,nbits=3,nprobe=6")
+    index = annbin.BinaryEmbeddingIndex(f"rq-ivf:nlist=24,nbits=3,route={route},fast={fast},nprobe=6")
     index.add(x)
     index.save(tmp_path / "i")
+    _, arrays = read_index_file(tmp_path / "i" / "index.annbin")
+    assert ("rabitqlib.hnsw" in arrays) == (route == "hnsw")
     back = annbin.load(tmp_path / "i")
-    assert back.spec == index.spec and back.index.nlist == 24 and back.index.get_search_params() == {"nprobe": 6}
+    assert back.spec == index.spec and back.index.get_params() == index.index.get_params()
+    assert back.index.nlist == 24 and back.index.get_search_params() == {"nprobe": 6}
     for a, b in zip(index.search(q, 10), back.search(q, 10)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fast_quantization_and_both_routes_find_the_neighbours(data):
+    x, q, truth = data
+    full = {"nprobe": 32}
+    for spec in ("rq-ivf:nlist=32,nbits=4,route=hnsw,fast=false", "rq-ivf:nlist=32,nbits=4,route=flat,fast=true"):
+        assert _recall(_stage(spec, x).search(q, 10, params=full)[1], truth) >= 0.85, spec
 
 
 @pytest.mark.parametrize("spec, match", [
     ("rq-ivf:nbits=10", "nbits must be in 1..9"),
     ("rq-ivf:nlist=0", "nlist"),
     ("rq-ivf:nprobe=0", "nprobe"),
+    ("rq-ivf:route=ivf", "route must be 'hnsw' or 'flat'"),
 ])
 def test_bad_params(spec, match):
     with pytest.raises(ValueError, match=match):

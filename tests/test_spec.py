@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import annbin
 from annbin import spec as grammar
+from annbin.bench import peers  # noqa: F401  (registers the peer specs this file round-trips, as the harness does)
 from annbin.embed.floats import make_float_index
 from annbin.embed.rescore import RescoredIndex
 from annbin.index import registry
@@ -41,7 +42,7 @@ FLOAT_CASES = {
     "rabitq-hnsw": ["rabitq-hnsw:M=8,build=codes,ef_search=9"],
     "rq-hnsw": ["rq-hnsw:M=8,nbits=3,clusters=4,ef_search=9"],
     "rq-symqg": ["rq-symqg:max_degree=64,ef_search=9"],
-    "rq-ivf": ["rq-ivf:nlist=8,nbits=3,seed=2,nprobe=5"],
+    "rq-ivf": ["rq-ivf:nlist=8,nbits=3,route=flat,fast=false,seed=2,nprobe=5"],
     "faiss-hnsw-sq8": ["faiss-hnsw-sq8:M=8,ef=9"],
     "usearch": ["usearch:M=8,ef=9"],
     "scann": ["scann:leaves_to_search=4"],

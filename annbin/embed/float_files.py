@@ -28,9 +28,12 @@ def load_float_file(path: str | os.PathLike[str]) -> FloatIndex:
         raise ValueError(f"{str(path)!r} is not a saved float-in index (missing or unknown {exc})") from None
     except TypeError as exc:
         raise ValueError(f"{str(path)!r} has a malformed header: {exc}") from None
+    # arrays named "<payload>.<suffix>": files the library writes beside its own (rabitqlib's sidecars)
+    sidecars = {name[len(cls.payload):]: arr for name, arr in arrays.items() if name.startswith(cls.payload + ".")}
     if blob.size:
         try:
-            index._adopt_payload(blob, Path(path))  # type: ignore[attr-defined]  # each variant family defines it
+            extra = {"sidecars": sidecars} if sidecars else {}
+            index._adopt_payload(blob, Path(path), **extra)  # type: ignore[attr-defined]  # each variant family defines it
         except ValueError as exc:
             raise ValueError(f"{str(path)!r}: {exc}") from None
     if index.ntotal != ntotal:

@@ -144,7 +144,7 @@ class RQBase(FloatIndex):
         if self._size is None or self._size[0] != stored:
             with tempfile.TemporaryDirectory() as tmp:
                 self._index.save(str(Path(tmp) / "x"))
-                self._size = (stored, (Path(tmp) / "x").stat().st_size)
+                self._size = (stored, sum(f.stat().st_size for f in Path(tmp).iterdir()))  # with any sidecar
         return self._size[1]
 
     def memory_bytes(self) -> int:
@@ -156,22 +156,26 @@ class RQBase(FloatIndex):
         return int(self._file_bytes() * max(int(self._index.max_elements), stored) / stored)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically to ``path`` (annbin's format; rabitqlib's file as its bytes)."""
-        blob = np.zeros(0, np.uint8)
+        """Write atomically to ``path`` (annbin's format; rabitqlib's file as its bytes, and any
+        sidecar it writes beside it, e.g. ``IvfIndex``'s centroid graph ``.hnsw``, as one more array)."""
+        arrays = {self.payload: np.zeros(0, np.uint8)}
         with self._lock:
             if self._index is not None:
                 with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
                     self._index.save(str(Path(tmp) / "lib"))
-                    blob = np.fromfile(Path(tmp) / "lib", np.uint8)
+                    for f in Path(tmp).iterdir():  # "lib" itself and "lib.<sidecar>"
+                        arrays[self.payload + f.name[3:]] = np.fromfile(f, np.uint8)
         header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
                   "params": self.get_params(), "search_params": self.get_search_params()}
-        write_index_file(path, header, {self.payload: blob})
+        write_index_file(path, header, arrays)
 
-    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path) -> None:
+    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path, sidecars: dict[str, NDArray[np.uint8]] | None = None) -> None:
         import rabitqlib
 
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             blob.tofile(Path(tmp) / "lib")
+            for suffix, data in (sidecars or {}).items():
+                data.tofile(Path(tmp) / f"lib{suffix}")
             try:
                 index = getattr(rabitqlib, self._lib_class).load(str(Path(tmp) / "lib"))
             except (RuntimeError, ValueError) as exc:
