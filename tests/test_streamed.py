@@ -79,7 +79,12 @@ def test_seven_uneven_adds_give_what_one_add_gives(name, data):
     for lo, hi in zip(CUTS, CUTS[1:]):
         chunks.add(x[lo:hi])
     assert _held(chunks) and chunks.ntotal == N and chunks.dim == DIM and N < FIT_ROWS
-    _same_results(chunks, one, q)  # the first search fits the held rows: one add of all N
+    if name == "rq-ivf":  # rabitqlib's IvfIndex draws its rotation unseeded: two builds rank alike, not equally
+        every = {"nprobe": 64, "oversample": 10}  # every list, 10 x k rescored: both near exact
+        found, want = chunks.search(q, K, params=every)[1], one.search(q, K, params=every)[1]
+        assert np.mean([len(set(a) & set(b)) / K for a, b in zip(found, want)]) >= 0.9
+    else:
+        _same_results(chunks, one, q)  # the first search fits the held rows: one add of all N
     assert not _held(chunks) and chunks.index.ntotal == N
     for part in ("thresholds", "matrix"):
         a, b = getattr(chunks.encoder, part), getattr(one.encoder, part)

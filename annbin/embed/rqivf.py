@@ -7,6 +7,8 @@ float queries in, estimated scores out (``annbin.embed.rqlib``'s conventions); `
 The first add fits ``nlist`` spherical k-means centroids on a seeded sample of at most
 ``TRAIN_POINTS`` rows a list and builds the lists; later adds are quantized against those
 centroids, which do not move (add in big chunks: each add copies the lists it grows).
+rabitqlib's ``IvfIndex`` draws its random rotation without a seed, so two builds of the same data
+rank alike but not identically (a saved index reloads exactly).
 """
 
 from __future__ import annotations
