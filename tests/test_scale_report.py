@@ -65,3 +65,16 @@ def test_cli_report_writes_the_table_plot_and_html(tmp_path):
     page = (tmp_path / "s.html").read_text()
     assert 'id="plot-scale"' in page and "data:image/png;base64," in page and "10,000,000" in page
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched when it opens
+
+
+def test_against_hnswlib_compares_at_equal_recall_ram_and_build():
+    from annbin.bench.scale_report import against_hnswlib
+
+    lines = against_hnswlib(ROWS)
+    ten = next(line for line in lines if "at 10,000,000" in line)
+    assert "RAM 1/13.2 of hnswlib's (projected)" in ten
+    assert "build 0.20x hnswlib's time a vector (its 1,000,000)" in ten
+    assert "150 q/s at recall 0.951 = 0.25x hnswlib at 1,000,000 (ef 128: 0.952, 600 q/s)" in ten
+    hundred = next(line for line in lines if "at 100,000" in line)
+    assert "RAM 1/13.2 of hnswlib's;" in hundred  # measured at the same N: not projected
+    assert against_hnswlib([r for r in ROWS if r["method"] == "annbin"]) == []

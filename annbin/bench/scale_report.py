@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HEADER", "is_scale_rows", "projected_hnswlib_bytes", "projection_note", "scale_cells", "scale_html", "scale_markdown", "scale_plot"]
+__all__ = ["HEADER", "against_hnswlib", "is_scale_rows", "projected_hnswlib_bytes", "projection_note", "scale_cells", "scale_html", "scale_markdown", "scale_plot"]
 
 _GIB = 2 ** 30
 
@@ -86,12 +86,41 @@ def projection_note(rows: list[dict[str, Any]]) -> str | None:
             + ", ".join(f"{n:,}: {b / _GIB:.1f} GiB" for n, b in projected if b))
 
 
+def against_hnswlib(rows: list[dict[str, Any]]) -> list[str]:
+    """For each annbin row: its RAM against hnswlib's (measured or projected) at the same N, its
+    build time a vector against hnswlib's at the largest N both ran, and its tuned queries/s against
+    the fastest hnswlib ``ef`` at hnswlib's largest N whose recall is at least annbin's."""
+    hnsw = sorted((r for r in rows if r["method"] == "hnswlib"), key=lambda r: r["n"])
+    if not hnsw:
+        return []
+    top = hnsw[-1]
+    out = []
+    for r in sorted((r for r in rows if r["method"] == "annbin"), key=lambda r: r["n"]):
+        tuned = r.get("tuned") or {}
+        same = next((h for h in hnsw if h["n"] == r["n"]), None)
+        ram = (same or {}).get("memory_bytes") or projected_hnswlib_bytes(rows, r["n"])
+        parts = [f"{r.get('label') or 'annbin'} at {r['n']:,}: RAM 1/{ram / r['memory_bytes']:.1f} of hnswlib's"
+                 + ("" if same else " (projected)")]
+        build = max((h for h in hnsw if h["n"] <= r["n"]), key=lambda h: h["n"], default=None)
+        if build is not None:
+            parts.append(f"build {r['build_s'] / r['n'] / (build['build_s'] / build['n']):.2f}x hnswlib's time a vector (its {build['n']:,})")
+        if tuned.get("recall") is not None:
+            fast = [s for s in top.get("sweep", []) if s["recall"] >= tuned["recall"]]
+            best = max(fast, key=lambda s: s["qps"], default=None)
+            parts.append(f"{tuned['qps']:,.0f} q/s at recall {tuned['recall']:.3f} = "
+                         + (f"{tuned['qps'] / best['qps']:.2f}x hnswlib at {top['n']:,} (ef {best['ef']}: {best['recall']:.3f}, {best['qps']:,.0f} q/s)"
+                            if best else f"hnswlib at {top['n']:,} never reached that recall"))
+        out.append("; ".join(parts))
+    return out
+
+
 def scale_markdown(rows: list[dict[str, Any]]) -> str:
-    """The table in Markdown, and the projection note under it."""
+    """The table in Markdown, the projection note and the comparison with hnswlib under it."""
     out = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cells) + " |" for cells in scale_cells(rows)]
     note = projection_note(rows)
-    return "\n".join(out + ([f"\n{note}"] if note else []))
+    lines = against_hnswlib(rows)
+    return "\n".join(out + ([f"\n{note}"] if note else []) + (["", *(f"- {line}" for line in lines)] if lines else []))
 
 
 def _figure(rows: list[dict[str, Any]]) -> Any:
@@ -160,6 +189,7 @@ def scale_html(rows: list[dict[str, Any]], path: str | Path, *, source: str | No
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in scale_cells(rows))
     note = projection_note(rows)
     table = f"<table><tr>{head}</tr>{body}</table>" + (f"<p>{html.escape(note)}</p>" if note else "")
+    table += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in against_hnswlib(rows)) + "</ul>"
     names = ", ".join(sorted({str(r.get("dataset")) for r in rows}))
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>annbin scale: {html.escape(names)}</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1500px;padding:0 1em}"
