@@ -58,6 +58,12 @@ def read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- measuring
 
+def default_nlist(n: int) -> int:
+    from annbin.embed.rqivf import MAX_NLIST
+
+    return min(MAX_NLIST, round(4 * n ** 0.5))
+
+
 def rss_now() -> dict[str, int]:
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -127,7 +133,7 @@ def run_annbin(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) ->
     queries = np.load(ds / "queries.npy").astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
     try:
-        spec = args.spec.format(nlist=round(4 * n ** 0.5)) or None
+        spec = args.spec.format(nlist=default_nlist(n)) or None
         index = annbin.BinaryEmbeddingIndex(spec, store_vectors=work / "build.npy", store_dtype=args.store_dtype,
                                             threads=args.threads)
         build_s = add_all(index.add, ds, n, args.chunk)
@@ -194,7 +200,7 @@ def child(args: argparse.Namespace) -> None:
     ds = dataset_dir(args.dataset)
     truth = prefix_truth(args.dataset, [args.n])[args.n]
     run = run_annbin if args.child == "annbin" else run_hnswlib
-    label = f"annbin {args.spec.replace('{nlist}', '4 sqrt(N)') or 'default'}" if args.child == "annbin" else "hnswlib"
+    label = f"annbin {args.spec.replace('{nlist}', 'min(4 sqrt(N), 4096)') or 'default'}" if args.child == "annbin" else "hnswlib"
     row = {"kind": "scale", "dataset": args.dataset, "n": args.n, "threads": args.threads, "label": label,
            **run(args, ds, args.n, truth)}
     print("ROW " + json.dumps(row), flush=True)
@@ -206,7 +212,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100k,1M,3M,10M")
     ap.add_argument("--hnswlib-sizes", default="100k,1M", help="sizes hnswlib runs at (the others: projected RAM)")
     ap.add_argument("--spec", default="rq-ivf:nlist={nlist}",
-                    help="annbin first stage ('' = the no-argument default); {nlist} becomes 4 sqrt(N)")
+                    help="annbin first stage ('' = the no-argument default); {nlist} becomes 4 sqrt(N), at most 4,096")
     ap.add_argument("--methods", default="annbin,hnswlib")
     ap.add_argument("--store-dtype", default="float16")
     ap.add_argument("--threads", type=int, default=2, help="build threads (searches use one)")

@@ -27,13 +27,16 @@ from annbin.embed.float_base import FloatResult
 from annbin.embed.rqlib import RQBase, nearest_centroid, remove_lib_ids
 from annbin.index.registry import register
 
-__all__ = ["RQIVF", "TRAIN_POINTS"]
+__all__ = ["MAX_NLIST", "RQIVF", "TRAIN_POINTS"]
 
 #: k-means sample rows a list: the centroids only route vectors to lists, so fewer than faiss's
 #: usual 39-256 a list suffice, and k-means time grows with sample x nlist
 TRAIN_POINTS = 16
 _PROGRESS_ROWS = 100_000
-_BUILD_ROWS = 1 << 16  # rows of the first add routed by an exact centroid scan
+_BUILD_ROWS = 1 << 16  # rabitqlib builds from this many rows, then grows by adds
+#: the default nlist's ceiling: every added vector and every query scans the centroids, so past
+#: this the scan outgrows the lists' saving (benchmarks/RESULTS.md, ``scale``)
+MAX_NLIST = 4096
 
 
 @register
@@ -47,7 +50,8 @@ class RQIVF(RQBase):
     metric : {"ip", "l2"}
         ``"ip"`` (default) or ``"l2"``; scores are estimates.
     nlist : int or None
-        Build parameter: inverted lists, >= 1 (default None: ``4 * sqrt(n)`` of the first add).
+        Build parameter: inverted lists, >= 1 (default None: ``4 * sqrt(n)`` of the first add, at
+        most ``MAX_NLIST``).
         Give it for a streamed build: the first add alone cannot tell how big the index will grow.
     nbits : int
         Build parameter: bits a dimension of the codes, 1..9 (default 2: at 500k x 768 faster than 4 bits
@@ -82,6 +86,7 @@ class RQIVF(RQBase):
         if not isinstance(fast, (bool, np.bool_)):
             raise InputTypeError(f"fast must be a bool, got {type(fast).__name__}")
         self.route, self.fast = route, bool(fast)
+        self._centroids: NDArray[np.float32] | None = None  # kept to route adds (saved beside rabitqlib's file)
         self.seed = check_int(seed, "seed", minimum=0)
         self.progress: bool | None = None  # None: a bar for adds of _PROGRESS_ROWS rows or more
 
@@ -95,13 +100,19 @@ class RQIVF(RQBase):
             if self._index is None:
                 self._index = self._build(x)
             else:
-                self._index.add(x, num_threads=resolve_threads(self.num_threads), fast_quantization=self.fast)
+                self._route_add(x)
+
+    def _route_add(self, x: NDArray[np.float32]) -> None:
+        """Add rows to their nearest lists: routed here by a blocked matrix product (BLAS) where
+        the centroids are known, which is faster than rabitqlib's own routing of an add."""
+        ids = None if self._centroids is None or self.route != "flat" else nearest_centroid(x, self._centroids)
+        self._index.add(x, cluster_ids=ids, num_threads=resolve_threads(self.num_threads), fast_quantization=self.fast)
 
     def _build(self, x: NDArray[np.float32]) -> Any:
         import rabitqlib
 
         n = x.shape[0]
-        nlist = self.nlist or max(1, int(round(4 * math.sqrt(n))))
+        nlist = self.nlist or max(1, min(MAX_NLIST, int(round(4 * math.sqrt(n)))))
         if n < nlist:
             raise ValueError(f"rq-ivf fits its centroids on its first add: it needs at least nlist={nlist} vectors, "
                              f"got {n}; add more at once or lower nlist")
@@ -110,16 +121,14 @@ class RQIVF(RQBase):
                           min_points_per_centroid=1)
         km.train(sample)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        # the first rows are routed here, the rest by rabitqlib's add (a graph over the centroids:
-        # an exact scan of every centroid for every row would cost more than the k-means)
-        first = x[:_BUILD_ROWS]
+        first = x[:_BUILD_ROWS]  # rabitqlib builds from one block and grows by adds
         index = rabitqlib.IvfIndex(self._lib_dim, first.shape[0], nlist, self.nbits, metric=self._lib_metric(),
                                    initializer=self.route)
-        threads = resolve_threads(self.num_threads)
-        index.build(first, centroids, nearest_centroid(first, centroids), num_threads=threads, fast_quantization=self.fast)
+        index.build(first, centroids, nearest_centroid(first, centroids), num_threads=resolve_threads(self.num_threads),
+                    fast_quantization=self.fast)
+        self._index, self._centroids, self.nlist = index, centroids, nlist
         if n > first.shape[0]:
-            index.add(x[first.shape[0]:], num_threads=threads, fast_quantization=self.fast)
-        self.nlist = nlist
+            self._route_add(x[first.shape[0]:])
         return index
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:
@@ -134,8 +143,21 @@ class RQIVF(RQBase):
         were newly removed. Unknown ids are ignored."""
         return remove_lib_ids(self, ids)
 
-    def _adopt_payload(self, blob: NDArray[np.uint8], path: Any, sidecars: dict[str, NDArray[np.uint8]] | None = None) -> None:
+    def _extra_arrays(self) -> dict[str, NDArray[Any]]:
+        return {} if self._centroids is None else {f"{self.payload}.centroids": self._centroids}
+
+    def reset(self) -> None:
+        super().reset()
+        self._centroids = None
+
+    def _adopt_payload(self, blob: NDArray[np.uint8], path: Any, sidecars: dict[str, NDArray[Any]] | None = None) -> None:
+        sidecars = dict(sidecars or {})
+        centroids = sidecars.pop(".centroids", None)
         super()._adopt_payload(blob, path, sidecars)
+        if centroids is not None:
+            if centroids.shape != (self.nlist, self._lib_dim) or centroids.dtype != np.float32:
+                raise ValueError(f"stored centroids have shape {centroids.shape} {centroids.dtype}, expected ({self.nlist}, {self._lib_dim}) float32")
+            self._centroids = centroids
         if int(self._index.num_clusters) != self.nlist or str(self._index.initializer) != self.route:
             raise ValueError(f"stored rabitqlib index has nlist={int(self._index.num_clusters)}, routing "
                              f"{str(self._index.initializer)!r}; header says {self.nlist}, {self.route!r}")

@@ -165,11 +165,17 @@ class RQBase(FloatIndex):
                     self._index.save(str(Path(tmp) / "lib"))
                     for f in Path(tmp).iterdir():  # "lib" itself and "lib.<sidecar>"
                         arrays[self.payload + f.name[3:]] = np.fromfile(f, np.uint8)
+                arrays.update(self._extra_arrays())
         header = {"variant": self.variant, "dim": self.dim, "metric": self.metric, "ntotal": self.ntotal,
                   "params": self.get_params(), "search_params": self.get_search_params()}
         write_index_file(path, header, arrays)
 
-    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path, sidecars: dict[str, NDArray[np.uint8]] | None = None) -> None:
+    def _extra_arrays(self) -> dict[str, NDArray[Any]]:
+        """Arrays a variant saves beside rabitqlib's files (named ``<payload>.<name>``; ``_adopt_payload``
+        gets them back among ``sidecars``)."""
+        return {}
+
+    def _adopt_payload(self, blob: NDArray[np.uint8], path: Path, sidecars: dict[str, NDArray[Any]] | None = None) -> None:
         import rabitqlib
 
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
