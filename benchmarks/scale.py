@@ -77,6 +77,17 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def loaded_rss(path: Path) -> dict[str, int]:
+    """RSS of a fresh process that loaded the saved index and ran one search (the floats stay
+    memory-mapped): what serving it costs, without the build's leftovers."""
+    code = ("import json, sys, numpy as np, annbin; sys.path.insert(0, sys.argv[2]); from scale import rss_now; "
+            "before = rss_now(); index = annbin.load(sys.argv[1]); index.search(np.ones((1, index.dim), np.float32), 10); "
+            "after = rss_now(); print(json.dumps({'before': before, 'after': after}))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(HERE)], capture_output=True, text=True, check=True)
+    fields = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"RssAnon": fields["after"]["RssAnon"], "RssAnon_start": fields["before"]["RssAnon"], "VmRSS": fields["after"]["VmRSS"]}
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     from annbin._measure import recall_per_query
 
@@ -147,6 +158,7 @@ def run_annbin(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) ->
                                "peak_rss_bytes": peak, "rss_after_build": after_build, "memory_bytes": int(index.memory_bytes()),
                                "disk_bytes": dir_bytes(work / "index"), "float_bytes": int(index.disk_bytes())}
         del index
+        row["rss_loaded"] = loaded_rss(work / "index")
         index = annbin.load(work / "index")  # what a user serves: the saved index, floats memory-mapped
         floats = next(p for p in (work / "index").rglob("vectors*.npy"))
         search = lambda q: index.search(q, K)[1]  # noqa: E731

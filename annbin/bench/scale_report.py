@@ -89,7 +89,8 @@ def projection_note(rows: list[dict[str, Any]]) -> str | None:
 def against_hnswlib(rows: list[dict[str, Any]]) -> list[str]:
     """For each annbin row: its RAM against hnswlib's (measured or projected) at the same N, its
     build time a vector against hnswlib's at the largest N both ran, and its tuned queries/s against
-    the fastest hnswlib ``ef`` at hnswlib's largest N whose recall is at least annbin's."""
+    the fastest hnswlib ``ef`` whose recall is at least annbin's, at the same N where hnswlib ran
+    there, else at hnswlib's largest N."""
     hnsw = sorted((r for r in rows if r["method"] == "hnswlib"), key=lambda r: r["n"])
     if not hnsw:
         return []
@@ -104,12 +105,13 @@ def against_hnswlib(rows: list[dict[str, Any]]) -> list[str]:
         build = max((h for h in hnsw if h["n"] <= r["n"]), key=lambda h: h["n"], default=None)
         if build is not None:
             parts.append(f"build {r['build_s'] / r['n'] / (build['build_s'] / build['n']):.2f}x hnswlib's time a vector (its {build['n']:,})")
+        ref = same or top
         if tuned.get("recall") is not None:
-            fast = [s for s in top.get("sweep", []) if s["recall"] >= tuned["recall"]]
+            fast = [s for s in ref.get("sweep", []) if s["recall"] >= tuned["recall"]]
             best = max(fast, key=lambda s: s["qps"], default=None)
             parts.append(f"{tuned['qps']:,.0f} q/s at recall {tuned['recall']:.3f} = "
-                         + (f"{tuned['qps'] / best['qps']:.2f}x hnswlib at {top['n']:,} (ef {best['ef']}: {best['recall']:.3f}, {best['qps']:,.0f} q/s)"
-                            if best else f"hnswlib at {top['n']:,} never reached that recall"))
+                         + (f"{tuned['qps'] / best['qps']:.2f}x hnswlib at {ref['n']:,} (ef {best['ef']}: {best['recall']:.3f}, {best['qps']:,.0f} q/s)"
+                            if best else f"hnswlib at {ref['n']:,} never reached that recall"))
         out.append("; ".join(parts))
     return out
 
