@@ -50,15 +50,9 @@ def dataset_dir(name: str) -> Path:
     return path
 
 
-def read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
-    from annbin.bench.formats import read_npy_rows
-
-    return read_npy_rows(path, lo, hi)
-
-
 # ------------------------------------------------------------------------------- measuring
 
-def default_nlist(n: int) -> int:
+def scale_nlist(n: int) -> int:
     from annbin.embed.rqivf import MAX_NLIST
 
     return min(MAX_NLIST, round(4 * n ** 0.5))
@@ -129,10 +123,12 @@ def dir_bytes(path: Path) -> int:
 def add_all(add: Any, ds: Path, n: int, chunk: int) -> float:
     from tqdm.auto import tqdm
 
+    from annbin.bench.formats import read_npy_rows  # plain reads: the dataset never counts in the RSS
+
     t = time.perf_counter()
     with tqdm(total=n, desc=f"add {n:,}", unit=" rows", unit_scale=True, file=sys.stderr) as bar:
         for lo in range(0, n, chunk):
-            rows = read_rows(ds / "base.npy", lo, min(n, lo + chunk))
+            rows = read_npy_rows(ds / "base.npy", lo, min(n, lo + chunk))
             add(rows)
             bar.update(rows.shape[0])
     return time.perf_counter() - t
@@ -144,7 +140,7 @@ def run_annbin(args: argparse.Namespace, ds: Path, n: int, truth: np.ndarray) ->
     queries = np.load(ds / "queries.npy").astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
     try:
-        spec = args.spec.format(nlist=default_nlist(n)) or None
+        spec = args.spec.format(nlist=scale_nlist(n)) or None
         index = annbin.BinaryEmbeddingIndex(spec, store_vectors=work / "build.npy", store_dtype=args.store_dtype,
                                             threads=args.threads)
         build_s = add_all(index.add, ds, n, args.chunk)
