@@ -20,3 +20,19 @@ def load(name: str, *, dims: int | None, max_queries: int | None, k: int) -> tup
         base, queries = ds.get_database(), ds.get_queries()
     _, gt = ds.get_groundtruth(k)
     return ds, base, queries, gt[: len(queries), :k]
+
+
+def load_prefix(name: str, n: int, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(base, queries, exact top-k ids)`` of the first ``n`` rows of a set read in prefixes
+    (``m2v_mpnet_10m``): rows by plain reads, both unit-normalized, truth by faiss inner product."""
+    import faiss
+
+    from annbin.bench.datasets import built_dir
+    from annbin.bench.formats import read_npy_rows
+
+    folder = built_dir() / name
+    x = read_npy_rows(folder / "base.npy", 0, n)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.load(folder / "queries.npy").astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x, q, faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)[1]

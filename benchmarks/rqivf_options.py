@@ -15,12 +15,11 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from annbin.bench.datasets import built_dir  # noqa: E402
-from annbin.bench.formats import read_npy_rows  # noqa: E402
 from annbin.embed.floats import make_float_index  # noqa: E402
+
+from _data import load_prefix  # noqa: E402
 
 
 def main() -> None:
@@ -28,12 +27,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    folder = built_dir() / "m2v_mpnet_10m"
-    x = read_npy_rows(folder / "base.npy", 0, args.n)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = np.load(folder / "queries.npy").astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    x, q, truth = load_prefix("m2v_mpnet_10m", args.n)
     nlist = round(4 * args.n ** 0.5)
     built = {}
     for route in ("flat", "hnsw"):

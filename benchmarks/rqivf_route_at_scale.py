@@ -23,9 +23,9 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import rabitqlib  # noqa: E402
 
-from annbin.bench.datasets import built_dir  # noqa: E402
-from annbin.bench.formats import read_npy_rows  # noqa: E402
 from annbin.embed.rqlib import nearest_centroid  # noqa: E402
+
+from _data import load_prefix  # noqa: E402
 
 
 def main() -> None:
@@ -34,12 +34,7 @@ def main() -> None:
     ap.add_argument("--nlist", type=int, default=12_649)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    folder = built_dir() / "m2v_mpnet_10m"
-    x = read_npy_rows(folder / "base.npy", 0, args.n)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = np.load(folder / "queries.npy").astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    x, q, truth = load_prefix("m2v_mpnet_10m", args.n)
     t = time.perf_counter()
     km = faiss.Kmeans(x.shape[1], args.nlist, niter=3, seed=0, spherical=True, min_points_per_centroid=1)
     km.train(x[np.random.default_rng(0).choice(args.n, 16 * args.nlist, replace=False)])

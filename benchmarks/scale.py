@@ -42,10 +42,10 @@ def parse_n(text: str) -> int:
 
 
 def dataset_dir(name: str) -> Path:
-    from annbin.bench.recipes import built_dir
+    from annbin.bench.recipes import built_dir, is_built
 
     path = built_dir() / name
-    if not (path / "meta.json").is_file():
+    if not is_built(name):
         sys.exit(f"{name} is not built: annbin datasets build {name} (see datasets/README.md)")
     return path
 

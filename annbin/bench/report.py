@@ -292,9 +292,13 @@ def _png_base64(rows: list[dict[str, Any]], recall_key: str) -> str | None:
         plt = pyplot()
     except ImportError:  # plotting is optional: the report keeps its tables
         return None
-    fig = _figure(rows, recall_key)
+    return png_base64(plt, _figure(rows, recall_key))
+
+
+def png_base64(plt: Any, fig: Any, dpi: int = 110) -> str:
+    """``fig`` as a base64 PNG (for an ``<img src="data:...">`` that fetches nothing), then closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 

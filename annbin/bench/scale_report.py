@@ -10,9 +10,7 @@ projected from the bytes a vector of its largest run.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,13 +176,9 @@ def scale_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
 def scale_html(rows: list[dict[str, Any]], path: str | Path, *, source: str | None = None) -> Path:
     """One self-contained HTML file: the table and the figures against N (an embedded PNG)."""
     try:
-        from annbin.bench.report import pyplot
+        from annbin.bench.report import png_base64, pyplot
 
-        plt = pyplot()
-        fig, buf = _figure(rows), io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        img = f'<img id="plot-scale" alt="figures against N" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+        img = f'<img id="plot-scale" alt="figures against N" src="data:image/png;base64,{png_base64(pyplot(), _figure(rows), dpi=100)}">'
     except ImportError:
         img = "<p>matplotlib is not installed: no plot (pip install 'annbin[plot]' adds it).</p>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)

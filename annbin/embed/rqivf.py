@@ -21,7 +21,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from annbin._checks import InputTypeError, check_int, resolve_threads
-from annbin._progress import elapsed_bar
 from annbin._training import training_sample
 from annbin.embed.float_base import FloatResult
 from annbin.embed.rqlib import RQBase, nearest_centroid, remove_lib_ids
@@ -32,7 +31,6 @@ __all__ = ["MAX_NLIST", "RQIVF", "TRAIN_POINTS"]
 #: k-means sample rows a list: the centroids only route vectors to lists, so fewer than faiss's
 #: usual 39-256 a list suffice, and k-means time grows with sample x nlist
 TRAIN_POINTS = 16
-_PROGRESS_ROWS = 100_000
 _BUILD_ROWS = 1 << 16  # rabitqlib builds from this many rows, then grows by adds
 #: the default nlist's ceiling: every added vector and every query scans the centroids, so past
 #: this the scan outgrows the lists' saving (benchmarks/RESULTS.md, ``scale``)
@@ -78,9 +76,7 @@ class RQIVF(RQBase):
                  fast: bool = True, seed: int = 0, nprobe: int = 32) -> None:
         super().__init__(dim, metric=metric, nprobe=nprobe)
         self.nlist = None if nlist is None else check_int(nlist, "nlist", minimum=1)
-        self.nbits = check_int(nbits, "nbits", minimum=1)
-        if self.nbits > 9:
-            raise ValueError(f"nbits must be in 1..9 (rabitqlib's RaBitQ), got {nbits}")
+        self.nbits = self._check_nbits(nbits)
         if route not in ("hnsw", "flat"):
             raise ValueError(f"route must be 'hnsw' or 'flat', got {route!r}")
         if not isinstance(fast, (bool, np.bool_)):
@@ -88,21 +84,11 @@ class RQIVF(RQBase):
         self.route, self.fast = route, bool(fast)
         self._centroids: NDArray[np.float32] | None = None  # kept to route adds (saved beside rabitqlib's file)
         self.seed = check_int(seed, "seed", minimum=0)
-        self.progress: bool | None = None  # None: a bar for adds of _PROGRESS_ROWS rows or more
 
     def get_params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "nbits": self.nbits, "route": self.route, "fast": self.fast, "seed": self.seed}
 
-    def _add(self, x: NDArray[np.float32]) -> None:
-        n, x = x.shape[0], self._pad(x)
-        show = self.progress if self.progress is not None else n >= _PROGRESS_ROWS
-        with self._lock, elapsed_bar(f"add {self.variant} ({n:,} vectors)", show):
-            if self._index is None:
-                self._index = self._build(x)
-            else:
-                self._route_add(x)
-
-    def _route_add(self, x: NDArray[np.float32]) -> None:
+    def _grow(self, x: NDArray[np.float32]) -> None:
         """Add rows to their nearest lists: routed here by a blocked matrix product (BLAS) where
         the centroids are known, which is faster than rabitqlib's own routing of an add."""
         ids = None if self._centroids is None or self.route != "flat" else nearest_centroid(x, self._centroids)
@@ -128,7 +114,7 @@ class RQIVF(RQBase):
                     fast_quantization=self.fast)
         self._index, self._centroids, self.nlist = index, centroids, nlist
         if n > first.shape[0]:
-            self._route_add(x[first.shape[0]:])
+            self._grow(x[first.shape[0]:])
         return index
 
     def _search(self, q: NDArray[np.float32], k: int) -> FloatResult:

@@ -90,7 +90,32 @@ class RQBase(FloatIndex):
         self._index: Any = None
         self._lock = threading.Lock()  # add / remove / reset / save against each other
         self._size: tuple[int, int] | None = None  # (stored points, file bytes) of the last measure
+        self.progress: bool | None = None  # None: a bar for adds of _PROGRESS_ROWS rows or more
         self.set_search_params(**search)
+
+    @staticmethod
+    def _check_nbits(nbits: int) -> int:
+        nbits = check_int(nbits, "nbits", minimum=1)
+        if nbits > 9:
+            raise ValueError(f"nbits must be in 1..9 (rabitqlib's RaBitQ), got {nbits}")
+        return nbits
+
+    def _add(self, x: NDArray[np.float32]) -> None:
+        """The first add builds the index from all its rows (``_build``), later ones grow it
+        (``_grow``), under the lock and, from ``_PROGRESS_ROWS`` rows, an elapsed-time bar."""
+        n, x = x.shape[0], self._pad(x)
+        show = self.progress if self.progress is not None else n >= _PROGRESS_ROWS
+        with self._lock, elapsed_bar(f"add {self.variant} ({n:,} vectors)", show):
+            if self._index is None:
+                self._index = self._build(x)
+            else:
+                self._grow(x)
+
+    def _build(self, x: NDArray[np.float32]) -> Any:
+        raise NotImplementedError
+
+    def _grow(self, x: NDArray[np.float32]) -> None:
+        raise NotImplementedError
 
     def _check_search_value(self, name: str, value: Any) -> Any:
         return check_int(value, name, minimum=1)
@@ -238,26 +263,17 @@ class RQHNSW(RQBase):
         super().__init__(dim, metric=metric, ef_search=ef_search)
         self.M = check_int(M, "M", minimum=2)
         self.ef_construction = check_int(ef_construction, "ef_construction", minimum=1)
-        self.nbits = check_int(nbits, "nbits", minimum=1)
-        if self.nbits > 9:
-            raise ValueError(f"nbits must be in 1..9 (rabitqlib's RaBitQ), got {nbits}")
+        self.nbits = self._check_nbits(nbits)
         self.clusters = check_int(clusters, "clusters", minimum=1)
         self.seed = check_int(seed, "seed", minimum=0)
-        self.progress: bool | None = None  # None: a bar for adds of _PROGRESS_ROWS rows or more
 
     def get_params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "nbits": self.nbits, "clusters": self.clusters, "seed": self.seed}
 
-    def _add(self, x: NDArray[np.float32]) -> None:
-        n, x = x.shape[0], self._pad(x)
-        show = self.progress if self.progress is not None else n >= _PROGRESS_ROWS
+    def _grow(self, x: NDArray[np.float32]) -> None:
         # one call, not chunks: one build is faster than a build and adds of the same rows
-        with self._lock, elapsed_bar(f"add {self.variant} ({n:,} vectors)", show):
-            if self._index is None:
-                self._index = self._build(x)
-                return
-            self._index.resize(int(self._index.num_stored_points) + n)  # exact capacity: RAM is what is held
-            self._index.add(x, num_threads=resolve_threads(self.num_threads))
+        self._index.resize(int(self._index.num_stored_points) + x.shape[0])  # exact capacity: RAM is what is held
+        self._index.add(x, num_threads=resolve_threads(self.num_threads))
 
     def _build(self, x: NDArray[np.float32]) -> Any:
         import rabitqlib
