@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -90,6 +91,20 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+def kill_actor(ray, actor, timeout_s: float = 30.0) -> None:
+    """Kill ``actor`` and return once Ray reports it dead: ``ray.kill`` is asynchronous, and a search
+    sent before the kill lands would be answered by the dying actor."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ping.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"actor still answering {timeout_s} s after ray.kill")
 
 
 @pytest.fixture(scope="module", params=EXACT)
@@ -393,7 +408,7 @@ def test_killed_actor_restarts_from_file_when_saved(fresh, ray_session, tmp_path
     expected = fresh.search(base[:20], 10)
     fresh.save(tmp_path)
     before = fresh.restarts
-    ray_session.kill(fresh._group.actors[1])
+    kill_actor(ray_session, fresh._group.actors[1])
     with pytest.warns(RuntimeWarning, match="shard 1 of 2 died during search; restarted it from"):
         D, I = fresh.search(base[:20], 10)
     assert np.array_equal(D, expected[0]) and np.array_equal(I, expected[1])
@@ -411,7 +426,7 @@ def test_killed_actor_with_unsaved_changes_raises_naming_the_shard(ray_session, 
         index.save(tmp_path)
         index.add(base[:10])  # both shards change after the save (ids 300..309 hash to both)
         assert index._group.sources == [None, None]
-        ray_session.kill(index._group.actors[0])
+        kill_actor(ray_session, index._group.actors[0])
         with pytest.raises(ShardError, match=r"shard 0 of 2 died during search .*cannot be restored") as info:
             index.search(base[:5], 3)
         assert info.value.shard == 0

@@ -17,7 +17,7 @@ import pytest
 
 import annbin
 from annbin.distributed import ShardedEmbeddingIndex, ShardedIndex, ShardError, shard_of
-from tests.test_distributed import ray_session  # noqa: F401 - the session's one local Ray
+from tests.test_distributed import kill_actor, ray_session  # noqa: F401 - the session's one local Ray
 
 DIM = 32
 # (spec, route, BinaryEmbeddingIndex keywords): the default first stage by cosine, and a flat
@@ -281,7 +281,7 @@ def test_killed_actor_restarts_from_its_directory(fresh, ray_session, tmp_path):
     expect = fresh.search(q, 10)
     fresh.save(tmp_path)
     before = fresh.restarts
-    ray_session.kill(fresh._group.actors[1])
+    kill_actor(ray_session, fresh._group.actors[1])
     with pytest.warns(RuntimeWarning, match="shard 1 of 2 died during search; restarted it from"):
         got = fresh.search(q, 10)
     _assert_same(got, expect)
@@ -301,7 +301,7 @@ def test_killed_actor_with_unsaved_changes_raises_naming_the_shard(ray_session, 
         assert index.ntotal == 200
         index.save(tmp_path)
         index.add(x[200:])  # both shards change after the save
-        ray_session.kill(index._group.actors[0])
+        kill_actor(ray_session, index._group.actors[0])
         with pytest.raises(ShardError, match=r"shard 0 of 2 died during search .*load the last save with ShardedEmbeddingIndex.load") as info:
             index.search(q, 3)
         assert info.value.shard == 0
