@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import threading
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,11 +112,13 @@ class RQBase(FloatIndex):
             else:
                 self._grow(x)
 
+    @abstractmethod
     def _build(self, x: NDArray[np.float32]) -> Any:
-        raise NotImplementedError
+        """A new rabitqlib index over ``x`` (padded), the first add's rows."""
 
+    @abstractmethod
     def _grow(self, x: NDArray[np.float32]) -> None:
-        raise NotImplementedError
+        """Add ``x`` (padded) to the built index, or raise where the variant cannot grow."""
 
     def _check_search_value(self, name: str, value: Any) -> Any:
         return check_int(value, name, minimum=1)
@@ -345,14 +348,15 @@ class RQSymQG(RQBase):
         if self._index is not None and n:
             raise ValueError("rq-symqg is built once, from its first add, and this one is built: reset() and add every vector at once, or use rq-hnsw")
 
-    def _add(self, x: NDArray[np.float32]) -> None:
+    def _build(self, x: NDArray[np.float32]) -> Any:
         import rabitqlib
 
-        self.check_add(x.shape[0])
         index = rabitqlib.SymqgIndex(self._lib_dim, self.max_degree, metric=self._lib_metric())
-        index.build(self._pad(x), self.ef_construction, num_threads=resolve_threads(self.num_threads))
-        with self._lock:
-            self._index = index
+        index.build(x, self.ef_construction, num_threads=resolve_threads(self.num_threads))
+        return index
+
+    def _grow(self, x: NDArray[np.float32]) -> None:
+        self.check_add(x.shape[0])  # raises: a SymQG graph is built once
 
     def _lib_search(self, q: NDArray[np.float32], k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         want = k
